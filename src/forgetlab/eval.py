@@ -1,0 +1,62 @@
+"""Batched next-token evaluation: top-1 / top-k accuracy (also skipping the most common tokens), loss, perplexity.
+
+Per-sequence counts are kept so that metrics.bootstrap_ratio can put intervals on every number.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+COUNTS = ("n", "top1", "topk", "nll", "n_skip", "top1_skip", "topk_skip")
+
+
+def most_common_tokens(seqs: dict[str, torch.Tensor], n: int) -> torch.Tensor:
+    """The n most frequent token ids among the real tokens of a sequence set (ties broken by id)."""
+    ids = seqs["input_ids"][seqs["attention_mask"].bool()].tolist()
+    counts = Counter(ids)
+    return torch.tensor(sorted(counts, key=lambda t: (-counts[t], t))[:n], dtype=torch.long)
+
+
+@torch.inference_mode()
+def token_counts(model, batches: Iterable[dict], *, top_k: int = 10, skip_ids: torch.Tensor | None = None,
+                 desc: str | None = "eval") -> dict[str, torch.Tensor]:
+    """Per sequence: number of predicted tokens, top-1 / top-k hits, summed NLL, and the same restricted to
+    target tokens not in skip_ids. Targets are the real tokens at positions 1.. (position t predicts t+1)."""
+    device = next(model.parameters()).device
+    out = {k: [] for k in COUNTS}
+    for batch in tqdm(list(batches), desc=desc, disable=desc is None, leave=False):
+        ids, att = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        logits = model(input_ids=ids, attention_mask=att, use_cache=False).logits[:, :-1].float()
+        target, valid = ids[:, 1:], att[:, 1:].bool()
+        nll = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+        topk = logits.topk(top_k, dim=-1).indices
+        hit1 = topk[..., 0] == target
+        hitk = (topk == target.unsqueeze(-1)).any(-1)
+        keep = valid if skip_ids is None else valid & ~torch.isin(target, skip_ids.to(device))
+        for name, mask in (("", valid), ("_skip", keep)):
+            out["n" + name].append(mask.sum(1))
+            out["top1" + name].append((hit1 & mask).sum(1))
+            out["topk" + name].append((hitk & mask).sum(1))
+        out["nll"].append((nll * valid).sum(1))
+    return {k: torch.cat(v).double().cpu() for k, v in out.items()}
+
+
+def summarize(counts: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Token-level aggregates of token_counts: accuracies in [0, 1], mean loss, perplexity."""
+    s = {k: float(v.sum()) for k, v in counts.items()}
+    loss = s["nll"] / max(s["n"], 1)
+    return {"top1": s["top1"] / max(s["n"], 1), "topk": s["topk"] / max(s["n"], 1),
+            "top1_skip": s["top1_skip"] / max(s["n_skip"], 1), "topk_skip": s["topk_skip"] / max(s["n_skip"], 1),
+            "loss": loss, "perplexity": math.exp(min(loss, 50.0)), "n_tokens": int(s["n"])}
+
+
+def evaluate_lm(model, batches: Iterable[dict], *, top_k: int = 10, skip_ids: torch.Tensor | None = None,
+                desc: str | None = "eval") -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """(summary, per-sequence counts) of next-token prediction over `batches`."""
+    counts = token_counts(model, batches, top_k=top_k, skip_ids=skip_ids, desc=desc)
+    return summarize(counts), counts

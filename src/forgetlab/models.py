@@ -1,0 +1,123 @@
+"""Model loading: local default models in data/, HF hub names for the paper-scale profile.
+
+Both go through the same `from_pretrained` path; the only difference is where the name resolves to.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForTokenClassification,
+                          AutoTokenizer, PreTrainedModel)
+
+# Default models built by `make data` (see src/forgetlab/data/build.py).
+LOCAL_MODELS = {
+    "smollm2-135m": "models/smollm2-135m",  # SmolLM2-135M-Instruct, Llama architecture, causal LM
+    "minilm-l6": "models/minilm-l6",  # all-MiniLM-L6-v2, 6-layer BERT encoder (no MLM head)
+}
+# Hub names the papers used that have no "org/" prefix.
+LEGACY_HUB_NAMES = {"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2", "bert-base-uncased",
+                    "bert-base-cased", "distilbert-base-cased", "distilbert-base-uncased", "roberta-base",
+                    "roberta-large"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resolve_model(name_or_path: str, data_dir: str | Path = "data") -> str:
+    """Map a model name to what `from_pretrained` takes: a local folder or a hub id.
+
+    Local default names ("smollm2-135m", "minilm-l6") resolve into `data_dir`; an existing folder is used as is;
+    "org/name" and the classic unprefixed names (gpt2, distilgpt2, ...) are hub ids (paper-scale profile).
+    """
+    if not isinstance(name_or_path, (str, Path)):
+        raise TypeError(f"parameter 'model' must be a string, got {type(name_or_path).__name__}")
+    name = str(name_or_path)
+    if name in LOCAL_MODELS:
+        path = Path(data_dir) / LOCAL_MODELS[name]
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"default model {name!r} not found at {path}: run `make data`")
+        return str(path)
+    if Path(name).is_dir():
+        if not (Path(name) / "config.json").exists():
+            raise FileNotFoundError(f"model folder {name} has no config.json (save it with save_pretrained)")
+        return name
+    if _HUB_ID.match(name) or name in LEGACY_HUB_NAMES:
+        return name
+    raise ValueError(f"unknown model {name!r}: use one of {sorted(LOCAL_MODELS)}, a folder saved with "
+                     "save_pretrained, or a Hugging Face hub id such as 'EleutherAI/pythia-1.4b'")
+
+
+def _load(auto_cls, name_or_path, data_dir, dtype, device, **kwargs):
+    path = resolve_model(name_or_path, data_dir)
+    try:
+        model = auto_cls.from_pretrained(path, dtype=dtype, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as e:
+        raise OSError(f"could not load model {name_or_path!r} from {path!r} (hub ids need network access "
+                      f"or a local copy in the HF cache): {e}") from e
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if "quantization_config" not in kwargs:
+        model.to(device)
+    model.eval()
+    return model, tokenizer
+
+
+def load_causal_lm(name_or_path: str = "smollm2-135m", *, data_dir="data", dtype=torch.float32, device="cpu",
+                   **kwargs) -> tuple[PreTrainedModel, object]:
+    """Load a causal LM and its tokenizer (pad token set, eval mode). kwargs go to from_pretrained."""
+    return _load(AutoModelForCausalLM, name_or_path, data_dir, dtype, device, **kwargs)
+
+
+def load_encoder(name_or_path: str = "minilm-l6", *, data_dir="data", dtype=torch.float32, device="cpu",
+                 **kwargs) -> tuple[PreTrainedModel, object]:
+    """Load a bare encoder (AutoModel) and its tokenizer."""
+    return _load(AutoModel, name_or_path, data_dir, dtype, device, **kwargs)
+
+
+def load_token_classifier(name_or_path: str = "minilm-l6", labels: list[str] = ("O",), *, data_dir="data",
+                          dtype=torch.float32, device="cpu", **kwargs) -> tuple[PreTrainedModel, object]:
+    """Load a token classifier with a (new, if needed) head for `labels`."""
+    labels = list(labels)
+    id2label = dict(enumerate(labels))
+    return _load(AutoModelForTokenClassification, name_or_path, data_dir, dtype, device,
+                 num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()},
+                 **kwargs)
+
+
+def model_config(name_or_path: str, data_dir="data"):
+    return AutoConfig.from_pretrained(resolve_model(name_or_path, data_dir))
+
+
+# ---------------------------------------------------------------- tiny random-init models for tests
+TINY_FAMILIES = ("llama", "gpt2", "gpt_neox", "opt", "bert")
+
+
+def tiny_model(family: str, *, vocab_size: int = 97, hidden: int = 32, ff: int = 48, layers: int = 2,
+               heads: int = 4, seed: int = 0) -> PreTrainedModel:
+    """A small random-init model of a supported family, built in-process (no files, no network)."""
+    from transformers import (BertConfig, BertForMaskedLM, GPT2Config, GPT2LMHeadModel, GPTNeoXConfig,
+                              GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM)
+    specials = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    builders = {
+        "llama": lambda: LlamaForCausalLM(LlamaConfig(
+            vocab_size=vocab_size, hidden_size=hidden, intermediate_size=ff, num_hidden_layers=layers,
+            num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), **specials)),
+        "gpt2": lambda: GPT2LMHeadModel(GPT2Config(
+            vocab_size=vocab_size, n_embd=hidden, n_inner=ff, n_layer=layers, n_head=heads, **specials)),
+        "gpt_neox": lambda: GPTNeoXForCausalLM(GPTNeoXConfig(
+            vocab_size=vocab_size, hidden_size=hidden, intermediate_size=ff, num_hidden_layers=layers,
+            num_attention_heads=heads, **specials)),
+        "opt": lambda: OPTForCausalLM(OPTConfig(
+            vocab_size=vocab_size, hidden_size=hidden, ffn_dim=ff, num_hidden_layers=layers,
+            num_attention_heads=heads, word_embed_proj_dim=hidden, **specials)),
+        "bert": lambda: BertForMaskedLM(BertConfig(
+            vocab_size=vocab_size, hidden_size=hidden, intermediate_size=ff, num_hidden_layers=layers,
+            num_attention_heads=heads, pad_token_id=0)),
+    }
+    if family not in builders:
+        raise ValueError(f"unknown tiny model family {family!r}; allowed: {', '.join(builders)}")
+    torch.manual_seed(seed)
+    model = builders[family]()
+    model.eval()
+    return model

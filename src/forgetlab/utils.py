@@ -1,0 +1,119 @@
+"""Small shared helpers: seeding, parameter checks, atomic writes."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch, and ask torch for deterministic kernels."""
+    check_type("seed", seed, int)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+# ---------------------------------------------------------------- parameter checks
+def check_type(name: str, value: Any, types: type | tuple[type, ...]) -> Any:
+    """Raise a TypeError naming the parameter when `value` is not of `types` (bool is not an int)."""
+    types = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool) and bool not in types:
+        ok = False
+    else:
+        ok = isinstance(value, types)
+    if not ok:
+        allowed = " or ".join(t.__name__ for t in types)
+        raise TypeError(f"parameter {name!r} must be {allowed}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_fraction(name: str, value: Any, *, allow_zero: bool = True) -> float:
+    """A fraction in [0, 1] (or (0, 1] with allow_zero=False)."""
+    check_type(name, value, (int, float))
+    lo_ok = value >= 0 if allow_zero else value > 0
+    if not (lo_ok and value <= 1):
+        rng = "[0, 1]" if allow_zero else "(0, 1]"
+        raise ValueError(f"parameter {name!r} must be a fraction in {rng}, got {value!r}")
+    return float(value)
+
+
+def check_positive_int(name: str, value: Any, *, allow_zero: bool = False) -> int:
+    check_type(name, value, int)
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"parameter {name!r} must be an integer {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value: Any, allowed: Iterable[str]) -> str:
+    allowed = list(allowed)
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(map(str, allowed))}")
+    return value
+
+
+def parse_list(name: str, value: Any, item_type: type = str) -> list:
+    """Accept a list or a comma-separated string (how Papermill passes lists from dvc.yaml)."""
+    if isinstance(value, str):
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        try:
+            return [item_type(v) for v in items]
+        except ValueError as e:
+            raise ValueError(f"parameter {name!r}: cannot read {value!r} as a list of {item_type.__name__}") from e
+    if isinstance(value, (list, tuple)):
+        return [check_type(f"{name}[{i}]", v, item_type if item_type is not float else (int, float))
+                for i, v in enumerate(value)]
+    raise TypeError(f"parameter {name!r} must be a list or a comma-separated string, got {type(value).__name__}")
+
+
+# ---------------------------------------------------------------- atomic outputs
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path next to `path`; on success rename it into place, on error remove it.
+
+    Works for files and directories, so a killed or failed step never leaves a half-written output.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent)) / path.name
+    try:
+        yield tmp
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON atomically, with sorted keys so the same results give the same bytes."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(to_builtin(obj), indent=2, sort_keys=True) + "\n")
+
+
+def to_builtin(obj: Any) -> Any:
+    """Convert numpy/torch scalars and arrays to plain Python for JSON."""
+    if isinstance(obj, dict):
+        return {str(k): to_builtin(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_builtin(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return to_builtin(obj.tolist())
+    if isinstance(obj, np.ndarray):
+        return to_builtin(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float):
+        return round(obj, 6)
+    return obj
