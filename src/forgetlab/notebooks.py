@@ -1,0 +1,70 @@
+"""Notebook hygiene and execution: notebooks live in git without outputs; Papermill runs them.
+
+    python -m forgetlab.notebooks strip notebooks/*.ipynb   # remove outputs and execution counts
+    python -m forgetlab.notebooks check notebooks/*.ipynb   # fail if any has outputs or no parameters cell
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+
+
+def problems(path: str | Path) -> list[str]:
+    nb = nbformat.read(path, as_version=4)
+    out = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count")):
+            out.append(f"{path}: cell {i} has outputs or an execution count (run `make strip-notebooks`)")
+    if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
+        out.append(f"{path}: no cell tagged 'parameters' (Papermill cannot inject parameters)")
+    return out
+
+
+def strip(path: str | Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+        cell.metadata.pop("execution", None)
+    nb.metadata.pop("papermill", None)
+    nbformat.write(nb, path)
+
+
+def parameters_of(path: str | Path) -> dict:
+    """Names and default values of a notebook's `parameters` cell (evaluated as Python literals)."""
+    import ast
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    out = {}
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            out[node.targets[0].id] = ast.literal_eval(node.value)
+    return out
+
+
+def run(notebook: str | Path, output: str | Path, parameters: dict, cwd: str | Path = ".") -> None:
+    """Execute a notebook with Papermill (the same call dvc.yaml makes)."""
+    import papermill as pm
+    pm.execute_notebook(str(notebook), str(output), parameters=parameters, cwd=str(cwd), progress_bar=False,
+                        kernel_name="python3")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("action", choices=("strip", "check"))
+    ap.add_argument("paths", nargs="+")
+    args = ap.parse_args(argv)
+    if args.action == "strip":
+        for p in args.paths:
+            strip(p)
+        return
+    found = [msg for p in args.paths for msg in problems(p)]
+    print("\n".join(found) or "notebooks are clean")
+    sys.exit(1 if found else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Next-token evaluation and bootstrap intervals against direct computations."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from forgetlab import eval as ev, metrics
+from forgetlab.models import tiny_model
+
+
+def data():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 97, (4, 9), generator=g)
+    att = torch.ones_like(ids)
+    att[2, 6:] = 0
+    return {"input_ids": ids, "attention_mask": att}
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_token_counts_match_a_direct_computation(family):
+    model = tiny_model(family)
+    d = data()
+    skip = torch.tensor([5, 6, 7])
+    summary, counts = ev.evaluate_lm(model, [d], top_k=3, skip_ids=skip, desc=None)
+    with torch.no_grad():
+        logits = model(**d).logits[:, :-1]
+    tgt, valid = d["input_ids"][:, 1:], d["attention_mask"][:, 1:].bool()
+    pred = logits.argmax(-1)
+    top3 = logits.topk(3, -1).indices
+    n = valid.sum().item()
+    assert summary["n_tokens"] == n == 4 * 8 - 3
+    assert summary["top1"] == pytest.approx(((pred == tgt) & valid).sum().item() / n)
+    assert summary["topk"] == pytest.approx(((top3 == tgt[..., None]).any(-1) & valid).sum().item() / n)
+    nll = F.cross_entropy(logits[valid], tgt[valid])
+    assert summary["loss"] == pytest.approx(nll.item(), rel=1e-5)
+    assert summary["perplexity"] == pytest.approx(math.exp(nll.item()), rel=1e-5)
+    keep = valid & ~torch.isin(tgt, skip)
+    assert summary["top1_skip"] == pytest.approx(((pred == tgt) & keep).sum().item() / keep.sum().item())
+    assert counts["n"].tolist() == valid.sum(1).tolist()  # per sequence, for the bootstrap
+
+
+def test_batching_does_not_change_the_result():
+    model = tiny_model("llama")
+    d = data()
+    whole, _ = ev.evaluate_lm(model, [d], desc=None)
+    split, _ = ev.evaluate_lm(model, [{k: v[:1] for k, v in d.items()}, {k: v[1:] for k, v in d.items()}], desc=None)
+    assert whole == pytest.approx(split)
+
+
+def test_most_common_tokens():
+    seqs = {"input_ids": torch.tensor([[5, 5, 5, 9, 9, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 0]])}
+    assert ev.most_common_tokens(seqs, 2).tolist() == [5, 9]
+
+
+def test_bootstrap_ratio_covers_the_truth_and_shrinks_with_n():
+    rng = np.random.default_rng(0)
+    small = rng.binomial(1, 0.3, 50)
+    large = rng.binomial(1, 0.3, 5000)
+    lo_s, hi_s = metrics.bootstrap_ratio(small, np.ones(50), seed=1)
+    lo_l, hi_l = metrics.bootstrap_ratio(large, np.ones(5000), seed=1)
+    assert lo_l < 0.3 < hi_l
+    assert (hi_l - lo_l) < (hi_s - lo_s) / 5
+
+
+def test_paired_bootstrap_of_identical_measures_is_zero():
+    num, den = np.array([3.0, 5, 1, 7]), np.array([10.0, 10, 10, 10])
+    assert metrics.bootstrap_diff_of_ratios(num, den, num, den) == (0.0, 0.0)
+
+
+def test_area_between_curves():
+    assert metrics.area_between([0, 1, 2], [0, 2, 4], [0, 1, 2]) == pytest.approx(2.0)
