@@ -1,0 +1,93 @@
+"""Benchmarks (not timed tests): `make bench` writes benchmarks/results.json.
+
+* throughput of activation-statistics collection and of batched evaluation against a plain forward pass of
+  the same model on the same batches;
+* wall time and peak memory of every pipeline stage, as recorded by the stages themselves
+  (`record_stage`, the last call of every notebook) in benchmarks/stages/<stage>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import time
+from pathlib import Path
+
+import psutil
+import torch
+
+from .utils import write_json
+
+
+def record_stage(stage: str, out_dir: str | Path = "benchmarks/stages") -> dict:
+    """Record this process's wall time since start and its peak resident memory for a stage."""
+    proc = psutil.Process()
+    info = {"stage": stage, "wall_s": round(time.time() - proc.create_time(), 1),
+            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
+    write_json(Path(out_dir) / f"{stage}.json", info)
+    return info
+
+
+def _best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def throughput(model_name: str = "smollm2-135m", batch_size: int = 8, seq_len: int = 128, n_batches: int = 2,
+               repeats: int = 2, data_dir: str = "data") -> dict:
+    """Tokens/s of a plain forward vs activation-statistics collection vs batched evaluation."""
+    from .data import load_corpus
+    from .eval import token_counts
+    from .models import load_causal_lm
+    from .neurons import collect_stats
+    from .tokens import iter_batches, make_sequences
+
+    model, tok = load_causal_lm(model_name, data_dir=data_dir)
+    seqs = make_sequences(tok, load_corpus("text", data_dir=data_dir), seq_len, batch_size * n_batches)
+    batches = list(iter_batches(seqs, batch_size))
+    n_tok = batch_size * n_batches * seq_len
+
+    @torch.inference_mode()
+    def plain(full: bool):
+        for b in batches:
+            (model if full else model.base_model)(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                                                  use_cache=False)
+
+    t_base = _best_of(lambda: plain(False), repeats)
+    t_full = _best_of(lambda: plain(True), repeats)
+    t_stats = _best_of(lambda: collect_stats(model, batches, ("ff", "attn"), desc=None), repeats)
+    t_eval = _best_of(lambda: token_counts(model, batches, desc=None), repeats)
+    return {
+        "model": model_name, "batch_size": batch_size, "seq_len": seq_len, "tokens": n_tok,
+        "plain_base_forward_tok_s": n_tok / t_base, "plain_full_forward_tok_s": n_tok / t_full,
+        "stats_ff_attn_tok_s": n_tok / t_stats, "eval_tok_s": n_tok / t_eval,
+        # activation statistics run the base model (no LM head): compare with the same forward
+        "stats_vs_plain_forward": t_base / t_stats,
+        # evaluation needs the LM head: compare with the full forward
+        "eval_vs_plain_forward": t_full / t_eval,
+    }
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="benchmarks/results.json")
+    ap.add_argument("--data-dir", default="data")
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    results = {"machine": {"cpus": psutil.cpu_count(), "threads": torch.get_num_threads(),
+                           "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
+               "throughput": throughput(data_dir=args.data_dir),
+               "stages": {p.stem: json.loads(p.read_text())
+                          for p in sorted(Path(args.out).parent.glob("stages/*.json"))}}
+    write_json(args.out, results)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
