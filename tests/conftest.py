@@ -1,4 +1,6 @@
+import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,3 +30,24 @@ def data_dir() -> Path:
 def smollm(data_dir):
     from forgetlab.models import load_causal_lm
     return load_causal_lm("smollm2-135m", data_dir=data_dir)
+
+
+def stage_env() -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory, data_dir) -> Path:
+    """The whole pipeline with the smoke profile, run from dvc.yaml's own commands in a scratch folder
+    (never the tracked figures/ or metrics/). FORGETLAB_STAGES=a,b limits it to some stages."""
+    from forgetlab import pipeline, profile
+    work = pipeline.make_workdir(tmp_path_factory.mktemp("smoke"), ROOT, data_dir)
+    only = [s for s in os.environ.get("FORGETLAB_STAGES", "").split(",") if s] or None
+    pipeline.run_stages(work, profile.load_params("smoke", ROOT), ROOT, only=only, env=stage_env())
+    return work
+
+
+def read_metrics(work: Path, name: str) -> dict:
+    return json.loads((work / "metrics" / f"{name}.json").read_text())

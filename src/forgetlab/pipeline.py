@@ -55,6 +55,32 @@ def papermill_parameters(cmd: str) -> tuple[str, dict[str, str]]:
     return argv[1], params
 
 
+def make_workdir(path: str | Path, root: str | Path, data_dir: str | Path) -> Path:
+    """A scratch copy of what the stages read (notebooks, dvc.yaml, params, profiles) with data/ linked in, so a
+    test run never writes into the tracked figures/ or metrics/."""
+    import shutil
+    path, root = Path(path), Path(root)
+    for name in ("notebooks", "profiles"):
+        shutil.copytree(root / name, path / name)
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(root / name, path / name)
+    (path / "data").symlink_to(Path(data_dir).resolve())
+    return path
+
+
+def run_stages(workdir: str | Path, params: dict, root: str | Path = ".", only: list[str] | None = None,
+               env: dict | None = None) -> dict[str, subprocess.CompletedProcess]:
+    """Run the rendered dvc.yaml commands in `workdir` (all stages, or `only`), stopping at the first failure."""
+    done = {}
+    for name, cmd in stage_commands(params, root):
+        if only and name not in only:
+            continue
+        done[name] = proc = subprocess.run(cmd, shell=True, cwd=workdir, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"stage {name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return done
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("action", choices=("show", "run"))
