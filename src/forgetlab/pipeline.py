@@ -65,6 +65,7 @@ def make_workdir(path: str | Path, root: str | Path, data_dir: str | Path) -> Pa
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(root / name, path / name)
     (path / "data").symlink_to(Path(data_dir).resolve())
+    (path / "reports").mkdir()  # papermill does not create the output folder (in git: reports/.gitignore)
     return path
 
 
