@@ -104,3 +104,11 @@ def test_mlm_counts_on_a_tiny_bert():
     assert counts["n"].sum().item() == targets.sum().item() > 0
     hits = (logits.argmax(-1) == d["input_ids"]) & targets
     assert counts["top1"].sum().item() == hits.sum().item()
+
+
+def test_drop_gap_ci_brackets_the_gap_and_is_zero_for_no_change():
+    base = {"top1": np.array([5.0, 6, 7, 8] * 5), "n": np.full(20, 10.0)}
+    pruned_f = {"top1": base["top1"] - 3, "n": base["n"]}  # forget drops 30 pp on every sequence
+    lo, hi = metrics.drop_gap_ci(base, pruned_f, base, base)
+    assert lo == pytest.approx(0.3) and hi == pytest.approx(0.3)
+    assert metrics.drop_gap_ci(base, base, base, base) == (0.0, 0.0)

@@ -82,6 +82,17 @@ def mlm_token_counts(model, batches: Iterable[dict], *, mask_token_id: int, spec
     return {k: torch.cat(v).double().cpu() for k, v in out.items()}
 
 
+def lm_counts(model, tokenizer, batches: Iterable[dict], *, top_k: int = 10, skip_ids: torch.Tensor | None = None,
+              seed: int = 0, desc: str | None = "eval") -> dict[str, torch.Tensor]:
+    """token_counts for causal LMs, mlm_token_counts (15% masked, 80/10/10) for encoders."""
+    from .models import is_encoder
+    if not is_encoder(model):
+        return token_counts(model, batches, top_k=top_k, skip_ids=skip_ids, desc=desc)
+    specials = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+    return mlm_token_counts(model, batches, mask_token_id=tokenizer.mask_token_id, special_ids=specials,
+                            top_k=top_k, skip_ids=skip_ids, seed=seed, desc=desc)
+
+
 def summarize(counts: dict[str, torch.Tensor]) -> dict[str, float]:
     """Token-level aggregates of token_counts: accuracies in [0, 1], mean loss, perplexity."""
     s = {k: float(v.sum()) for k, v in counts.items()}

@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 
 import torch
-from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForTokenClassification,
+from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM,
+                          AutoModelForTokenClassification,
                           AutoTokenizer, PreTrainedModel)
 
 # Default models built by `make data` (see src/forgetlab/data/build.py).
@@ -67,6 +68,22 @@ def load_causal_lm(name_or_path: str = "smollm2-135m", *, data_dir="data", dtype
                    **kwargs) -> tuple[PreTrainedModel, object]:
     """Load a causal LM and its tokenizer (pad token set, eval mode). kwargs go to from_pretrained."""
     return _load(AutoModelForCausalLM, name_or_path, data_dir, dtype, device, **kwargs)
+
+
+ENCODER_TYPES = ("bert", "roberta", "distilbert", "xlm-roberta", "electra")
+
+
+def is_encoder(model_or_config) -> bool:
+    config = getattr(model_or_config, "config", model_or_config)
+    return config.model_type in ENCODER_TYPES
+
+
+def load_lm(name_or_path: str = "smollm2-135m", *, data_dir="data", dtype=torch.float32, device="cpu",
+            **kwargs) -> tuple[PreTrainedModel, object]:
+    """A language model of either kind: a masked LM for encoder families (BERT, RoBERTa, ...), a causal LM
+    otherwise. (The default MiniLM encoder has no MLM head, so it is not a useful masked LM.)"""
+    auto = AutoModelForMaskedLM if is_encoder(model_config(name_or_path, data_dir)) else AutoModelForCausalLM
+    return _load(auto, name_or_path, data_dir, dtype, device, **kwargs)
 
 
 def load_encoder(name_or_path: str = "minilm-l6", *, data_dir="data", dtype=torch.float32, device="cpu",

@@ -112,7 +112,8 @@ class Pruner:
         """One pruning step; returns the newly pruned neurons per kind. Statistics are collected with the
         current masks in place, so they describe the model as already pruned."""
         kinds = list(cfg.fracs())
-        retain = collect_stats(self.model, retain_batches, kinds, desc="retain stats")
+        need_retain = cfg.scoring != "random" or cfg.ablation == "mean"
+        retain = collect_stats(self.model, retain_batches, kinds, desc="retain stats") if need_retain else {}
         forget = {} if cfg.scoring == "random" else collect_stats(self.model, forget_batches, kinds,
                                                                   desc="forget stats")
         new = {}
@@ -131,17 +132,19 @@ class Pruner:
 
 
 def iterative_prune(model, forget_batches, retain_batches, cfg: PruneConfig, n_steps: int,
-                    evaluate: Callable[[object], dict], *, seed: int = 0, desc: str = "pruning") -> tuple[list, Pruner]:
-    """Prune `n_steps` times, evaluating after every step (and before the first).
+                    evaluate: Callable[[object], dict], *, seed: int = 0, initial: dict | None = None,
+                    desc: str | None = "pruning") -> tuple[list, Pruner]:
+    """Prune `n_steps` times, evaluating after every step (and before the first, unless `initial` already holds
+    the unpruned model's metrics).
 
     `evaluate(model)` returns a dict of metrics; the history holds them with the pruned fractions.
     The returned Pruner keeps the masks on the model (call .remove() to restore it).
     """
     pruner = Pruner(model, list(cfg.fracs()))
     gen = torch.Generator().manual_seed(seed)
-    history = [{"step": 0, **{f"{k}_pruned": 0.0 for k in pruner.pruned}, **evaluate(model)}]
+    history = [{"step": 0, **{f"{k}_pruned": 0.0 for k in pruner.pruned}, **(initial or evaluate(model))}]
     forget_batches, retain_batches = list(forget_batches), list(retain_batches)
-    for step in tqdm(range(1, n_steps + 1), desc=desc):
+    for step in tqdm(range(1, n_steps + 1), desc=desc, disable=desc is None):
         pruner.step(forget_batches, retain_batches, cfg, gen)
         history.append({"step": step, **{f"{k}_pruned": pruner.fraction(k) for k in pruner.pruned},
                         **evaluate(model)})

@@ -1,6 +1,7 @@
 """Turn documents into fixed-length token sequences and batches."""
 from __future__ import annotations
 
+import random
 from typing import Iterator
 
 import torch
@@ -9,8 +10,12 @@ from .utils import check_positive_int
 
 
 def make_sequences(tokenizer, docs: list[dict], seq_len: int, max_sequences: int | None = None, *,
-                   max_per_doc: int | None = None, min_len: int = 16) -> dict[str, torch.Tensor]:
+                   max_per_doc: int | None = None, min_len: int = 16, seed: int | None = None
+                   ) -> dict[str, torch.Tensor]:
     """Cut each document's tokens into windows of `seq_len`; a last window of >= min_len tokens is right-padded.
+
+    With `seed`, documents are visited in a seeded random order (so the first `max_sequences` sample the whole
+    corpus, not its first files); `max_per_doc` caps the windows taken from one document.
 
     Returns {"input_ids": [N, seq_len], "attention_mask": [N, seq_len], "doc": [N] document index}. Sequences
     never cross documents, so a split by document stays a split by sequence.
@@ -18,7 +23,11 @@ def make_sequences(tokenizer, docs: list[dict], seq_len: int, max_sequences: int
     check_positive_int("seq_len", seq_len)
     ids, att, doc_idx = [], [], []
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for d, doc in enumerate(docs):
+    order = list(range(len(docs)))
+    if seed is not None:
+        random.Random(seed).shuffle(order)
+    for d in order:
+        doc = docs[d]
         toks = tokenizer(doc["text"], add_special_tokens=False)["input_ids"]
         windows = [toks[i:i + seq_len] for i in range(0, len(toks), seq_len)]
         windows = [w for w in windows if len(w) >= min_len][:max_per_doc]

@@ -4,10 +4,10 @@
 """
 from .bigbench import MCTask, list_mc_tasks, load_cifar10, load_mc_task, load_squad
 from .corpora import (CODE_LANGUAGES, CORPORA, TEXT_SOURCES, load_code_documents, load_corpus, load_hf_text,
-                      load_text_documents, split_documents)
+                      load_split, load_text_documents, split_documents)
 
 __all__ = ["CODE_LANGUAGES", "CORPORA", "TEXT_SOURCES", "MCTask", "check_data", "list_mc_tasks", "load_cifar10",
-           "load_code_documents", "load_corpus", "load_hf_text", "load_mc_task", "load_squad", "load_text_documents",
+           "load_code_documents", "load_corpus", "load_hf_text", "load_mc_task", "load_split", "load_squad", "load_text_documents",
            "split_documents"]
 
 

@@ -84,6 +84,39 @@ def _get(row: dict, dotted: str):
     return row
 
 
+# A corpus that is part of a larger one is split together with it, so its test documents are never training
+# documents of the larger one (python is a subset of code, wiki and nyt of text).
+PARENT = {**{lang: "code" for lang in CODE_LANGUAGES}, "wiki": "text", "nyt": "text"}
+
+
+# The papers' corpora on the Hugging Face hub (paper-scale profile): name -> load_hf_text arguments.
+HF_CORPORA = {
+    "hf:pile": dict(dataset_name_or_path="monology/pile-uncopyrighted", text_column="text", streaming=True,
+                    exclude={"meta.pile_set_name": "Github"}),
+    "hf:github-code": dict(dataset_name_or_path="codeparrot/github-code-clean", config="all-all",
+                           text_column="code", streaming=True),
+    "hf:github-python": dict(dataset_name_or_path="codeparrot/github-code-clean", config="Python-all",
+                             text_column="code", streaming=True),
+}
+
+
+def load_split(name: str, test_fraction: float, seed: int, data_dir: str | Path = "data",
+               max_docs: int = 20_000) -> tuple[list, list]:
+    """(train, test) documents of a named corpus, split by document consistently across nested corpora:
+    `load_split("python", ...)` is the python part of `load_split("code", ...)` with the same seed.
+    Names starting with "hf:" (HF_CORPORA) stream the first `max_docs` documents of a hub dataset."""
+    if name in HF_CORPORA:
+        return split_documents(load_hf_text(n_docs=max_docs, **HF_CORPORA[name]), test_fraction, seed)
+    check_name("corpus name", name, list(CORPORA) + list(HF_CORPORA))
+    parent = PARENT.get(name, name)
+    train, test = split_documents(load_corpus(parent, data_dir), test_fraction, seed)
+    if parent == name:
+        return train, test
+    keep = set(CORPORA[name])
+    key = "language" if parent == "code" else "source"
+    return [d for d in train if d[key] in keep], [d for d in test if d[key] in keep]
+
+
 def load_hf_text(dataset_name_or_path: str, split: str = "train", text_column: str = "text",
                  n_docs: int | None = None, *, config: str | None = None, streaming: bool = False,
                  filter_fn: Callable[[dict], bool] | None = None, exclude: dict | None = None,
