@@ -93,8 +93,11 @@ def main(argv=None) -> None:
         if args.stage and name not in args.stage:
             continue
         print(f"[{name}] {cmd}")
-        if args.action == "run":
-            subprocess.run(cmd, shell=True, check=True)
+        if args.action == "run":  # with this interpreter's bin/ (the venv) first on PATH, as DVC would
+            import os
+            import sys
+            env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+            subprocess.run(cmd, shell=True, check=True, env=env)
 
 
 if __name__ == "__main__":

@@ -114,8 +114,8 @@ def to_builtin(obj: Any) -> Any:
         return to_builtin(obj.tolist())
     if isinstance(obj, np.generic):
         return obj.item()
-    if isinstance(obj, float):
-        return round(obj, 6)
+    if isinstance(obj, float):  # 7 significant digits: stable bytes, and small values (1e-5) survive
+        return float(f"{obj:.7g}")
     return obj
 
 

@@ -1,0 +1,838 @@
+"""SaLEM: salient-layer editing with a MEND editor (Amazon, EACL 2024), plus the baselines it is compared with.
+
+    * data:      a fact-verification classifier (claim + evidence -> True / False / Neither) and question-answering
+                 edits for a causal LM; both become "items" (token ids + labels) that every function below shares.
+    * saliency:  per layer (a transformer block's MLP matrices), the mean |grad| of the edit loss, averaged over
+                 mini-batches of samples; the most salient layer is the one SaLEM edits.
+    * MEND:      an identity-initialized low-rank MLP on the normalized [input; output-gradient] of each edited
+                 linear layer (Mitchell et al. 2022), shared across layers of the same shape, with per-layer scale
+                 and shift and a learned edit learning rate; edit W <- W - lr * sum_rows delta~ u~^T. No `higher`:
+                 the edited weights are a dict passed to torch.func.functional_call, so training the editor
+                 backpropagates through the edit.
+    * baselines: fine-tuning on the fail samples, no edit.
+    * metrics:   edit accuracy (fail, adapt samples), drawdown (pass samples, held-out set, text perplexity).
+
+Checkpoint stages (dvc.yaml): `python -m forgetlab.editing train-classifier | build-edits | build-qa-edits |
+train-editors ...`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+from tqdm.auto import tqdm
+
+from .models import resolve_model
+from .utils import atomic_path, check_choice, check_fraction, check_positive_int, seed_everything, write_json
+
+LABELS = ("True", "False", "Neither")  # supported, refuted, not enough info (BIG-bench vitaminc choices)
+HF_LABELS = {"SUPPORTS": 0, "REFUTES": 1, "NOT ENOUGH INFO": 2}  # tals/vitaminc and FEVER-style NLI data
+KINDS = ("classify", "qa")
+
+
+# ============================================================================ data: fact verification
+def split_claim(text: str) -> tuple[str, str]:
+    """BIG-bench vitaminc input "Title: evidence ...\\nClaim: claim" -> (evidence, claim)."""
+    if "\nClaim: " not in text:
+        raise ValueError(f"not a vitaminc input (no '\\nClaim: '): {text[:80]!r}")
+    evidence, claim = text.rsplit("\nClaim: ", 1)
+    return evidence.strip(), claim.strip()
+
+
+def load_fact_pairs(source: str = "vitaminc_fact_verification", data_dir: str | Path = "data", split: str = "train",
+                    n: int | None = None) -> list[dict]:
+    """Claim/evidence pairs {"id", "claim", "evidence", "label" (index into LABELS), "group"}.
+
+    source: a BIG-bench task name (default, offline), or "hf:<dataset>" for FEVER-style NLI data with columns
+    claim, evidence, label ("SUPPORTS"/"REFUTES"/"NOT ENOUGH INFO" or 0/1/2), e.g. "hf:tals/vitaminc", or
+    "hf:<folder>" written by `datasets.save_to_disk`. "group" (the evidence's page) keeps near-duplicate pairs
+    on one side of a split.
+    """
+    if source.startswith("hf:"):
+        import datasets
+        name = source[3:]
+        if Path(name).is_dir():
+            ds = datasets.load_from_disk(name)
+            ds = ds[split] if isinstance(ds, datasets.DatasetDict) else ds
+        else:
+            ds = datasets.load_dataset(name, split=split)
+        missing = {"claim", "evidence", "label"} - set(ds.column_names)
+        if missing:
+            raise ValueError(f"dataset {name!r} lacks columns {sorted(missing)}; has {ds.column_names}")
+        out = []
+        for i, row in enumerate(ds):
+            if n is not None and len(out) >= n:
+                break
+            label = row["label"]
+            label = HF_LABELS[label] if isinstance(label, str) else int(label)
+            page = row.get("page") or row.get("title") or row["evidence"].split(":", 1)[0][:60]
+            out.append({"id": f"{name}/{i}", "claim": row["claim"], "evidence": row["evidence"], "label": label,
+                        "group": str(page)})
+        return out
+    from .data import load_mc_task
+    task = load_mc_task(source, data_dir)
+    if list(task.examples[0]["choices"]) != list(LABELS):
+        raise ValueError(f"task {source!r} has choices {task.examples[0]['choices']}, expected {list(LABELS)}")
+    out = []
+    for e in task.examples[:n]:
+        evidence, claim = split_claim(e["input"])
+        out.append({"id": f"{source}/{e['idx']}", "claim": claim, "evidence": evidence, "label": e["target"],
+                    "group": evidence.split(":", 1)[0]})
+    return out
+
+
+def split_by_group(examples: Sequence[dict], fraction: float, seed: int) -> tuple[list, list]:
+    """(rest, held_out): a seeded random `fraction` of the groups goes to held_out; input order kept."""
+    groups = sorted({e["group"] for e in examples})
+    random.Random(seed).shuffle(groups)
+    held = set(groups[:max(1, round(fraction * len(groups)))])
+    return [e for e in examples if e["group"] not in held], [e for e in examples if e["group"] in held]
+
+
+# ============================================================================ items: token ids + labels
+def encode(tokenizer, example: dict, max_len: int = 128) -> dict:
+    """One example -> an item {"input_ids", ("token_type_ids"), "labels"}.
+
+    Fact pairs (claim, evidence, label) -> classifier input "[CLS] claim [SEP] evidence [SEP]", labels = int.
+    QA examples (context, question, answer) -> causal-LM prompt + " answer", labels = -100 on the prompt.
+    """
+    if "claim" in example:
+        enc = tokenizer(example["claim"], example["evidence"], truncation="only_second", max_length=max_len)
+        item = {"input_ids": enc["input_ids"], "labels": int(example["label"])}
+        if "token_type_ids" in enc:
+            item["token_type_ids"] = enc["token_type_ids"]
+        return item
+    if "question" in example:
+        prompt = tokenizer(qa_prompt(example), add_special_tokens=False)["input_ids"]
+        answer = tokenizer(" " + example["answer"].strip(), add_special_tokens=False)["input_ids"]
+        prompt = prompt[-(max_len - len(answer)):]
+        return {"input_ids": prompt + answer, "labels": [-100] * len(prompt) + answer}
+    raise ValueError(f"cannot encode example with keys {sorted(example)}: need claim/evidence or question/answer")
+
+
+def collate(items: Sequence[dict], pad_id: int = 0) -> dict:
+    """Right-pad a list of items into a batch (attention_mask; LM labels padded with -100)."""
+    width = max(len(it["input_ids"]) for it in items)
+    def pad(seq, value):
+        return list(seq) + [value] * (width - len(seq))
+    batch = {"input_ids": torch.tensor([pad(it["input_ids"], pad_id) for it in items]),
+             "attention_mask": torch.tensor([pad([1] * len(it["input_ids"]), 0) for it in items])}
+    if "token_type_ids" in items[0]:
+        batch["token_type_ids"] = torch.tensor([pad(it["token_type_ids"], 0) for it in items])
+    if isinstance(items[0]["labels"], int):
+        batch["labels"] = torch.tensor([it["labels"] for it in items])
+    else:
+        batch["labels"] = torch.tensor([pad(it["labels"], -100) for it in items])
+    return batch
+
+
+def batches(items: Sequence[dict], batch_size: int, pad_id: int = 0) -> list[dict]:
+    return [collate(items[i:i + batch_size], pad_id) for i in range(0, len(items), batch_size)]
+
+
+def model_inputs(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
+# ============================================================================ losses and accuracy
+def edit_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy to the target: class logits [B, C] vs labels [B], or LM logits [B, T, V] vs labels [B, T]
+    (next-token, -100 ignored)."""
+    if labels.dim() == 1:
+        return F.cross_entropy(logits, labels)
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
+
+
+def correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per sample: the argmax class is the label, or (LM) every target token is the argmax (teacher forcing)."""
+    if labels.dim() == 1:
+        return logits.argmax(-1) == labels
+    pred, tgt = logits[:, :-1].argmax(-1), labels[:, 1:]
+    return ((pred == tgt) | (tgt == -100)).all(-1)
+
+
+def locality_kl(logits_pre: torch.Tensor, logits_post: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(pre || post) of the output distributions, averaged over samples (and over unmasked tokens for an LM).
+    Zero when the edit changes nothing."""
+    pre, post = logits_pre.float().log_softmax(-1), logits_post.float().log_softmax(-1)
+    kl = (pre.exp() * (pre - post)).sum(-1)
+    if kl.dim() == 1 or mask is None:
+        return kl.mean()
+    mask = mask.to(kl.dtype)
+    return (kl * mask).sum() / mask.sum()
+
+
+def forward(model, batch: dict, params: dict | None = None) -> torch.Tensor:
+    """Logits of `model` on `batch`, with some parameters replaced by `params` (torch.func.functional_call)."""
+    if params:
+        return functional_call(model, params, args=(), kwargs=model_inputs(batch), strict=False).logits
+    return model(**model_inputs(batch)).logits
+
+
+@torch.no_grad()
+def accuracy(model, items: Sequence[dict], params: dict | None = None, batch_size: int = 32, pad_id: int = 0) -> float:
+    """Share of items the (edited) model gets right."""
+    if not items:
+        return float("nan")
+    hits = [correct(forward(model, b, params), b["labels"]) for b in batches(items, batch_size, pad_id)]
+    return torch.cat(hits).float().mean().item()
+
+
+@torch.no_grad()
+def predictions(model, items: Sequence[dict], batch_size: int = 32, pad_id: int = 0,
+                desc: str | None = None) -> torch.Tensor:
+    """Per item: correct or not (bool tensor)."""
+    out = [correct(forward(model, b), b["labels"]) for b in tqdm(batches(items, batch_size, pad_id), desc=desc,
+                                                                  disable=desc is None)]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def perplexity(model, text_batches: Sequence[dict], params: dict | None = None) -> float:
+    """Token perplexity of a causal LM on batches with input_ids / attention_mask."""
+    nll, n = 0.0, 0
+    for b in text_batches:
+        logits = forward(model, b, params)
+        labels = b["input_ids"].masked_fill(b["attention_mask"] == 0, -100)
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100,
+                               reduction="sum")
+        nll += loss.item()
+        n += int((labels[:, 1:] != -100).sum())
+    return math.exp(nll / max(n, 1))
+
+
+# ============================================================================ layers and saliency
+def mlp_layers(model) -> list[list[str]]:
+    """Per transformer block, the names of its MLP weight matrices: the editor's candidate layers (the
+    classifier head and attention are not candidates)."""
+    from .neurons import arch_map, blocks
+    amap = arch_map(model)
+    prefix = model.base_model_prefix
+    base = getattr(model, prefix, model)
+    root = f"{prefix}.{amap.layers}" if base is not model else amap.layers
+    fam = model.config.model_type
+    suffixes = {"bert": ["intermediate.dense", "output.dense"],
+                "llama": ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"],
+                "gpt_neox": ["mlp.dense_h_to_4h", "mlp.dense_4h_to_h"],
+                "opt": ["fc1", "fc2"]}
+    from .neurons import ALIASES
+    fam = ALIASES.get(fam, fam)
+    if fam not in suffixes:
+        raise ValueError(f"MLP matrices unknown for model type {model.config.model_type!r}; "
+                         f"supported: {', '.join(suffixes)}")
+    layers = [[f"{root}.{i}.{s}.weight" for s in suffixes[fam]] for i in range(len(blocks(model)))]
+    names = dict(model.named_parameters())
+    for layer in layers:
+        for n in layer:
+            if n not in names:
+                raise ValueError(f"expected parameter {n} in the model")
+    return layers
+
+
+def layer_saliency(model, items: Sequence[dict], layers: Sequence[Sequence[str]], batch_size: int = 10,
+                   pad_id: int = 0, desc: str | None = "saliency") -> torch.Tensor:
+    """Per mini-batch of `batch_size` samples and per layer, the mean |grad| of the edit loss (to each sample's
+    target) over the layer's parameters. Returns [n_batches, n_layers]; average over dim 0 for the saliency."""
+    params = dict(model.named_parameters())
+    names = [n for layer in layers for n in layer]
+    for n in names:
+        params[n].requires_grad_(True)
+    rows = []
+    for b in tqdm(batches(items, batch_size, pad_id), desc=desc, disable=desc is None):
+        loss = edit_loss(forward(model, b), b["labels"])
+        grads = dict(zip(names, torch.autograd.grad(loss, [params[n] for n in names])))
+        rows.append(torch.stack([torch.cat([grads[n].abs().flatten() for n in layer]).mean() for layer in layers]))
+    return torch.stack(rows)
+
+
+def pick_layers(saliency: torch.Tensor, k: int = 1) -> list[int]:
+    """Indices of the k most salient layers (saliency [n_batches, n_layers] or [n_layers]), most salient first."""
+    s = saliency.mean(0) if saliency.dim() == 2 else saliency
+    return torch.argsort(s, descending=True, stable=True)[:k].tolist()
+
+
+# ============================================================================ MEND
+class LowRankIDMLP(nn.Module):
+    """x + (B relu(A x + a) + b) * scale[mode] + shift[mode]; B = 0, b = 0, shift = 0 at init, so it is the identity."""
+
+    def __init__(self, dim: int, rank: int, n_modes: int):
+        super().__init__()
+        self.A = nn.Linear(dim, rank)
+        self.B = nn.Linear(rank, dim)
+        nn.init.xavier_uniform_(self.A.weight)
+        nn.init.zeros_(self.A.bias)
+        nn.init.zeros_(self.B.weight)
+        nn.init.zeros_(self.B.bias)
+        self.scale = nn.Parameter(torch.ones(n_modes, dim))
+        self.shift = nn.Parameter(torch.zeros(n_modes, dim))
+
+    def forward(self, x: torch.Tensor, mode: int) -> torch.Tensor:
+        return x + self.B(torch.relu(self.A(x))) * self.scale[mode] + self.shift[mode]
+
+
+class GradientTransform(nn.Module):
+    """MEND's gradient network for all edited matrices of one shape: normalize u and delta (running mean / std
+    over every row seen in training), run [u; delta] through a LowRankIDMLP, split back into (u~, delta~)."""
+
+    def __init__(self, d_in: int, d_out: int, rank: int, n_modes: int, norm: bool = True):
+        super().__init__()
+        self.d_in, self.d_out, self.norm = d_in, d_out, norm
+        self.mlp = LowRankIDMLP(d_in + d_out, rank, n_modes)
+        self.register_buffer("count", torch.zeros(()))
+        self.register_buffer("mean", torch.zeros(d_in + d_out))
+        self.register_buffer("m2", torch.zeros(d_in + d_out))
+
+    @torch.no_grad()
+    def update_stats(self, x: torch.Tensor) -> None:
+        """Chan et al.'s parallel update of the running mean and sum of squared deviations."""
+        n_b = x.shape[0]
+        mean_b = x.mean(0)
+        m2_b = ((x - mean_b) ** 2).sum(0)
+        n = self.count + n_b
+        delta = mean_b - self.mean
+        self.mean += delta * n_b / n
+        self.m2 += m2_b + delta ** 2 * self.count * n_b / n
+        self.count.fill_(n)
+
+    def forward(self, u: torch.Tensor, delta: torch.Tensor, mode: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([u, delta], -1).float()
+        if self.norm:
+            if self.training:
+                self.update_stats(x)
+            if self.count < 2:
+                raise RuntimeError("MEND normalization needs statistics from training (>= 2 rows seen)")
+            std = (self.m2 / (self.count - 1)).sqrt()
+            x = (x - self.mean) / (std + 1e-7)
+        y = self.mlp(x, mode)
+        return y[:, :self.d_in], y[:, self.d_in:]
+
+
+class MEND(nn.Module):
+    """A MEND editor for the named nn.Linear weights of `model` (the model is not a submodule: the editor
+    holds only its own parameters)."""
+
+    def __init__(self, model, names: Sequence[str], rank: int = 64, edit_lr: float = 1e-4, norm: bool = True):
+        super().__init__()
+        check_positive_int("rank", rank)
+        self.names = list(names)
+        self.rank, self.norm = rank, norm
+        shapes, self.modes = {}, {}
+        for n in self.names:
+            module = model.get_submodule(n.rsplit(".", 1)[0])
+            if not isinstance(module, nn.Linear) or not n.endswith(".weight"):
+                raise ValueError(f"MEND edits nn.Linear weights; {n} is not one")
+            key = f"{module.in_features}x{module.out_features}"
+            self.modes[n] = shapes.setdefault(key, []).__len__()
+            shapes[key].append(n)
+        self.keys = {n: f"{model.get_submodule(n.rsplit('.', 1)[0]).in_features}x"
+                        f"{model.get_submodule(n.rsplit('.', 1)[0]).out_features}" for n in self.names}
+        self.nets = nn.ModuleDict({k: GradientTransform(*map(int, k.split("x")), rank, len(v), norm)
+                                   for k, v in shapes.items()})
+        self.edit_lrs = nn.Parameter(torch.full((len(self.names),), float(edit_lr)))
+
+    def config(self) -> dict:
+        return {"names": self.names, "rank": self.rank, "norm": self.norm}
+
+    def factors(self, model, batch: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per edited matrix, the rows of its input u and of the edit loss's gradient w.r.t. its output delta
+        (detached; rows where either is all zero, e.g. padding, dropped). sum_rows delta u^T is the gradient."""
+        modules = {n: model.get_submodule(n.rsplit(".", 1)[0]) for n in self.names}
+        inputs, outputs, handles = {}, {}, []
+        for n, m in modules.items():
+            def hook(mod, args, out, n=n):
+                inputs[n], outputs[n] = args[0], out
+            handles.append(m.register_forward_hook(hook))
+        # weights that require grad make every layer output differentiable; the grads themselves are not used
+        params = {n: model.get_parameter(n).detach().requires_grad_(True) for n in self.names}
+        try:
+            with torch.enable_grad():
+                loss = edit_loss(forward(model, batch, params), batch["labels"])
+                grads = torch.autograd.grad(loss, [outputs[n] for n in self.names])
+        finally:
+            for h in handles:
+                h.remove()
+        out = {}
+        for n, g in zip(self.names, grads):
+            u = inputs[n].detach().reshape(-1, inputs[n].shape[-1])
+            d = g.detach().reshape(-1, g.shape[-1])
+            keep = (u != 0).any(-1) & (d != 0).any(-1)
+            out[n] = (u[keep], d[keep])
+        return out
+
+    def deltas(self, model, batch: dict) -> dict[str, torch.Tensor]:
+        """Per edited matrix, the parameter change -lr * sum_rows delta~ u~^T (differentiable w.r.t. the editor)."""
+        out = {}
+        for i, (n, (u, d)) in enumerate(self.factors(model, batch).items()):
+            u_t, d_t = self.nets[self.keys[n]](u, d, self.modes[n])
+            out[n] = -self.edit_lrs[i] * (d_t.T @ u_t)
+        return out
+
+    def edit(self, model, batch: dict) -> dict[str, torch.Tensor]:
+        """The edited weights {name: W + change} for functional_call; every other parameter is untouched."""
+        return {n: model.get_parameter(n).detach() + dw for n, dw in self.deltas(model, batch).items()}
+
+
+def save_editor(editor: MEND, path: str | Path, extra: dict | None = None) -> None:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    torch.save(editor.state_dict(), path / "editor.pt")
+    (path / "editor.json").write_text(json.dumps({**editor.config(), **(extra or {})}, indent=2, sort_keys=True))
+
+
+def load_editor(model, path: str | Path) -> MEND:
+    cfg = json.loads((Path(path) / "editor.json").read_text())
+    editor = MEND(model, cfg["names"], rank=cfg["rank"], norm=cfg["norm"])
+    editor.load_state_dict(torch.load(Path(path) / "editor.pt", weights_only=True))
+    editor.eval()
+    return editor
+
+
+def train_mend(model, editor: MEND, edits: Sequence[dict], loc_items: Sequence[dict], *, steps: int = 100,
+               edit_batch: int = 1, loc_batch: int = 8, lr: float = 1e-4, lr_lr: float = 1e-4,
+               c_edit: float = 0.1, c_loc: float = 1.0, pad_id: int = 0, seed: int = 0,
+               desc: str | None = "MEND") -> list[dict]:
+    """Train the editor: per step, edit on `edit_batch` fail samples, then loss = c_edit * edit loss of the edited
+    model on those samples and their adapt samples + c_loc * KL(pre || post) on `loc_batch` pass samples.
+    edits: [{"fail": item, "adapt": [items]}]. Returns the per-step log."""
+    check_positive_int("steps", steps)
+    rng = random.Random(seed)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    editor.train()
+    opt = torch.optim.Adam([{"params": [p for n, p in editor.named_parameters() if n != "edit_lrs"], "lr": lr},
+                            {"params": [editor.edit_lrs], "lr": lr_lr}])
+    log = []
+    for step in tqdm(range(steps), desc=desc, disable=desc is None):
+        chosen = rng.sample(list(edits), min(edit_batch, len(edits)))
+        edit_b = collate([e["fail"] for e in chosen], pad_id)
+        outer = collate([e["fail"] for e in chosen] + [a for e in chosen for a in e["adapt"]], pad_id)
+        loc = collate(rng.sample(list(loc_items), min(loc_batch, len(loc_items))), pad_id)
+        new = editor.edit(model, edit_b)
+        l_edit = edit_loss(forward(model, outer, new), outer["labels"])
+        with torch.no_grad():
+            pre = forward(model, loc)
+        l_loc = locality_kl(pre, forward(model, loc, new), loc["attention_mask"])
+        loss = c_edit * l_edit + c_loc * l_loc
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        log.append({"step": step + 1, "edit_loss": l_edit.item(), "loc_kl": l_loc.item()})
+    editor.eval()
+    return log
+
+
+# ============================================================================ fine-tuning baseline
+def fine_tune_edit(model, batch: dict, names: Sequence[str] | None = None, *, steps: int = 10, lr: float = 1e-4
+                   ) -> dict[str, torch.Tensor]:
+    """Plain fine-tuning on the fail samples: `steps` Adam steps on the edit loss, over `names` (default: every
+    parameter). Returns the new values of those parameters; the model itself is not changed."""
+    names = list(names) if names is not None else [n for n, _ in model.named_parameters()]
+    params = {n: model.get_parameter(n).detach().clone().requires_grad_(True) for n in names}
+    opt = torch.optim.Adam(params.values(), lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            loss = edit_loss(forward(model, batch, params), batch["labels"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return {n: p.detach() for n, p in params.items()}
+
+
+# ============================================================================ evaluation of an editing method
+def evaluate_edits(model, method: Callable[[dict], dict], edits: Sequence[dict], pass_items: Sequence[dict],
+                   heldout_items: Sequence[dict], *, edit_batch: int = 10, text_batches: Sequence[dict] = (),
+                   pad_id: int = 0, eval_batch: int = 32, desc: str | None = None) -> list[dict]:
+    """Apply `method` (fail batch -> edited parameter dict) to successive batches of `edit_batch` edits, each on a
+    fresh copy of the base weights; per batch, post-edit accuracy on the fail and adapt samples, on the pass
+    samples and the held-out set, perplexity on text (if given), time per edit and edited parameter count."""
+    rows = []
+    for i in tqdm(range(0, len(edits), edit_batch), desc=desc, disable=desc is None):
+        chunk = edits[i:i + edit_batch]
+        fail = [e["fail"] for e in chunk]
+        adapt = [a for e in chunk for a in e["adapt"]]
+        t0 = time.perf_counter()
+        new = method(collate(fail, pad_id))
+        seconds = time.perf_counter() - t0
+        row = {"batch": i // edit_batch, "n_edits": len(chunk), "n_adapt": len(adapt),
+               "time_per_edit_s": seconds / len(chunk),
+               "edited_params": int(sum(v.numel() for v in new.values())),
+               "fail_acc": accuracy(model, fail, new, eval_batch, pad_id),
+               "adapt_acc": accuracy(model, adapt, new, eval_batch, pad_id),
+               "pass_acc": accuracy(model, pass_items, new, eval_batch, pad_id),
+               "heldout_acc": accuracy(model, heldout_items, new, eval_batch, pad_id)}
+        if text_batches:
+            row["ppl"] = perplexity(model, text_batches, new)
+        rows.append(row)
+    return rows
+
+
+def summarize(rows: Sequence[dict], base: dict) -> dict:
+    """Mean over edit batches (adapt accuracy weighted by its samples) and drawdowns against the unedited model
+    (base: {"pass_acc", "heldout_acc", ("ppl")})."""
+    n_adapt = sum(r["n_adapt"] for r in rows)
+    out = {"fail_acc": float(np.average([r["fail_acc"] for r in rows], weights=[r["n_edits"] for r in rows])),
+           "adapt_acc": float(sum(r["adapt_acc"] * r["n_adapt"] for r in rows if r["n_adapt"]) / n_adapt)
+           if n_adapt else float("nan"),
+           "pass_acc": float(np.mean([r["pass_acc"] for r in rows])),
+           "heldout_acc": float(np.mean([r["heldout_acc"] for r in rows])),
+           "time_per_edit_s": float(np.mean([r["time_per_edit_s"] for r in rows])),
+           "edited_params": int(rows[0]["edited_params"]), "n_edits": int(sum(r["n_edits"] for r in rows)),
+           "n_adapt": int(n_adapt)}
+    out["pass_drawdown"] = base["pass_acc"] - out["pass_acc"]
+    out["heldout_drawdown"] = base["heldout_acc"] - out["heldout_acc"]
+    if "ppl" in rows[0]:
+        out["ppl"] = float(np.mean([r["ppl"] for r in rows]))
+        out["ppl_change"] = out["ppl"] - base["ppl"]
+    return out
+
+
+METHODS = ("salem", "mend_top", "fine_tune", "no_edit")
+
+
+def compare_methods(model, sets: dict, editors: dict[str, MEND], *, edit_batch: int = 10, max_edits: int = 50,
+                    ft_steps: int = 10, ft_lr: float = 1e-4, ft_names: Sequence[str] | None = None,
+                    text: Sequence[dict] = (), pad_id: int = 0, desc: bool = True) -> dict:
+    """SaLEM, MEND on the top layers, fine-tuning on the fail samples and no edit, on the first `max_edits` test
+    edits in batches of `edit_batch`. Returns {"base": unedited accuracies, "methods": {name: summary},
+    "rows": {name: per-batch rows}}."""
+    check_positive_int("edit_batch", edit_batch)
+    check_positive_int("max_edits", max_edits)
+    edits = sets["test"][:max_edits]
+    if not edits:
+        raise ValueError("no test edits: the edit dataset has no fail samples in its test split")
+    base = {"pass_acc": accuracy(model, sets["pass_test"], pad_id=pad_id),
+            "heldout_acc": accuracy(model, sets["heldout"], pad_id=pad_id)}
+    if text:
+        base["ppl"] = perplexity(model, text)
+
+    def mend(editor):
+        def run(batch):
+            with torch.no_grad():
+                return editor.edit(model, batch)
+        return run
+
+    methods = {"salem": mend(editors["salem"]), "mend_top": mend(editors["mend_top"]),
+               "fine_tune": lambda b: fine_tune_edit(model, b, ft_names, steps=ft_steps, lr=ft_lr),
+               "no_edit": lambda b: {}}
+    rows = {name: evaluate_edits(model, fn, edits, sets["pass_test"], sets["heldout"], edit_batch=edit_batch,
+                                 text_batches=text, pad_id=pad_id, desc=name if desc else None)
+            for name, fn in methods.items()}
+    return {"base": base, "methods": {n: summarize(r, base) for n, r in rows.items()}, "rows": rows}
+
+
+# ============================================================================ checkpoints: loading
+def load_classifier(name_or_path: str, n_labels: int = len(LABELS), data_dir: str = "data"):
+    """A sequence classifier (new head if needed) and its tokenizer, in eval mode."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    path = resolve_model(name_or_path, data_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=n_labels, id2label=dict(enumerate(LABELS)), label2id={v: i for i, v in enumerate(LABELS)})
+    tok = AutoTokenizer.from_pretrained(path)
+    model.eval()
+    return model, tok
+
+
+def load_setting(edits_dir: str | Path, base: str | None = None, data_dir: str = "data", max_len: int = 128):
+    """(model, tokenizer, edits.json dict, encoded item sets) for a setting written by build-edits/build-qa-edits.
+    Item sets: train / test (edits with fail + adapt items), pass_train, pass_test, heldout."""
+    data = json.loads((Path(edits_dir) / "edits.json").read_text())
+    if data["kind"] == "classify":
+        model, tok = load_classifier(base or data["base"], data_dir=data_dir)
+    else:
+        from .models import load_causal_lm
+        model, tok = load_causal_lm(base or data["model"], data_dir=data_dir)
+    max_len = data.get("max_len", max_len)
+    enc = lambda ex: encode(tok, ex, max_len)  # noqa: E731
+    sets = {s: [{"fail": enc(e["fail"]), "adapt": [enc(a) for a in e["adapt"]]} for e in data[s]]
+            for s in ("train", "test")}
+    for s in ("pass_train", "pass_test", "heldout"):
+        sets[s] = [enc(e) for e in data[s]]
+    return model, tok, data, sets
+
+
+def pad_id_of(tok) -> int:
+    return tok.pad_token_id if tok.pad_token_id is not None else 0
+
+
+# ============================================================================ stage: base classifier
+def train_classifier(model: str, out: str, data_dir: str = "data", source: str = "vitaminc_fact_verification",
+                     n_train: int = 2000, heldout_fraction: float = 0.2, max_len: int = 128, epochs: int = 1,
+                     lr: float = 5e-5, batch_size: int = 16, seed: int = 0) -> dict:
+    """Fine-tune an encoder into the 3-way fact-verification classifier; the pages in the held-out fraction are
+    never trained on (the edit dataset comes from them). Writes a save_pretrained folder + split.json."""
+    from .train import TrainConfig, train
+    check_positive_int("n_train", n_train)
+    check_fraction("heldout_fraction", heldout_fraction, allow_zero=False)
+    seed_everything(seed)
+    rest, held = split_by_group(load_fact_pairs(source, data_dir), heldout_fraction, seed)
+    train_ex = random.Random(seed).sample(rest, min(n_train, len(rest)))
+    clf, tok = load_classifier(model, data_dir=data_dir)
+    items = [encode(tok, e, max_len) for e in train_ex]
+    pad = pad_id_of(tok)
+    losses = train(clf, items, TrainConfig(lr=lr, epochs=epochs, batch_size=batch_size, seed=seed),
+                   collate=lambda its: collate(its, pad), desc="fine-tune classifier")
+    info = {"model": model, "source": source, "n_train": len(train_ex), "n_heldout_pool": len(held),
+            "max_len": max_len, "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
+            "final_loss": float(np.mean(losses[-20:])), "losses": losses,
+            "heldout_groups": sorted({e["group"] for e in held})}
+    with atomic_path(out) as tmp:
+        clf.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        write_json(Path(tmp) / "train_info.json", info)
+    return info
+
+
+# ============================================================================ stage: classifier edit dataset
+PARAPHRASE_PROMPT = ("Rewrite the following claim in different words. Keep its meaning and every name and number. "
+                     "Answer with the rewritten claim only.\nClaim: {claim}")
+_NUM = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def generate_paraphrases(texts: Sequence[str], model: str = "smollm2-135m", data_dir: str = "data",
+                         max_new_tokens: int = 40, batch_size: int = 16, desc: str | None = "paraphrase"
+                         ) -> list[str]:
+    """One greedy paraphrase per text from an instruct causal LM (chat template), first line only."""
+    from .models import load_causal_lm
+    lm, tok = load_causal_lm(model, data_dir=data_dir)
+    tok.padding_side = "left"
+    out = []
+    for i in tqdm(range(0, len(texts), batch_size), desc=desc, disable=desc is None):
+        chunk = texts[i:i + batch_size]
+        prompts = [tok.apply_chat_template([{"role": "user", "content": PARAPHRASE_PROMPT.format(claim=t)}],
+                                           tokenize=False, add_generation_prompt=True) for t in chunk]
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            gen = lm.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+        for g in gen[:, enc["input_ids"].shape[1]:]:
+            text = tok.decode(g, skip_special_tokens=True).strip().split("\n")[0].strip()
+            text = re.sub(r"^(the )?(rewritten |new )?(claim|paraphrase|sentence)( is)?\s*:\s*", "", text, flags=re.I)
+            out.append(text.strip(' "'))
+    return out
+
+
+def sentence_embeddings(texts: Sequence[str], model: str = "minilm-l6", data_dir: str = "data",
+                        batch_size: int = 64) -> torch.Tensor:
+    """Mean-pooled, L2-normalized sentence embeddings (all-MiniLM-L6-v2 is a sentence-transformers model)."""
+    from .models import load_encoder
+    enc_model, tok = load_encoder(model, data_dir=data_dir)
+    vecs = []
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            enc = tok(list(texts[i:i + batch_size]), return_tensors="pt", padding=True, truncation=True,
+                      max_length=128)
+            h = enc_model(**enc).last_hidden_state
+            m = enc["attention_mask"].unsqueeze(-1).float()
+            vecs.append(F.normalize((h * m).sum(1) / m.sum(1), dim=-1))
+    return torch.cat(vecs) if vecs else torch.zeros(0)
+
+
+def paraphrase_filter(original: str, paraphrase: str, similarity: float, min_similarity: float = 0.8) -> str | None:
+    """Why a paraphrase is rejected (None if kept): empty, a copy, numbers changed, length off, or too dissimilar."""
+    norm = lambda s: re.sub(r"\W+", " ", s.lower()).strip()  # noqa: E731
+    if not paraphrase.strip():
+        return "empty"
+    if norm(paraphrase) == norm(original):
+        return "copy"
+    if sorted(_NUM.findall(original)) != sorted(_NUM.findall(paraphrase)):
+        return "numbers"
+    if not 0.6 <= len(paraphrase) / max(1, len(original)) <= 1.5:
+        return "length"
+    if similarity < min_similarity:
+        return "similarity"
+    return None
+
+
+def build_edits(base: str, out: str, data_dir: str = "data", n_scored: int = 500, n_pass: int = 200,
+                n_heldout: int = 100, test_fraction: float = 0.4, gen_model: str = "smollm2-135m",
+                max_new_tokens: int = 40, min_similarity: float = 0.8, max_len: int = 128, seed: int = 0) -> dict:
+    """Edit dataset for the classifier from held-out pages: fail samples (the base model is wrong; target = the
+    gold label), adapt samples (paraphrased claims of the fail samples, same evidence and label; generated by
+    `gen_model` and filtered), pass samples (the model is right), and a separate held-out set. Fail samples are
+    split into editor-train / test by page."""
+    check_positive_int("n_scored", n_scored)
+    check_positive_int("n_heldout", n_heldout)
+    check_fraction("test_fraction", test_fraction, allow_zero=False)
+    seed_everything(seed)
+    info = json.loads((Path(base) / "train_info.json").read_text())
+    groups = set(info["heldout_groups"])
+    pool = [e for e in load_fact_pairs(info["source"], data_dir) if e["group"] in groups]
+    rng = random.Random(seed)
+    rng.shuffle(pool)
+    heldout, pool = pool[:n_heldout], pool[n_heldout:n_heldout + n_scored]
+    clf, tok = load_classifier(base, data_dir=data_dir)
+    ok = predictions(clf, [encode(tok, e, max_len) for e in pool], pad_id=pad_id_of(tok), desc="base predictions")
+    fails = [e for e, c in zip(pool, ok) if not c]
+    passes = [e for e, c in zip(pool, ok) if c][:n_pass]
+    paraphrases = generate_paraphrases([e["claim"] for e in fails], gen_model, data_dir, max_new_tokens)
+    sims = (sentence_embeddings([e["claim"] for e in fails], data_dir=data_dir)
+            * sentence_embeddings(paraphrases, data_dir=data_dir)).sum(-1).tolist() if fails else []
+    reasons = defaultdict(int)
+    records = []
+    for e, p, s in zip(fails, paraphrases, sims):
+        why = paraphrase_filter(e["claim"], p, s, min_similarity)
+        reasons[why or "kept"] += 1
+        adapt = [] if why else [{**e, "id": e["id"] + "/para", "claim": p, "similarity": round(s, 4)}]
+        records.append({"fail": e, "adapt": adapt, "paraphrase": p, "similarity": round(s, 4), "rejected": why})
+    fail_groups = sorted({r["fail"]["group"] for r in records})
+    random.Random(seed).shuffle(fail_groups)
+    test_groups = set(fail_groups[:round(test_fraction * len(fail_groups))])
+    half = round(test_fraction * len(passes))
+    data = {"kind": "classify", "base": base, "source": info["source"], "max_len": max_len,
+            "train": [r for r in records if r["fail"]["group"] not in test_groups],
+            "test": [r for r in records if r["fail"]["group"] in test_groups],
+            "pass_train": passes[half:], "pass_test": passes[:half], "heldout": heldout,
+            "stats": {"n_scored": len(pool), "base_acc_scored": ok.float().mean().item(), "n_fail": len(fails),
+                      "n_pass": len(passes), "paraphrases_generated": len(paraphrases),
+                      "paraphrases_kept": reasons["kept"], "rejected": {k: v for k, v in reasons.items() if k != "kept"},
+                      "gen_model": gen_model, "min_similarity": min_similarity}}
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        write_json(tmp / "edits.json", data)
+    return data["stats"]
+
+
+# ============================================================================ stage: QA edit dataset (causal LM)
+def qa_prompt(example: dict) -> str:
+    """Open-book QA prompt; template 1 is the reworded prompt used for adapt samples without a second question."""
+    if example.get("template", 0) == 1:
+        return f"Read this: {example['context']}\nNow answer. {example['question']}\nThe answer is:"
+    return f"Context: {example['context']}\nQuestion: {example['question']}\nAnswer:"
+
+
+def _sentences(text: str) -> list[str]:
+    return re.split(r"(?<=[.!?])\s+", text)
+
+
+def qa_examples(source: str = "new_wiki", data_dir: str | Path = "data", max_answer_words: int = 4,
+                max_context_chars: int = 200) -> list[dict]:
+    """squad_shifts questions with short answers, the context cut to the sentence holding the answer:
+    {"id", "context", "question", "answer", "paragraph"} in file order."""
+    from .data import load_squad
+    out = []
+    for a_i, art in enumerate(load_squad(source, data_dir)):
+        for p_i, par in enumerate(art["paragraphs"]):
+            sents = _sentences(par["context"])
+            for q in par["qas"]:
+                ans = q["answers"][0].strip()
+                hold = [s for s in sents if ans in s]
+                if not ans or len(ans.split()) > max_answer_words or not hold or len(hold[0]) > max_context_chars:
+                    continue
+                out.append({"id": q["id"], "context": hold[0], "question": q["question"].strip(), "answer": ans,
+                            "paragraph": f"{source}/{a_i}/{p_i}"})
+    return out
+
+
+def build_qa_edits(model: str, out: str, data_dir: str = "data", source: str = "new_wiki", n_scored: int = 400,
+                   n_heldout: int = 40, test_fraction: float = 0.5, text_source: str = "nyt", n_text: int = 8,
+                   text_len: int = 64, max_len: int = 96, seed: int = 0) -> dict:
+    """QA edits for a causal LM: fail samples (the model's teacher-forced answer is not the gold one; target = the
+    gold answer), adapt samples (other questions with the same answer in the same paragraph where available,
+    else the question under a reworded prompt), pass samples (answered right), unrelated text for perplexity."""
+    from .data import load_corpus
+    from .models import load_causal_lm
+    check_positive_int("n_scored", n_scored)
+    check_positive_int("n_heldout", n_heldout)
+    seed_everything(seed)
+    lm, tok = load_causal_lm(model, data_dir=data_dir)
+    allq = qa_examples(source, data_dir)
+    order = list(range(len(allq)))
+    random.Random(seed).shuffle(order)
+    chosen = [allq[i] for i in order[:n_scored]]
+    ok = predictions(lm, [encode(tok, e, max_len) for e in chosen], batch_size=16, pad_id=pad_id_of(tok),
+                     desc="score questions")
+    by_par = defaultdict(list)
+    for e in allq:
+        by_par[(e["paragraph"], e["answer"].lower())].append(e)
+    records, n_sibling = [], 0
+    for e, c in zip(chosen, ok):
+        if c:
+            continue
+        sib = [s for s in by_par[(e["paragraph"], e["answer"].lower())] if s["id"] != e["id"]][:2]
+        n_sibling += bool(sib)
+        adapt = [{**s, "answer": e["answer"]} for s in sib] or [{**e, "id": e["id"] + "/t1", "template": 1}]
+        records.append({"fail": e, "adapt": adapt, "adapt_kind": "same_fact" if sib else "reworded_prompt"})
+    passes = [e for e, c in zip(chosen, ok) if c]
+    pars = sorted({r["fail"]["paragraph"] for r in records})
+    random.Random(seed).shuffle(pars)
+    test_pars = set(pars[:round(test_fraction * len(pars))])
+    half = round(test_fraction * len(passes))
+    text_docs = load_corpus(text_source, data_dir)
+    text = [d["text"][:2000] for d in random.Random(seed).sample(text_docs, min(n_text, len(text_docs)))]
+    data = {"kind": "qa", "model": model, "source": source, "max_len": max_len, "text": text, "text_len": text_len,
+            "train": [r for r in records if r["fail"]["paragraph"] not in test_pars],
+            "test": [r for r in records if r["fail"]["paragraph"] in test_pars],
+            "pass_train": passes[half:], "pass_test": passes[:half],
+            # held-out set: other questions of the same source, never scored for the edit sets
+            "heldout": [allq[i] for i in order[n_scored:n_scored + n_heldout]],
+            "stats": {"n_scored": len(chosen), "base_acc_scored": ok.float().mean().item(),
+                      "n_fail": len(records), "n_pass": len(passes), "adapt_same_fact": n_sibling,
+                      "adapt_reworded_prompt": len(records) - n_sibling}}
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        write_json(tmp / "edits.json", data)
+    return data["stats"]
+
+
+def text_batches(tok, texts: Sequence[str], text_len: int, batch_size: int = 8) -> list[dict]:
+    """Fixed-length token windows of unrelated text for perplexity."""
+    seqs = [tok(t, add_special_tokens=False)["input_ids"][:text_len] for t in texts]
+    seqs = [s for s in seqs if len(s) >= 8]
+    pad = pad_id_of(tok)
+    return [{k: v for k, v in collate([{"input_ids": s, "labels": s} for s in seqs[i:i + batch_size]], pad).items()
+             if k != "labels"} for i in range(0, len(seqs), batch_size)]
+
+
+# ============================================================================ stage: MEND editors
+def train_editors(edits: str, out: str, data_dir: str = "data", top_k: int = 3, rank: int = 64,
+                  steps: int = 100, edit_batch: int = 1, loc_batch: int = 8, lr: float = 1e-4,
+                  lr_lr: float = 1e-4, edit_lr: float = 1e-4, c_edit: float = 0.1, c_loc: float = 1.0,
+                  saliency_batch: int = 10, saliency_samples: int = 0, seed: int = 0) -> dict:
+    """Layer saliency on the editor-train fail samples (the first `saliency_samples`, 0 = all), then two MEND editors: SaLEM (the single most salient
+    layer) and MEND on the top `top_k` blocks (the last ones, the original heuristic). Writes
+    out/{salem,mend_top}/editor.{pt,json} and out/saliency.json."""
+    check_positive_int("top_k", top_k)
+    seed_everything(seed)
+    model, tok, data, sets = load_setting(edits, data_dir=data_dir)
+    pad = pad_id_of(tok)
+    layers = mlp_layers(model)
+    if top_k > len(layers):
+        raise ValueError(f"parameter 'top_k' must be <= the number of layers ({len(layers)}), got {top_k}")
+    check_positive_int("saliency_samples", saliency_samples, allow_zero=True)
+    fails = [e["fail"] for e in sets["train"]][:saliency_samples or None]
+    sal = layer_saliency(model, fails, layers, saliency_batch, pad)
+    salient = pick_layers(sal, 1)[0]
+    chosen = {"salem": [salient], "mend_top": list(range(len(layers) - top_k, len(layers)))}
+    scale = sal.mean(0).max()  # saliencies are stored relative to the largest (JSON keeps 6 decimals)
+    result = {"saliency_batches": (sal / scale).tolist(), "saliency": (sal.mean(0) / scale).tolist(),
+              "saliency_scale_1e6": scale.item() * 1e6, "salient_layer": salient,
+              "layers": chosen, "n_train_edits": len(sets["train"]), "n_loc": len(sets["pass_train"])}
+    logs = {}
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        for name, idx in chosen.items():
+            seed_everything(seed)
+            editor = MEND(model, [n for i in idx for n in layers[i]], rank=rank, edit_lr=edit_lr)
+            t0 = time.perf_counter()
+            logs[name] = train_mend(model, editor, sets["train"], sets["pass_train"], steps=steps,
+                                    edit_batch=edit_batch, loc_batch=loc_batch, lr=lr, lr_lr=lr_lr, c_edit=c_edit,
+                                    c_loc=c_loc, pad_id=pad, seed=seed, desc=f"MEND {name}")
+            save_editor(editor, tmp / name, {"layers": idx, "train_s": round(time.perf_counter() - t0, 1),
+                                             "edit_lrs": editor.edit_lrs.tolist()})
+        write_json(tmp / "saliency.json", {**result, "train_logs": logs})
+    return result
+
+
+if __name__ == "__main__":
+    from .cli import run
+    run([train_classifier, build_edits, build_qa_edits, train_editors], description=__doc__)

@@ -1,0 +1,280 @@
+"""SaLEM / MEND editing: unit tests on tiny random models, then a smoke run of the stages and the notebook."""
+import json
+
+import pytest
+import torch
+from conftest import ROOT, read_metrics
+
+from forgetlab import editing as ed
+
+
+def tiny_classifier(layers=3, seed=0):
+    from transformers import BertConfig, BertForSequenceClassification
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(BertConfig(
+        vocab_size=50, hidden_size=16, intermediate_size=24, num_hidden_layers=layers, num_attention_heads=2,
+        num_labels=3, pad_token_id=0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    model.eval()
+    return model
+
+
+def items(n=6, seed=1, lm=False):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(n):
+        length = 5 + i % 3
+        ids = torch.randint(3, 50, (length,), generator=g).tolist()
+        if lm:
+            out.append({"input_ids": ids, "labels": [-100] * (length - 2) + ids[-2:]})
+        else:
+            out.append({"input_ids": ids, "labels": i % 3})
+    return out
+
+
+# ---------------------------------------------------------------- saliency
+@pytest.mark.parametrize("planted", [0, 1, 2])
+def test_saliency_picks_the_layer_with_a_planted_large_gradient(planted):
+    model = tiny_classifier()
+    layers = ed.mlp_layers(model)
+    assert layers[1] == ["bert.encoder.layer.1.intermediate.dense.weight", "bert.encoder.layer.1.output.dense.weight"]
+    plain = ed.layer_saliency(model, items(20), layers, batch_size=10, desc=None)
+    assert plain.shape == (2, 3) and (plain > 0).all()  # two mini-batches of 10, three layers
+    w = model.get_parameter(layers[planted][1])
+    handle = w.register_hook(lambda g: g * 1e4)
+    sal = ed.layer_saliency(model, items(20), layers, batch_size=10, desc=None)
+    handle.remove()
+    assert ed.pick_layers(sal, 1) == [planted]
+    # the planted layer's score is the mean |grad| of its two matrices, the others are unchanged
+    others = [i for i in range(3) if i != planted]
+    assert torch.allclose(sal[:, others], plain[:, others])
+    assert ed.pick_layers(torch.tensor([0.1, 0.5, 0.3]), 2) == [1, 2]
+
+
+def test_saliency_is_the_mean_abs_gradient_over_the_layer_parameters():
+    model = tiny_classifier()
+    layers = ed.mlp_layers(model)
+    batch = ed.collate(items(4))
+    loss = ed.edit_loss(ed.forward(model, batch), batch["labels"])
+    grads = torch.autograd.grad(loss, [model.get_parameter(n) for n in layers[2]])
+    expected = torch.cat([g.abs().flatten() for g in grads]).mean()
+    sal = ed.layer_saliency(model, items(4), layers, batch_size=10, desc=None)
+    assert sal[0, 2].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+# ---------------------------------------------------------------- MEND
+def true_grads(model, names, batch):
+    params = [model.get_parameter(n) for n in names]
+    for p in params:
+        p.requires_grad_(True)
+    loss = ed.edit_loss(ed.forward(model, batch), batch["labels"])
+    return dict(zip(names, torch.autograd.grad(loss, params)))
+
+
+@pytest.mark.parametrize("lm", [False, True])
+def test_mend_at_init_without_normalization_is_a_plain_gradient_step(lm):
+    if lm:
+        from forgetlab.models import tiny_model
+        model = tiny_model("llama", vocab_size=50, hidden=16, ff=24, layers=2, heads=2)
+    else:
+        model = tiny_classifier()
+    layers = ed.mlp_layers(model)
+    names = layers[1]
+    editor = ed.MEND(model, names, rank=4, edit_lr=0.5, norm=False)
+    batch = ed.collate(items(4, lm=lm))
+    factors = editor.factors(model, batch)
+    grads = true_grads(model, names, batch)
+    for n in names:
+        u, d = factors[n]
+        assert torch.allclose(d.T @ u, grads[n], atol=1e-6)  # the factors are the gradient
+        u_t, d_t = editor.nets[editor.keys[n]](u, d, editor.modes[n])
+        assert torch.equal(u_t, u) and torch.equal(d_t, d)  # identity at init
+    deltas = editor.deltas(model, batch)
+    for n in names:
+        assert torch.allclose(deltas[n], -0.5 * grads[n], atol=1e-6)
+    # the same step as plain SGD on those weights lowers the edit loss
+    new = editor.edit(model, batch)
+    with torch.no_grad():
+        before = ed.edit_loss(ed.forward(model, batch), batch["labels"])
+        after = ed.edit_loss(ed.forward(model, batch, new), batch["labels"])
+    assert after < before
+
+
+def test_mend_shares_one_network_per_shape_with_a_mode_per_layer():
+    model = tiny_classifier()
+    layers = ed.mlp_layers(model)
+    editor = ed.MEND(model, layers[0] + layers[2], rank=4)
+    assert sorted(editor.nets) == ["16x24", "24x16"]
+    assert editor.modes == {layers[0][0]: 0, layers[0][1]: 0, layers[2][0]: 1, layers[2][1]: 1}
+    assert editor.nets["16x24"].mlp.scale.shape == (2, 40)
+
+
+def test_an_edit_on_one_layer_changes_no_other_parameter():
+    model = tiny_classifier()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    names = ed.mlp_layers(model)[1]
+    editor = ed.MEND(model, names, rank=4, edit_lr=1e-2, norm=False)
+    new = editor.edit(model, ed.collate(items(4)))
+    assert sorted(new) == sorted(names)
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), f"{n} changed in the model"  # the model itself is never modified
+    edited = dict(before, **new)
+    changed = {n for n in before if not torch.equal(edited[n], before[n])}
+    assert changed == set(names)
+    # fine-tuning restricted to a layer behaves the same way
+    ft = ed.fine_tune_edit(model, ed.collate(items(4)), names, steps=2, lr=1e-2)
+    assert sorted(ft) == sorted(names) and all(not torch.equal(ft[n], before[n]) for n in names)
+
+
+def test_locality_loss_is_zero_when_the_edit_is_zero():
+    model = tiny_classifier()
+    editor = ed.MEND(model, ed.mlp_layers(model)[2], rank=4, edit_lr=0.0, norm=False)
+    loc = ed.collate(items(5, seed=3))
+    new = editor.edit(model, ed.collate(items(3)))
+    with torch.no_grad():
+        pre, post = ed.forward(model, loc), ed.forward(model, loc, new)
+    assert ed.locality_kl(pre, post).item() == 0.0
+    # and positive for a real edit; LM version averages over unmasked tokens
+    editor.edit_lrs.data.fill_(1.0)
+    with torch.no_grad():
+        post = ed.forward(model, loc, editor.edit(model, ed.collate(items(3))))
+    assert ed.locality_kl(pre, post).item() > 0
+    logits = torch.randn(2, 4, 7)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    other = logits.clone()
+    other[0, 2:] += torch.randn(2, 7)  # differences only under the mask's zeros
+    assert ed.locality_kl(logits, other, mask).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_normalization_statistics_match_the_rows_seen():
+    t = ed.GradientTransform(3, 2, rank=2, n_modes=1)
+    rows = torch.randn(50, 5) * torch.tensor([1.0, 2, 3, 4, 5]) + 7
+    t.train()
+    for chunk in rows.split([7, 20, 23]):
+        t(chunk[:, :3], chunk[:, 3:], 0)
+    assert int(t.count) == 50
+    assert torch.allclose(t.mean, rows.mean(0), atol=1e-5)
+    assert torch.allclose((t.m2 / (t.count - 1)).sqrt(), rows.std(0), atol=1e-4)
+    t.eval()
+    u, d = t(rows[:, :3], rows[:, 3:], 0)  # identity MLP at init: outputs are the standardized inputs
+    z = (rows - rows.mean(0)) / rows.std(0)
+    assert torch.allclose(torch.cat([u, d], -1), z, atol=1e-4)
+
+
+def test_training_the_editor_makes_edits_succeed():
+    model = tiny_classifier(layers=2)
+    its = items(24, seed=5)
+    edits = [{"fail": it, "adapt": []} for it in its[:16]]
+    editor = ed.MEND(model, ed.mlp_layers(model)[1], rank=8, edit_lr=1e-3)
+    batch = ed.collate([e["fail"] for e in edits])
+    editor.train()
+    with torch.no_grad():
+        editor.deltas(model, batch)  # normalization statistics from the edit rows
+    editor.eval()
+    with torch.no_grad():
+        before = ed.edit_loss(ed.forward(model, batch, editor.edit(model, batch)), batch["labels"]).item()
+    log = ed.train_mend(model, editor, edits, its[16:], steps=60, edit_batch=4, loc_batch=4, lr=1e-2, lr_lr=1e-2,
+                        c_edit=1.0, seed=0, desc=None)
+    assert len(log) == 60
+    with torch.no_grad():
+        after = ed.edit_loss(ed.forward(model, batch, editor.edit(model, batch)), batch["labels"]).item()
+    assert after < before
+
+
+def test_editor_round_trip(tmp_path):
+    model = tiny_classifier()
+    editor = ed.MEND(model, ed.mlp_layers(model)[0], rank=4, edit_lr=0.3, norm=False)
+    ed.save_editor(editor, tmp_path / "e", {"layers": [0]})
+    again = ed.load_editor(model, tmp_path / "e")
+    batch = ed.collate(items(3))
+    a, b = editor.deltas(model, batch), again.deltas(model, batch)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+# ---------------------------------------------------------------- data and metrics
+def test_split_claim_and_labels():
+    ev, claim = ed.split_claim("Westlife: sold 23 million .\nClaim: Westlife sold under 23.5 million .")
+    assert ev == "Westlife: sold 23 million ." and claim == "Westlife sold under 23.5 million ."
+    with pytest.raises(ValueError, match="Claim"):
+        ed.split_claim("no claim here")
+
+
+def test_fact_pairs_from_bigbench_and_from_a_local_hf_dataset(tmp_path, data_dir):
+    pairs = ed.load_fact_pairs("vitaminc_fact_verification", data_dir, n=50)
+    assert len(pairs) == 50 and {p["label"] for p in pairs} <= {0, 1, 2}
+    assert pairs[0]["group"] == "Westlife" and pairs[0]["claim"].startswith("Westlife")
+    import datasets
+    ds = datasets.Dataset.from_dict({"claim": ["a is b", "c is d"], "evidence": ["A: a is b .", "C: c is e ."],
+                                     "label": ["SUPPORTS", "NOT ENOUGH INFO"], "page": ["A", "C"]})
+    ds.save_to_disk(str(tmp_path / "fever"))
+    hf = ed.load_fact_pairs(f"hf:{tmp_path / 'fever'}")
+    assert [p["label"] for p in hf] == [0, 2] and [p["group"] for p in hf] == ["A", "C"]
+    rest, held = ed.split_by_group(pairs + hf, 0.5, seed=0)
+    assert not {p["group"] for p in rest} & {p["group"] for p in held}
+
+
+def test_encode_and_correct_for_classifier_and_lm(data_dir):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(data_dir / "models" / "smollm2-135m")
+    it = ed.encode(tok, {"context": "Paris is in France.", "question": "Where is Paris?", "answer": "France"})
+    n_answer = sum(1 for v in it["labels"] if v != -100)
+    assert n_answer >= 1 and it["labels"][-n_answer:] == it["input_ids"][-n_answer:]
+    assert tok.decode(it["input_ids"][-n_answer:]).strip() == "France"
+    # teacher-forced exact match: every answer token must be the argmax at the previous position
+    labels = torch.tensor([[-100, -100, 5, 6]])
+    logits = torch.zeros(1, 4, 10)
+    logits[0, 1, 5] = logits[0, 2, 6] = 1
+    assert ed.correct(logits, labels).tolist() == [True]
+    logits[0, 2, 7] = 2
+    assert ed.correct(logits, labels).tolist() == [False]
+    assert ed.correct(torch.tensor([[0.1, 0.9, 0], [2, 0, 0]]), torch.tensor([1, 1])).tolist() == [True, False]
+
+
+def test_paraphrase_filter():
+    assert ed.paraphrase_filter("Tom sold 23 cars in 2010 .", "In 2010, Tom sold 23 cars.", 0.9) is None
+    assert ed.paraphrase_filter("Tom sold 23 cars .", "Tom sold 24 cars.", 0.9) == "numbers"
+    assert ed.paraphrase_filter("Tom sold cars .", "tom sold cars", 0.99) == "copy"
+    assert ed.paraphrase_filter("Tom sold cars .", "Cars were sold by Tom.", 0.5) == "similarity"
+    assert ed.paraphrase_filter("Tom sold cars .", "", 0.0) == "empty"
+
+
+def test_summarize_drawdown_and_adapt_weighting():
+    rows = [{"n_edits": 2, "n_adapt": 1, "fail_acc": 1.0, "adapt_acc": 0.0, "pass_acc": 0.8, "heldout_acc": 0.5,
+             "time_per_edit_s": 0.1, "edited_params": 10},
+            {"n_edits": 2, "n_adapt": 3, "fail_acc": 0.5, "adapt_acc": 1.0, "pass_acc": 0.6, "heldout_acc": 0.5,
+             "time_per_edit_s": 0.3, "edited_params": 10}]
+    s = ed.summarize(rows, {"pass_acc": 1.0, "heldout_acc": 0.6})
+    assert s["fail_acc"] == pytest.approx(0.75) and s["adapt_acc"] == pytest.approx(0.75)
+    assert s["pass_drawdown"] == pytest.approx(0.3) and s["heldout_drawdown"] == pytest.approx(0.1)
+    assert s["n_edits"] == 4 and s["time_per_edit_s"] == pytest.approx(0.2)
+
+
+def test_bad_parameters_fail_with_clear_messages(tmp_path):
+    with pytest.raises(TypeError, match="n_train"):
+        ed.train_classifier("minilm-l6", str(tmp_path / "x"), n_train="many")
+    with pytest.raises(ValueError, match="rank"):
+        ed.MEND(tiny_classifier(), [], rank=0)
+    from forgetlab.models import tiny_model
+    with pytest.raises(ValueError, match="MLP matrices unknown"):
+        ed.mlp_layers(tiny_model("gpt2"))
+
+
+# ---------------------------------------------------------------- smoke run of the stages and the notebook
+@pytest.mark.notebook
+def test_salem_smoke(smoke):
+    from forgetlab import profile
+    p = profile.load_params("smoke", ROOT)["salem"]
+    m = read_metrics(smoke, "salem")
+    for setting, n_layers in (("classify", 6), ("qa", 30)):
+        s = m[setting]
+        assert len(s["saliency"]) == n_layers
+        assert s["salient_layer"] == max(range(n_layers), key=lambda i: s["saliency"][i])
+        assert max(s["saliency"]) == 1.0 and s["saliency_scale_1e6"] > 0  # relative to the most salient layer
+        assert set(s["methods"]) == {"salem", "mend_top", "fine_tune", "no_edit"}
+        assert s["methods"]["no_edit"]["pass_drawdown"] == 0.0 and s["methods"]["no_edit"]["edited_params"] == 0
+        assert s["methods"]["no_edit"]["fail_acc"] == 0.0  # fail samples are the ones the base model gets wrong
+        assert s["methods"]["salem"]["edited_params"] * p["top_k"] == s["methods"]["mend_top"]["edited_params"]
+    assert m["classify"]["methods"]["no_edit"]["pass_acc"] == 1.0
+    for fig in ("saliency", "edit_vs_drawdown"):
+        assert (smoke / "figures" / "salem" / f"{fig}.png").stat().st_size > 5000
+    executed = json.loads((smoke / "reports" / "05_salem_editing.ipynb").read_text())
+    assert executed["metadata"]["papermill"]["parameters"]["seed"] == p["seed"]

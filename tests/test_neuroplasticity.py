@@ -1,0 +1,326 @@
+"""Neuroplasticity (Lo, Cohen & Barez): unit tests on hand examples and tiny models, then the smoke pipeline."""
+import json
+
+import pytest
+import torch
+from conftest import ROOT, read_metrics
+
+from forgetlab import neuroplasticity as npl
+from forgetlab import neurons
+from forgetlab.models import tiny_model
+from forgetlab.train import TrainConfig, train
+
+# ---------------------------------------------------------------- silver labeler
+GAZ = npl.Gazetteer.from_names(["New York", "New York City", "York", "Paris", "Rome", "Rio de Janeiro", "Turkey",
+                                "United States", "les Escaldes"])
+
+
+def tags(sentence, gaz=GAZ, not_places=frozenset()):
+    words = npl.split_words(sentence)
+    return list(zip(words, npl.silver_tags(words, gaz, not_places)))
+
+
+def test_labeler_longest_multiword_match():
+    got = tags("She moved from New York City to Rio de Janeiro and then to Paris .")
+    assert [t for _, t in got] == ["O", "O", "O", "B-LOC", "I-LOC", "I-LOC", "O", "B-LOC", "I-LOC", "I-LOC", "O",
+                                   "O", "O", "B-LOC", "O"]
+
+
+def test_labeler_never_matches_inside_a_word_or_in_lowercase():
+    got = dict(tags("A Parisian chef in Romeo said rome and turkey , not Paris-based ones ."))
+    assert set(got.values()) == {"O"}
+    assert dict(tags("Turkey's coast"))["Turkey"] == "B-LOC"  # possessive split off
+
+
+def test_labeler_skips_places_inside_capitalized_phrases():
+    assert set(t for _, t in tags("He read the New York Times in Paris .")[3:6]) == {"O"}  # New York Times
+    assert dict(tags("He read the New York Times in Paris ."))["Paris"] == "B-LOC"
+    assert dict(tags("Later , Mr. Paris spoke ."))["Paris"] == "O"  # after a title
+    assert dict(tags("In Paris , Rome was discussed ."))["Paris"] == "B-LOC"  # capitalized first word is fine
+    assert dict(tags("They met Rome there .", not_places={"Rome"}))["Rome"] == "O"
+
+
+def test_gazetteer_keeps_only_capitalized_names():
+    assert "Paris" in GAZ and "New York City" in GAZ
+    assert "les Escaldes" not in GAZ
+
+
+def test_geonames_gazetteer_real_names_and_bad_threshold():
+    gaz = npl.geonames_gazetteer(15000, ambiguous={"split"})
+    for name in ("France", "United States", "New York City", "Istanbul", "Europe", "Connecticut"):
+        assert name in gaz, name
+    assert "Split" not in gaz and "March" not in gaz  # lowercase in the corpus / a month
+    with pytest.raises(ValueError, match="min_city_population"):
+        npl.geonames_gazetteer(12345)
+
+
+def test_silver_ner_and_sentence_split():
+    docs = [{"text": "Barack Obama visited Paris. Obama later flew to Rome. The city of Nice is nice."}]
+    rows = npl.silver_ner(docs, 15000, min_words=3)
+    assert len(rows) == 3
+    d = [dict(zip(r["tokens"], r["ner_tags"])) for r in rows]
+    assert d[0]["Paris"] == "B-LOC" and d[0]["Obama"] == "O"
+    assert d[1]["Obama"] == "O" and d[1]["Rome"] == "B-LOC"  # surname seen earlier in the document
+    assert d[2]["Nice"] == "O"  # "nice" occurs in lowercase: ambiguous city name dropped
+
+
+# ---------------------------------------------------------------- probeless ranking
+def test_probeless_ranking_hand_example():
+    # 4 words, 1 layer x 3 neurons; tags O, B-LOC, I-LOC, B-PER -> concepts O, LOC, LOC, PER
+    names = ["O", "B-LOC", "I-LOC", "B-PER"]
+    acts = torch.tensor([[[0., 1., 5.]], [[2., 1., 1.]], [[4., 1., 3.]], [[1., 4., 5.]]])
+    r = npl.probeless_scores(acts, [0, 1, 2, 3], names, "LOC")
+    # q(LOC) = (3, 1, 2), q(O) = (0, 1, 5), q(PER) = (1, 4, 5)
+    # r = |3-0|+|3-1|, |1-1|+|1-4|, |2-5|+|2-5| = 5, 3, 6
+    assert r.tolist() == [[5.0, 3.0, 6.0]]
+    sal = npl.saliency(r)
+    assert sal.tolist() == [[0.5, 0.0, 1.0]]
+    with pytest.raises(ValueError, match="concept"):
+        npl.probeless_scores(acts, [0, 1, 2, 3], names, "ORG")
+
+
+def test_layer_standardization_keeps_order_within_layer_and_equalizes_layers():
+    g = torch.Generator().manual_seed(0)
+    acts = torch.randn(200, 2, 8, generator=g)
+    acts[:, 1] *= 100  # a high-norm layer
+    st = npl.standardize(acts, "layer")
+    assert st[:, 0].std().item() == pytest.approx(1, abs=1e-4) and st[:, 1].std().item() == pytest.approx(1, abs=1e-4)
+    labels = [1 if i % 3 == 0 else 0 for i in range(200)]
+    raw = npl.probeless_scores(acts, labels, ["O", "B-LOC"], "LOC")
+    std = npl.probeless_scores(st, labels, ["O", "B-LOC"], "LOC")
+    for layer in range(2):
+        assert torch.equal(raw[layer].argsort(), std[layer].argsort())
+    assert raw[1].mean() > 20 * raw[0].mean() and std[1].mean() < 3 * std[0].mean()
+
+
+def test_saliency_excludes_pruned_neurons():
+    scores = torch.tensor([[4., 3., 2., 1., 0.]])
+    pruned = torch.tensor([[True, False, False, False, False]])
+    sal = npl.saliency(scores, pruned)
+    assert torch.isnan(sal[0, 0]) and sal[0, 1:].tolist() == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0])
+    assert npl.share_above(sal, 0.5) == [0.5]
+
+
+def test_top_k_and_random_masks():
+    scores = torch.arange(12.).view(3, 4)
+    assert npl.top_k_mask(scores, 3).nonzero().tolist() == [[2, 1], [2, 2], [2, 3]]
+    with pytest.raises(ValueError, match="'k'"):
+        npl.top_k_mask(scores, 13)
+    m = npl.random_mask((3, 4), 5, seed=1)
+    assert m.sum() == 5 and torch.equal(m, npl.random_mask((3, 4), 5, seed=1))
+
+
+def test_random_baseline_samples_from_all_neurons():
+    shape, k = (6, 50), 30
+    hits = torch.zeros(shape)
+    for seed in range(400):
+        hits += npl.random_mask(shape, k, seed).float()
+    # every neuron is drawn about 400 * 30 / 300 = 40 times; ids 0..k-1 are not special
+    assert hits.min() > 15 and hits.max() < 70
+    assert hits.sum(1).tolist() == pytest.approx([400 * k / 6] * 6, rel=0.15)
+    assert not torch.equal(npl.random_mask(shape, k, 0).flatten().nonzero().flatten(), torch.arange(k))
+
+
+# ---------------------------------------------------------------- masks that persist
+def _resid_outputs(model, ids):
+    with neurons.record_stats(model, ("resid",)) as rec:
+        outs = {}
+        hooks = [m.register_forward_hook(lambda mod, a, o, i=i: outs.__setitem__(i, neurons._first(o).detach()))
+                 for i, m in enumerate(neurons.neuron_modules(model, "resid"))]
+        model(input_ids=ids)
+        for h in hooks:
+            h.remove()
+    return torch.stack([outs[i] for i in range(len(outs))], 2)  # [batch, seq, layers, hidden]
+
+
+def test_masked_neurons_stay_exactly_zero_through_training_and_reload(tmp_path):
+    from transformers import BertConfig, BertForTokenClassification, BertTokenizerFast
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     num_labels=3, id2label={0: "O", 1: "B-LOC", 2: "I-LOC"}, label2id={"O": 0, "B-LOC": 1, "I-LOC": 2})
+    model = BertForTokenClassification(cfg)
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(45)]))
+    tok = BertTokenizerFast(str(vocab))
+    pruned = npl.random_mask((2, 16), 6, seed=3)
+    handle = npl.apply_prune_mask(model, pruned)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    items = [{"input_ids": torch.randint(5, 50, (8,)), "attention_mask": torch.ones(8, dtype=torch.long),
+              "labels": torch.randint(0, 3, (8,))} for _ in range(8)]
+    train(model, items, TrainConfig(lr=1e-2, batch_size=4, max_steps=2), desc=None)
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())  # it did train
+    ids = torch.randint(5, 50, (3, 8))
+    acts = _resid_outputs(model, ids)
+    assert torch.all(acts[:, :, pruned] == 0) and torch.all(acts[:, :, ~pruned] != 0)
+    npl.save_checkpoint(model, tok, tmp_path / "ck", pruned, {"label_position": "first"})
+    handle.remove()
+    reloaded, _, mask, handle2 = npl.load_checkpoint(tmp_path / "ck")
+    assert torch.equal(mask, pruned) and handle2 is not None
+    acts2 = _resid_outputs(reloaded, ids)
+    assert torch.all(acts2[:, :, pruned] == 0)
+    torch.testing.assert_close(acts2, acts)
+    # and through a further training step after the reload
+    train(reloaded, items, TrainConfig(lr=1e-2, batch_size=4, max_steps=1), desc=None)
+    assert torch.all(_resid_outputs(reloaded, ids)[:, :, pruned] == 0)
+
+
+def _tiny_distilbert():
+    from transformers import DistilBertConfig, DistilBertForTokenClassification
+    torch.manual_seed(0)
+    return DistilBertForTokenClassification(DistilBertConfig(vocab_size=97, dim=16, hidden_dim=32, n_layers=2,
+                                                              n_heads=2, num_labels=3)).eval()
+
+
+@pytest.mark.parametrize("build", [lambda: tiny_model("bert", hidden=16, ff=32, layers=2, heads=2), _tiny_distilbert],
+                         ids=["bert", "distilbert"])
+def test_activation_mask_equals_zeroed_layernorm_weight_and_bias(build):
+    model = build()
+    pruned = npl.random_mask((2, 16), 5, seed=0)
+    ids = torch.randint(3, 97, (2, 7))
+    plain = model(input_ids=ids).logits
+    with npl.apply_prune_mask(model, pruned):
+        masked = model(input_ids=ids).logits
+    assert not torch.allclose(plain, masked)
+    npl.zero_block_output_weights_(model, pruned)
+    torch.testing.assert_close(model(input_ids=ids).logits, masked)
+    with pytest.raises(ValueError, match="post-LN"):
+        npl.zero_block_output_weights_(tiny_model("gpt2"), torch.zeros(2, 32, dtype=torch.bool))
+
+
+def test_mask_works_on_decoders():
+    model = tiny_model("llama", hidden=16, ff=24, layers=2, heads=2)
+    pruned = npl.random_mask((2, 16), 4, seed=0)
+    with npl.apply_prune_mask(model, pruned):
+        acts = _resid_outputs(model, torch.randint(3, 97, (2, 5)))
+    assert torch.all(acts[:, :, pruned] == 0)
+
+
+# ---------------------------------------------------------------- encoding, evaluation, analysis helpers
+def _bpe_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.post_processor = processors.ByteLevel(trim_offsets=True)
+    tk.train_from_iterator(["the cat sat in Paris", "New York is big"] * 5,
+                           trainers.BpeTrainer(vocab_size=270, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                               special_tokens=["<pad>"]))
+    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>")
+
+
+@pytest.mark.parametrize("position", ["first", "last"])
+def test_encode_puts_labels_on_first_or_last_subtoken(position):
+    tok = _bpe_tokenizer()
+    ex = [{"tokens": ["Xanadu", "is", "in", "Paris"], "ner_tags": [1, 0, 0, 1]}]
+    enc = npl.encode(tok, ex, 32, position)
+    ids = enc["input_ids"][0]
+    pos = enc["word_pos"][0].tolist()
+    pieces = [tok.decode([int(i)]) for i in ids[:int(enc["attention_mask"].sum())]]
+    first_word = [j for j, p in enumerate(pieces) if p.strip() and "Xanadu".find(p.strip()) >= 0]
+    assert len(first_word) > 1  # "Xanadu" is split into several pieces by this tiny BPE
+    assert pos[0] == (min(first_word) if position == "first" else max(first_word))
+    labelled = (enc["labels"][0] != npl.IGNORE).nonzero().flatten().tolist()
+    assert labelled == sorted(pos) and enc["labels"][0, pos].tolist() == [1, 0, 0, 1]
+
+
+def test_entity_f1_uses_seqeval_entity_level():
+    true = [["B-LOC", "I-LOC", "O", "B-LOC"]]
+    pred = [["B-LOC", "O", "O", "B-LOC"]]  # one of two entities exactly right
+    f = npl.entity_f1(true, pred, "LOC")
+    assert f["LOC_precision"] == 0.5 and f["LOC_recall"] == 0.5 and f["LOC_f1"] == 0.5
+
+
+def test_top_word_types_and_similarity():
+    words = ["paris", "rome", "cat", "dog", "paris", "cat"]
+    vocab, ids, eligible = npl.word_types(words, 1)
+    assert vocab == ["cat", "dog", "paris", "rome"]
+    acts = torch.tensor([[5.], [4.], [0.], [1.], [3.], [2.]]).view(6, 1, 1)  # paris mean 4, rome 4, cat 1, dog 1
+    top = npl.top_word_types(acts, ids, eligible, 2)
+    assert sorted(vocab[i] for i in top[0, 0].tolist()) == ["paris", "rome"]
+    vec = torch.tensor([[0., 1.], [0., 1.], [1., 0.], [1., 0.]])
+    assert npl.concept_similarity(top, vec, torch.tensor([1., 0.])).item() == pytest.approx(1.0)
+    _, _, elig2 = npl.word_types(words, 2)
+    assert elig2.tolist() == [True, False, True, False]
+
+
+def test_bad_parameters_fail_clearly(tmp_path):
+    with pytest.raises(ValueError, match="method"):
+        npl.prune_retrain(base=str(tmp_path), data=str(tmp_path), out=str(tmp_path / "o"), method="best")
+    with pytest.raises(ValueError, match="standardize"):
+        npl.standardize(torch.zeros(2, 1, 1), "global")
+    with pytest.raises(ValueError, match="label_position"):
+        npl.encode(None, [{"tokens": ["a"], "ner_tags": [0]}], 8, "middle")
+
+
+# ---------------------------------------------------------------- real data and the smoke pipeline
+def test_load_ner_reads_conll_format_from_disk_and_data_files(tmp_path):
+    ds = npl.to_dataset_dict({s: [{"tokens": ["EU", "rejects", "German", "call"], "ner_tags": ["B-LOC", "O", "O", "O"]}]
+                              for s in ("train", "validation", "test")}, npl.SILVER_TAGS)
+    ds.save_to_disk(str(tmp_path / "disk"))
+    assert npl.tag_names(npl.load_ner(str(tmp_path / "disk"))) == list(npl.SILVER_TAGS)
+    # the hub layout (data files per split) goes through datasets.load_dataset, as hf:<id> does
+    (tmp_path / "hub").mkdir()
+    for s in ds:
+        ds[s].to_parquet(str(tmp_path / "hub" / f"{s}.parquet"))
+    hub = npl.load_ner(str(tmp_path / "hub"))
+    assert set(hub) == {"train", "validation", "test"} and hub["train"][0]["tokens"][0] == "EU"
+    with pytest.raises(ValueError, match="source"):
+        npl.load_ner(str(tmp_path / "missing"))
+
+
+def test_stages_end_to_end_on_a_tiny_decoder_and_conll_format_files(tmp_path):
+    """The paper-scale path (a conll2003-format dataset read by datasets.load_dataset, a decoder labelled on the
+    last sub-token) run through the three checkpoint stages on a tiny local GPT-2 and tiny data files."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    tok = _bpe_tokenizer()
+    lm = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_inner=32, n_layer=2, n_head=2,
+                                    pad_token_id=tok.pad_token_id))
+    lm.save_pretrained(tmp_path / "gpt2")
+    tok.save_pretrained(tmp_path / "gpt2")
+    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    rows = [{"tokens": ["the", "cat", "sat", "in", "Paris"], "ner_tags": ["O", "O", "O", "O", "B-LOC"]},
+            {"tokens": ["New", "York", "is", "big"], "ner_tags": ["B-LOC", "I-LOC", "O", "O"]},
+            {"tokens": ["the", "cat", "is", "big"], "ner_tags": ["B-PER", "I-PER", "O", "O"]}] * 4
+    ds = npl.to_dataset_dict({s: rows for s in ("train", "validation", "test")}, names)
+    (tmp_path / "hub").mkdir()
+    for s in ds:
+        ds[s].to_parquet(str(tmp_path / "hub" / f"{s}.parquet"))
+    ner, base, out = (str(tmp_path / n) for n in ("ner", "base", "concept"))
+    npl.build_data(source=str(tmp_path / "hub"), out=ner)
+    assert json.loads((tmp_path / "ner" / "label_stats.json").read_text())["train"]["entities"] == {"LOC": 8,
+                                                                                                    "PER": 4}
+    npl.fine_tune(model=str(tmp_path / "gpt2"), data=ner, out=base, batch_size=4, max_len=16)
+    assert json.loads((tmp_path / "base" / npl.META_FILE).read_text())["label_position"] == "last"
+    npl.prune_retrain(base=base, data=ner, out=out, k=5, n_stages=2, steps_per_stage=1, batch_size=4, max_len=16)
+    hist = json.loads((tmp_path / "concept" / "history.json").read_text())
+    assert [h["stage"] for h in hist] == [0, 1, 2]
+    model, _, pruned, handle = npl.load_checkpoint(tmp_path / "concept" / "stage_2")
+    assert pruned.sum() == 5 and handle is not None
+    assert torch.equal(pruned, torch.load(tmp_path / "concept" / "ranking.pt")["pruned"])
+
+
+@pytest.mark.notebook
+def test_neuroplasticity_smoke(smoke):
+    from forgetlab import profile
+    params = profile.load_params("smoke", ROOT)
+    p = {**params["neuroplasticity_prune"], **params["neuroplasticity"]}
+    m = read_metrics(smoke, "neuroplasticity")
+    ck = smoke / "checkpoints" / "neuroplasticity"
+    stats = json.loads((ck / "ner" / "label_stats.json").read_text())
+    assert stats["train"]["entities"]["LOC"] > 50
+    assert m["k"] == p["k"] and sum(m["pruned_per_layer"]) == p["k"] and m["n_neurons"] == 6 * 384
+    assert len(m["concept_f1"]) == len(m["random_f1"]) == p["n_stages"] + 1
+    assert 0.2 < m["base_f1"] <= 1 and all(0 <= f <= 1 for f in m["concept_f1"] + m["random_f1"])
+    # the pruned concept neurons are the top of the saved ranking, and the mask is saved with every stage
+    ranking = torch.load(ck / "concept" / "ranking.pt")
+    assert torch.equal(ranking["pruned"], npl.top_k_mask(ranking["scores"], p["k"]))
+    for stage in range(p["n_stages"] + 1):
+        assert torch.equal(torch.load(ck / "concept" / f"stage_{stage}" / npl.MASK_FILE), ranking["pruned"])
+    rnd = torch.load(ck / "random" / "stage_0" / npl.MASK_FILE)
+    assert rnd.sum() == p["k"] and not torch.equal(rnd, ranking["pruned"])
+    assert {r["k"] for r in m["sweep"]} == {int(k) for k in p["sweep_ks"].split(",")}
+    for name in ("k_sweep", "f1_retraining", "saliency_heatmap", "saliency_per_layer", "similarity",
+                 "example_neurons"):
+        for fmt in ("png", "pdf"):
+            assert (smoke / "figures" / "neuroplasticity" / f"{name}.{fmt}").stat().st_size > 5000, name
