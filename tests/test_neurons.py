@@ -163,3 +163,18 @@ def test_mask_shape_is_checked():
     model = tiny_model("llama")
     with pytest.raises(ValueError, match="expected \\(2, 48\\)"):
         neurons.apply_masks(model, {"ff": torch.ones(2, 47)})
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("kind", neurons.KINDS)
+def test_record_activations_sees_the_masked_values_and_removes_its_hooks(family, kind):
+    model = tiny_model(family)
+    ids, att = inputs(5)
+    mask = neurons.full_mask(model, kind)
+    mask[0, :3] = 0
+    with neurons.apply_masks(model, {kind: mask}), neurons.record_activations(model, kind) as acts:
+        run(model, ids, att)
+    assert sorted(acts) == [0, 1]
+    assert acts[0].shape[-1] == neurons.n_neurons(model, kind)[1]
+    assert torch.all(acts[0][..., :3] == 0) and acts[1].abs().sum() > 0
+    assert all(len(m._forward_hooks) + len(m._forward_pre_hooks) == 0 for m in neurons.neuron_modules(model, kind))

@@ -124,6 +124,22 @@ def _register(model: nn.Module, kind: str, fn) -> list:
     return handles
 
 
+@contextmanager
+def record_activations(model: nn.Module, kind: str) -> Iterator[dict[int, torch.Tensor]]:
+    """Context manager: after every forward pass, `acts[layer]` holds that layer's activations of `kind`
+    (detached; after any masks already on the model)."""
+    acts: dict[int, torch.Tensor] = {}
+
+    def fn(layer, x):
+        acts[layer] = x.detach()
+    handles = _register(model, kind, fn)
+    try:
+        yield acts
+    finally:
+        for h in handles:
+            h.remove()
+
+
 # ---------------------------------------------------------------- statistics
 class NeuronStats:
     """Streaming per-neuron statistics over tokens, for an [layers, neurons] grid.

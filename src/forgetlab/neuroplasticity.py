@@ -354,21 +354,15 @@ def evaluate_ner(model, enc: dict, examples: Sequence[dict], names: Sequence[str
 def word_activations(model, enc: dict, batch_size: int = 32, desc: str | None = "activations") -> torch.Tensor:
     """Block outputs ("resid" neurons) at every word's labelled sub-token: [words, layers, hidden] (float32),
     words in reading order (sentence by sentence, truncated words skipped). Masks on the model apply."""
-    mods = neurons.neuron_modules(model, "resid")
-    current: dict[int, torch.Tensor] = {}
-    handles = [m.register_forward_hook(lambda mod, a, out, i=i: current.__setitem__(i, neurons._first(out)))
-               for i, m in enumerate(mods)]
+    n_layers = len(neurons.neuron_modules(model, "resid"))
     rows = []
     extra = {"use_cache": False} if getattr(model.config, "use_cache", None) is not None else {}
-    try:
+    with neurons.record_activations(model, "resid") as current:
         for b in tqdm(list(_batches(enc, batch_size)), desc=desc, disable=desc is None, leave=False):
             model.base_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], **extra)
             sent, word = (b["word_pos"] >= 0).nonzero(as_tuple=True)
             pos = b["word_pos"][sent, word]
-            rows.append(torch.stack([current[i][sent, pos].float() for i in range(len(mods))], 1))
-    finally:
-        for h in handles:
-            h.remove()
+            rows.append(torch.stack([current[i][sent, pos].float() for i in range(n_layers)], 1))
     return torch.cat(rows)
 
 
