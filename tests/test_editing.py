@@ -254,8 +254,14 @@ def test_bad_parameters_fail_with_clear_messages(tmp_path):
     with pytest.raises(ValueError, match="rank"):
         ed.MEND(tiny_classifier(), [], rank=0)
     from forgetlab.models import tiny_model
-    with pytest.raises(ValueError, match="MLP matrices unknown"):
-        ed.mlp_layers(tiny_model("gpt2"))
+    odd = tiny_model("llama")
+    odd.config.model_type = "mamba"
+    with pytest.raises(ValueError, match="unsupported model type 'mamba'"):
+        ed.mlp_layers(odd)
+    gpt2 = tiny_model("gpt2")  # its MLP matrices are Conv1D, which MEND does not edit
+    assert ed.mlp_layers(gpt2)[1] == ["transformer.h.1.mlp.c_fc.weight", "transformer.h.1.mlp.c_proj.weight"]
+    with pytest.raises(ValueError, match="nn.Linear"):
+        ed.MEND(gpt2, ed.mlp_layers(gpt2)[0])
 
 
 # ---------------------------------------------------------------- smoke run of the stages and the notebook

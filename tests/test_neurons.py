@@ -178,3 +178,16 @@ def test_record_activations_sees_the_masked_values_and_removes_its_hooks(family,
     assert acts[0].shape[-1] == neurons.n_neurons(model, kind)[1]
     assert torch.all(acts[0][..., :3] == 0) and acts[1].abs().sum() > 0
     assert all(len(m._forward_hooks) + len(m._forward_pre_hooks) == 0 for m in neurons.neuron_modules(model, kind))
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_mlp_weights_name_every_mlp_matrix_of_every_block(family):
+    from forgetlab.neurons import arch_map, mlp_weights
+    model = tiny_model(family)
+    layers = mlp_weights(model)
+    params = dict(model.named_parameters())
+    assert len(layers) == 2 and all(len(layer) == len(arch_map(model).mlp) >= 2 for layer in layers)
+    for i, layer in enumerate(layers):
+        assert all(n in params and f".{i}." in n for n in layer)
+        # the FF down projection (whose input carries the "ff" neurons) is one of them
+        assert any(n.endswith(arch_map(model).ff_out + ".weight") for n in layer)

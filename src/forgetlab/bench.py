@@ -20,12 +20,14 @@ import torch
 from .utils import write_json
 
 
-def record_stage(stage: str, out_dir: str | Path = "benchmarks/stages") -> dict:
-    """Record this process's wall time since start and its peak resident memory for a stage."""
+def record_stage(stage: str, out_dir: str | Path = "benchmarks/stages", extra: dict | None = None) -> dict:
+    """Record this process's wall time since start and its peak resident memory for a stage, plus any other
+    timings in `extra` (timings never go into metrics/*.json, which must be identical from run to run)."""
     proc = psutil.Process()
     info = {"stage": stage, "wall_s": round(time.time() - proc.create_time(), 1),
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
+            "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+            **(extra or {})}
     write_json(Path(out_dir) / f"{stage}.json", info)
     return info
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import signal
+import sys
 import typing
 from typing import Callable
 
 
 def _parser_for(fn: Callable, sub) -> None:
-    p = sub.add_parser(fn.__name__.replace("_", "-"), help=(fn.__doc__ or "").strip().splitlines()[0])
+    p = sub.add_parser(fn.__name__.replace("_", "-"), help=((fn.__doc__ or "").strip().splitlines() or [""])[0])
     hints = typing.get_type_hints(fn)
     for name, param in inspect.signature(fn).parameters.items():
         typ = hints.get(name, str)
@@ -27,8 +29,15 @@ def _parser_for(fn: Callable, sub) -> None:
     p.set_defaults(_fn=fn)
 
 
+def _exit_on_sigterm(signum, frame):
+    # SystemExit unwinds the stack, so utils.atomic_path removes its temporary output on the way out
+    sys.exit(128 + signum)
+
+
 def run(functions: list[Callable], argv=None, description: str | None = None):
-    """Parse argv into one of `functions` and call it."""
+    """Parse argv into one of `functions` and call it. SIGTERM (what `dvc` or a scheduler sends to stop a job)
+    exits cleanly: a step killed midway leaves neither its output nor a temporary folder behind."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     ap = argparse.ArgumentParser(description=description)
     sub = ap.add_subparsers(required=True)
     for fn in functions:

@@ -215,29 +215,9 @@ def perplexity(model, text_batches: Sequence[dict], params: dict | None = None) 
 # ============================================================================ layers and saliency
 def mlp_layers(model) -> list[list[str]]:
     """Per transformer block, the names of its MLP weight matrices: the editor's candidate layers (the
-    classifier head and attention are not candidates)."""
-    from .neurons import arch_map, blocks
-    amap = arch_map(model)
-    prefix = model.base_model_prefix
-    base = getattr(model, prefix, model)
-    root = f"{prefix}.{amap.layers}" if base is not model else amap.layers
-    fam = model.config.model_type
-    suffixes = {"bert": ["intermediate.dense", "output.dense"],
-                "llama": ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"],
-                "gpt_neox": ["mlp.dense_h_to_4h", "mlp.dense_4h_to_h"],
-                "opt": ["fc1", "fc2"]}
-    from .neurons import ALIASES
-    fam = ALIASES.get(fam, fam)
-    if fam not in suffixes:
-        raise ValueError(f"MLP matrices unknown for model type {model.config.model_type!r}; "
-                         f"supported: {', '.join(suffixes)}")
-    layers = [[f"{root}.{i}.{s}.weight" for s in suffixes[fam]] for i in range(len(blocks(model)))]
-    names = dict(model.named_parameters())
-    for layer in layers:
-        for n in layer:
-            if n not in names:
-                raise ValueError(f"expected parameter {n} in the model")
-    return layers
+    classifier head and attention are not candidates). Where they live comes from the architecture tables."""
+    from .neurons import mlp_weights
+    return mlp_weights(model)
 
 
 def layer_saliency(model, items: Sequence[dict], layers: Sequence[Sequence[str]], batch_size: int = 10,
@@ -532,15 +512,10 @@ def compare_methods(model, sets: dict, editors: dict[str, MEND], *, edit_batch: 
 
 
 # ============================================================================ checkpoints: loading
-def load_classifier(name_or_path: str, n_labels: int = len(LABELS), data_dir: str = "data"):
-    """A sequence classifier (new head if needed) and its tokenizer, in eval mode."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    path = resolve_model(name_or_path, data_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=n_labels, id2label=dict(enumerate(LABELS)), label2id={v: i for i, v in enumerate(LABELS)})
-    tok = AutoTokenizer.from_pretrained(path)
-    model.eval()
-    return model, tok
+def load_classifier(name_or_path: str, data_dir: str = "data"):
+    """The fact-verification classifier (labels LABELS) and its tokenizer, in eval mode."""
+    from .models import load_sequence_classifier
+    return load_sequence_classifier(name_or_path, LABELS, data_dir=data_dir)
 
 
 def load_setting(edits_dir: str | Path, base: str | None = None, data_dir: str = "data", max_len: int = 128):

@@ -102,6 +102,17 @@ def load_token_classifier(name_or_path: str = "minilm-l6", labels: list[str] = (
                  **kwargs)
 
 
+def load_sequence_classifier(name_or_path: str = "minilm-l6", labels: list[str] = ("0", "1"), *, data_dir="data",
+                             dtype=torch.float32, device="cpu", **kwargs) -> tuple[PreTrainedModel, object]:
+    """Load a sequence (pair) classifier with a (new, if needed) head for `labels`."""
+    from transformers import AutoModelForSequenceClassification
+    labels = list(labels)
+    id2label = dict(enumerate(labels))
+    return _load(AutoModelForSequenceClassification, name_or_path, data_dir, dtype, device,
+                 num_labels=len(labels), id2label=id2label, label2id={v: k for k, v in id2label.items()},
+                 **kwargs)
+
+
 def model_config(name_or_path: str, data_dir="data"):
     return AutoConfig.from_pretrained(resolve_model(name_or_path, data_dir))
 

@@ -26,16 +26,21 @@ class ArchMap:
     ff_out: str  # path inside a block to the FF down projection (its input = "ff" neurons)
     attn_out: str  # path inside a block to the attention output projection (its input = "attn" neurons)
     n_heads: str  # config attribute with the number of attention heads
+    mlp: tuple[str, ...]  # paths inside a block to every MLP weight matrix (what a layer editor may change)
 
 
 ARCH_MAPS: dict[str, ArchMap] = {
-    "llama": ArchMap("layers", "mlp.down_proj", "self_attn.o_proj", "num_attention_heads"),
-    "gpt2": ArchMap("h", "mlp.c_proj", "attn.c_proj", "n_head"),
-    "gpt_neox": ArchMap("layers", "mlp.dense_4h_to_h", "attention.dense", "num_attention_heads"),
-    "opt": ArchMap("decoder.layers", "fc2", "self_attn.out_proj", "num_attention_heads"),
-    "bert": ArchMap("encoder.layer", "output.dense", "attention.output.dense", "num_attention_heads"),
-    "distilbert": ArchMap("transformer.layer", "ffn.lin2", "attention.out_lin", "n_heads"),
-    "vit": ArchMap("encoder.layer", "output.dense", "attention.output.dense", "num_attention_heads"),
+    "llama": ArchMap("layers", "mlp.down_proj", "self_attn.o_proj", "num_attention_heads",
+                     ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")),
+    "gpt2": ArchMap("h", "mlp.c_proj", "attn.c_proj", "n_head", ("mlp.c_fc", "mlp.c_proj")),
+    "gpt_neox": ArchMap("layers", "mlp.dense_4h_to_h", "attention.dense", "num_attention_heads",
+                        ("mlp.dense_h_to_4h", "mlp.dense_4h_to_h")),
+    "opt": ArchMap("decoder.layers", "fc2", "self_attn.out_proj", "num_attention_heads", ("fc1", "fc2")),
+    "bert": ArchMap("encoder.layer", "output.dense", "attention.output.dense", "num_attention_heads",
+                    ("intermediate.dense", "output.dense")),
+    "distilbert": ArchMap("transformer.layer", "ffn.lin2", "attention.out_lin", "n_heads", ("ffn.lin1", "ffn.lin2")),
+    "vit": ArchMap("encoder.layer", "output.dense", "attention.output.dense", "num_attention_heads",
+                   ("intermediate.dense", "output.dense")),
 }
 # config.model_type values that share a table with another family.
 ALIASES = {"mistral": "llama", "qwen2": "llama", "qwen3": "llama", "gemma": "llama", "roberta": "bert",
@@ -55,6 +60,13 @@ def arch_map(model: nn.Module) -> ArchMap:
 
 def blocks(model: nn.Module) -> list[nn.Module]:
     return list(model.base_model.get_submodule(arch_map(model).layers))
+
+
+def mlp_weights(model: nn.Module) -> list[list[str]]:
+    """Per block, the full parameter names of its MLP weight matrices (as model.named_parameters() spells them)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    paths = arch_map(model).mlp
+    return [[names[id(b.get_submodule(path).weight)] for path in paths] for b in blocks(model)]
 
 
 def neuron_modules(model: nn.Module, kind: str) -> list[nn.Module]:

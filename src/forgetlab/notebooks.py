@@ -2,6 +2,7 @@
 
     python -m forgetlab.notebooks strip notebooks/*.ipynb   # remove outputs and execution counts
     python -m forgetlab.notebooks check notebooks/*.ipynb   # fail if any has outputs or no parameters cell
+    python -m forgetlab.notebooks html reports/01_selective_pruning.ipynb  # executed copy -> .html beside it
 """
 from __future__ import annotations
 
@@ -52,14 +53,28 @@ def run(notebook: str | Path, output: str | Path, parameters: dict, cwd: str | P
                         kernel_name="python3")
 
 
+def to_html(path: str | Path) -> Path:
+    """Export an executed notebook to HTML beside it (same name, .html), written atomically, so a reader sees
+    every tutorial with its outputs without running it."""
+    from nbconvert import HTMLExporter
+
+    from .utils import atomic_path
+    path = Path(path)
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(path, as_version=4))
+    out = path.with_suffix(".html")
+    with atomic_path(out) as tmp:
+        Path(tmp).write_text(body, encoding="utf-8")
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=("strip", "check"))
+    ap.add_argument("action", choices=("strip", "check", "html"))
     ap.add_argument("paths", nargs="+")
     args = ap.parse_args(argv)
-    if args.action == "strip":
+    if args.action in ("strip", "html"):
         for p in args.paths:
-            strip(p)
+            strip(p) if args.action == "strip" else print(to_html(p))
         return
     found = [msg for p in args.paths for msg in problems(p)]
     print("\n".join(found) or "notebooks are clean")

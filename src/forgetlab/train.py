@@ -86,5 +86,4 @@ def train(model, dataset: Sequence[dict], cfg: TrainConfig, *, loss_fn: Callable
             if len(losses) >= total:
                 break
     model.eval()
-    accelerator.unwrap_model(model)
     return losses

@@ -1,0 +1,536 @@
+"""Randomized-label forgetting (Zhang, Choshen & Andreas, "Unforgettable Generalization in Language Models",
+arXiv 2409.02228).
+
+Fine-tune a causal LM on binarized multiple-choice tasks, then make it "forget" one task by fine-tuning on
+examples of that task whose answers are drawn at random (or all flipped), and measure how far forgetting reaches:
+on held-out items of the same task (forget ratio), on other tasks (cross-task matrix), and in the hidden states
+(linear probes).
+
+    python -m forgetlab.forgetting fine-tune --model smollm2-135m --tasks strategyqa,social_iqa,... \\
+        --out checkpoints/randomized_forgetting/finetuned
+    python -m forgetlab.forgetting forget --finetuned checkpoints/randomized_forgetting/finetuned \\
+        --out checkpoints/randomized_forgetting/forget
+
+Tasks follow the LM Evaluation Harness zero-shot style: the prompt is the question followed by "\\nAnswer:", each
+choice is a continuation " <choice>", and the prediction is the choice with the higher log-likelihood (the sum over
+its tokens; `acc_norm` divides by the continuation's length in characters, as lm-eval does). Every example is
+binarized: its correct answer plus one distractor drawn at random, in random order, so chance is 0.5.
+
+Checkpoints on disk: only the multitask fine-tuned model (one save_pretrained). Every forgetting run starts from it
+in memory, and the forget stage writes what the analysis needs (per-item log-likelihoods of every evaluation and
+the hidden-state features of the probes), not the forgotten models (8 x 540 MB for SmolLM2).
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .train import TrainConfig, train
+from .utils import (atomic_path, check_choice, check_fraction, check_positive_int, parse_list, seed_everything,
+                    write_json)
+
+LABEL_MODES = ("random", "flipped")
+SCORINGS = ("sum", "norm")
+DATA_FILE = "data.json"
+RESULTS_FILE = "results.pt"
+PROMPT_SUFFIX = "\nAnswer:"
+IGNORE = -100
+MAX_BALANCE_GROUPS = 10  # tasks with at most this many distinct answers get answer-balanced splits
+
+
+# ================================================================ tasks: binarization and splits
+def prompt_of(question: str) -> str:
+    """lm-eval zero-shot prompt: the question, then "\\nAnswer:" (choices are scored as " <choice>")."""
+    return question.strip() + PROMPT_SUFFIX
+
+
+def binarize(example: dict, rng: random.Random) -> dict:
+    """Keep the correct answer and one distractor drawn from the wrong choices, in random order.
+
+    example: {"input", "choices", "target", "targets"?} (forgetlab.data.MCTask format). Returns
+    {"prompt", "choices": [c0, c1], "label": index of the correct one (0 or 1), "answer", "distractor"}.
+    """
+    choices = [str(c).strip() for c in example["choices"]]
+    correct = choices[example["target"]]
+    targets = set(example.get("targets", [example["target"]]))
+    wrong = [c for j, c in enumerate(choices) if j not in targets and c != correct]
+    if not wrong:
+        raise ValueError(f"example has no wrong choice to keep as a distractor: {example['choices']!r}")
+    distractor = rng.choice(sorted(set(wrong)))
+    label = rng.randrange(2)
+    pair = [distractor, correct] if label else [correct, distractor]
+    return {"prompt": prompt_of(example["input"]), "choices": pair, "label": label, "answer": correct,
+            "distractor": distractor}
+
+
+def _balanced_order(examples: list[dict], rng: random.Random) -> list[dict]:
+    """Shuffle; when the task has few distinct answers (yes/no, true/false, ...) interleave them round-robin so
+    that every prefix of the list is balanced over answers (a model that always says "yes" is then at chance)."""
+    examples = list(examples)
+    rng.shuffle(examples)
+    answers = sorted({e["choices"][e["target"]].strip() for e in examples})
+    if len(answers) > MAX_BALANCE_GROUPS:
+        return examples
+    groups = [[e for e in examples if e["choices"][e["target"]].strip() == a] for a in answers]
+    out = []
+    for i in range(max(len(g) for g in groups)):
+        out.extend(g[i] for g in groups if i < len(g))
+    return out[:len(groups) * min(len(g) for g in groups)]  # equal counts per answer
+
+
+def task_splits(name: str, examples: Sequence[dict], tokenizer, n_train: int, n_test: int,
+                max_prompt_tokens: int, max_choice_tokens: int, seed: int) -> dict:
+    """Binarized, deduplicated, disjoint train and test items of one task.
+
+    Examples with a prompt longer than max_prompt_tokens or a choice longer than max_choice_tokens are dropped,
+    duplicates of a question are dropped (first kept), and tasks with few distinct answers are answer-balanced.
+    Returns {"train": [...], "test": [...], "info": {...}}; raises ValueError when there are too few examples.
+    """
+    seen, kept = set(), []
+    n_long = n_dup = 0
+    for e in examples:
+        key = " ".join(e["input"].split()).lower()
+        if key in seen:
+            n_dup += 1
+            continue
+        seen.add(key)
+        if len(e["choices"]) < 2:
+            continue
+        if (len(tokenizer(prompt_of(e["input"]))["input_ids"]) > max_prompt_tokens
+                or max(len(tokenizer(" " + str(c).strip())["input_ids"]) for c in e["choices"]) > max_choice_tokens):
+            n_long += 1
+            continue
+        kept.append(e)
+    rng = random.Random(f"{seed}-{name}")
+    ordered = _balanced_order(kept, rng)
+    need = n_train + n_test
+    if len(ordered) < need:
+        raise ValueError(f"task {name!r} has {len(ordered)} usable examples (after dropping {n_long} too long and "
+                         f"{n_dup} duplicates, balancing answers), fewer than n_train + n_test = {need}")
+    # test first, so that changing n_train never changes the test items
+    test, train_ex = ordered[:n_test], ordered[n_test:need]
+    # each example's distractor and order are seeded by the example itself: a split never depends on the other
+    items = {split: [dict(binarize(e, random.Random(f"{seed}-{name}-{e.get('idx', i)}-{e['input']}")), task=name,
+                          idx=e.get("idx", i)) for i, e in enumerate(exs)]
+             for split, exs in (("train", train_ex), ("test", test))}
+    answers = sorted({e["choices"][e["target"]].strip() for e in kept})
+    items["info"] = {"n_examples": len(examples), "n_usable": len(kept), "n_too_long": n_long, "n_duplicates": n_dup,
+                     "answer_balanced": len(answers) <= MAX_BALANCE_GROUPS, "n_distinct_answers": len(answers),
+                     "binarization": "correct answer + 1 random distractor, random order"}
+    return items
+
+
+def load_task(name: str, data_dir: str = "data") -> list[dict]:
+    """Examples of a task in MCTask format: a local BIG-bench task, or "hf:<task>" (forgetlab.data.mc)."""
+    if name.startswith("hf:") or name.startswith("disk:"):
+        from .data.mc import load_hf_mc
+        return load_hf_mc(name)
+    from .data import load_mc_task
+    return load_mc_task(name, data_dir).examples
+
+
+def random_labels(n: int, seed: int) -> list[int]:
+    """n labels in {0, 1}, exactly balanced (ceil/floor of n/2), in a seeded random order."""
+    labels = [i % 2 for i in range(n)]
+    random.Random(seed).shuffle(labels)
+    return labels
+
+
+def relabel(items: Sequence[dict], mode: str, seed: int) -> list[int]:
+    """Training labels for forgetting: "random" (balanced random choice of the two options, independent of the
+    truth) or "flipped" (always the wrong option)."""
+    check_choice("label mode", mode, LABEL_MODES)
+    if mode == "flipped":
+        return [1 - it["label"] for it in items]
+    return random_labels(len(items), seed)
+
+
+# ================================================================ log-likelihood scoring
+def _encode(tokenizer, items: Sequence[dict]) -> tuple[list[list[int]], list[list[list[int]]]]:
+    prefixes = [tokenizer(it["prompt"])["input_ids"] for it in items]
+    conts = [[tokenizer(" " + c)["input_ids"] for c in it["choices"]] for it in items]
+    return prefixes, conts
+
+
+def _pad(seqs: list[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        sl = slice(width - len(s), width) if left else slice(0, len(s))
+        ids[i, sl] = torch.tensor(s)
+        mask[i, sl] = 1
+    return ids, mask
+
+
+def _layers_of(hidden: Sequence[torch.Tensor], layers: Sequence[int]) -> list[torch.Tensor]:
+    return [hidden[l] for l in layers]
+
+
+@torch.inference_mode()
+def score_choices(model, tokenizer, items: Sequence[dict], *, batch_size: int = 16, layers: Sequence[int] = (),
+                  cache_prefix: bool = True, desc: str | None = None) -> dict:
+    """Log-likelihood of each of the two choices of every item, batched.
+
+    Returns {"logp": [N, 2] summed log-probabilities of the continuation tokens, "n_chars": [N, 2] continuation
+    lengths in characters, "label": [N]} and, when `layers` are given (indices into hidden_states, 0 = embeddings),
+    "q_hidden": [N, len(layers), H] the hidden state of the last question token and "c_hidden": [N, len(layers),
+    2, H] the hidden state of the last token of each choice (float32).
+
+    cache_prefix=True runs each question once (left-padded, with explicit positions) and scores the two
+    continuations on its key/value cache; cache_prefix=False runs every (question, choice) sequence in full.
+    """
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    prefixes, conts = _encode(tokenizer, items)
+    layers = list(layers)
+    logp = torch.zeros(len(items), 2)
+    q_hid = torch.zeros(len(items), len(layers), model.config.hidden_size) if layers else None
+    c_hid = torch.zeros(len(items), len(layers), 2, model.config.hidden_size) if layers else None
+    device = next(model.parameters()).device
+    for start in tqdm(range(0, len(items), batch_size), desc=desc, disable=desc is None):
+        rows = range(start, min(start + batch_size, len(items)))
+        pre = [prefixes[i] for i in rows]
+        con = [c for i in rows for c in conts[i]]  # 2 per item, interleaved
+        if cache_prefix:
+            lp, qh, ch = _score_cached(model, pre, con, pad_id, layers, device)
+        else:
+            lp, qh, ch = _score_full(model, pre, con, pad_id, layers, device)
+        logp[start:start + len(pre)] = lp.view(len(pre), 2)
+        if layers:
+            q_hid[start:start + len(pre)] = qh
+            c_hid[start:start + len(pre)] = ch.view(len(pre), 2, len(layers), -1).transpose(1, 2)
+    out = {"logp": logp, "label": torch.tensor([it["label"] for it in items]),
+           "n_chars": torch.tensor([[len(" " + c) for c in it["choices"]] for it in items], dtype=torch.float)}
+    if layers:
+        out["q_hidden"], out["c_hidden"] = q_hid, c_hid
+    return out
+
+
+def _cont_logp(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    lp = torch.log_softmax(logits.float(), -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return (lp * mask).sum(-1)
+
+
+def _score_full(model, pre, con, pad_id, layers, device):
+    seqs = [pre[i // 2] + c for i, c in enumerate(con)]
+    ids, mask = _pad(seqs, pad_id)
+    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=bool(layers),
+                use_cache=False)
+    logits = out.logits.cpu()
+    lp = torch.zeros(len(seqs))
+    ends = torch.tensor([len(s) - 1 for s in seqs])
+    qpos = torch.tensor([len(pre[i // 2]) - 1 for i in range(len(seqs))])
+    for i, c in enumerate(con):
+        p = len(pre[i // 2])
+        t = torch.tensor(c)
+        lp[i] = torch.log_softmax(logits[i, p - 1:p - 1 + len(c)].float(), -1).gather(-1, t[:, None]).sum()
+    qh = ch = None
+    if layers:
+        hs = _layers_of(out.hidden_states, layers)
+        r = torch.arange(len(seqs))
+        ch = torch.stack([h.cpu()[r, ends] for h in hs], 1)  # [2B, L, H]
+        qh = torch.stack([h.cpu()[r, qpos] for h in hs], 1)[0::2]
+    return lp, qh, ch
+
+
+def _score_cached(model, pre, con, pad_id, layers, device):
+    ids, mask = _pad(pre, pad_id, left=True)
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    # only the last position's logits are needed (they predict the first answer token): skip the LM head elsewhere
+    out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+                use_cache=True, output_hidden_states=bool(layers), logits_to_keep=1)
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(2)
+    first = torch.log_softmax(out.logits[:, -1].float().cpu(), -1).repeat_interleave(2, 0)  # predicts token 0
+    cids, cmask = _pad(con, pad_id)
+    n_pre = mask.sum(1).repeat_interleave(2)
+    cpos = n_pre[:, None] + torch.arange(cids.shape[1])[None]
+    full_mask = torch.cat([mask.repeat_interleave(2, 0), cmask], 1)
+    out2 = model(input_ids=cids.to(device), attention_mask=full_mask.to(device), position_ids=cpos.to(device),
+                 past_key_values=cache, use_cache=True, output_hidden_states=bool(layers))
+    logits = out2.logits.float().cpu()
+    lp = first.gather(1, cids[:, :1]).squeeze(1)
+    if cids.shape[1] > 1:
+        lp = lp + _cont_logp(logits[:, :-1], cids[:, 1:], cmask[:, 1:].float())
+    qh = ch = None
+    if layers:
+        r = torch.arange(len(con))
+        ends = cmask.sum(1) - 1
+        qh = torch.stack([h[:, -1].cpu() for h in _layers_of(out.hidden_states, layers)], 1)
+        ch = torch.stack([h.cpu()[r, ends] for h in _layers_of(out2.hidden_states, layers)], 1)
+    return lp, qh, ch
+
+
+def predictions(scores: dict, scoring: str = "sum") -> torch.Tensor:
+    """Predicted choice (0/1) per item: higher summed log-likelihood ("sum") or per character ("norm")."""
+    check_choice("scoring", scoring, SCORINGS)
+    s = scores["logp"] if scoring == "sum" else scores["logp"] / scores["n_chars"]
+    return (s[:, 1] > s[:, 0]).long()
+
+
+def correct(scores: dict, scoring: str = "sum") -> torch.Tensor:
+    """1.0 where the prediction is the true answer, per item."""
+    return (predictions(scores, scoring) == scores["label"]).float()
+
+
+def confidence(scores: dict) -> torch.Tensor:
+    """Per item, the probability the model gives the correct answer when the two choices are renormalized:
+    softmax over the two summed log-likelihoods (0.5 = no preference)."""
+    p = torch.softmax(scores["logp"], -1)
+    return p.gather(1, scores["label"][:, None]).squeeze(1)
+
+
+# ================================================================ measures
+def forget_ratio(acc_ft: float, acc_forget: float, chance: float = 0.5) -> float:
+    """(acc_ft - acc_forget) / (acc_ft - chance): 0 = nothing forgotten, 1 = at chance, > 1 = below chance."""
+    if acc_ft <= chance:
+        raise ValueError(f"forget ratio needs a fine-tuned accuracy above chance ({chance}), got {acc_ft}")
+    return (acc_ft - acc_forget) / (acc_ft - chance)
+
+
+def bootstrap_forget_ratio(ft_correct, forget_correct, *, n_boot: int = 1000, seed: int = 0,
+                           alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile interval of the forget ratio, resampling test items (paired: same items before and after).
+    Resamples whose fine-tuned accuracy is not above chance are left out."""
+    a, b = np.asarray(ft_correct, float), np.asarray(forget_correct, float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), size=(n_boot, len(a)))
+    fa, fb = a[idx].mean(1), b[idx].mean(1)
+    ok = fa > 0.5 + 1e-9
+    r = (fa[ok] - fb[ok]) / (fa[ok] - 0.5)
+    return float(np.quantile(r, alpha / 2)), float(np.quantile(r, 1 - alpha / 2))
+
+
+def hidden_variance(h: torch.Tensor) -> float:
+    """Trace of the covariance matrix (unbiased, across examples) of hidden states h [N, H] = the summed variance
+    of every dimension."""
+    h = torch.as_tensor(h, dtype=torch.float64)
+    if h.shape[0] < 2:
+        raise ValueError("hidden_variance needs at least 2 examples")
+    return float(h.var(0, unbiased=True).sum())
+
+
+def probe_accuracy(train_x, train_y, test_x, test_y, *, C: float = 1.0, seed: int = 0) -> float:
+    """Accuracy of a standardized logistic-regression probe (scikit-learn) fit on train, scored on test."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
+    clf.fit(np.asarray(train_x, float), np.asarray(train_y))
+    return float(clf.score(np.asarray(test_x, float), np.asarray(test_y)))
+
+
+def probe_features(scores: dict) -> torch.Tensor:
+    """Pairwise probe input per item and layer: hidden state after choice 0 minus after choice 1 [N, L, H]
+    (the label says which choice is correct; both orders occur, so the probe cannot just learn a constant)."""
+    return scores["c_hidden"][:, :, 0] - scores["c_hidden"][:, :, 1]
+
+
+def compact(scores: dict) -> dict:
+    """What the stages store of a scoring: log-likelihoods, labels, lengths and, if recorded, the probe features
+    and question hidden states in float16 (a quarter of the raw choice states)."""
+    out = {k: scores[k] for k in ("logp", "label", "n_chars")}
+    if "c_hidden" in scores:
+        out["probe_x"] = probe_features(scores).half()
+        out["q_hidden"] = scores["q_hidden"].half()
+    return out
+
+
+# ================================================================ training
+def training_batches(tokenizer, items: Sequence[dict], labels: Sequence[int], batch_size: int, seed: int) -> list[dict]:
+    """Tokenized (prompt + " " + choice[label]) sequences with the loss on the answer tokens only, grouped into
+    batches of similar length (less padding); the train loop shuffles the batches."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    seqs = []
+    for it, lab in zip(items, labels):
+        p = tokenizer(it["prompt"])["input_ids"]
+        c = tokenizer(" " + it["choices"][lab])["input_ids"]
+        seqs.append((p + c, [IGNORE] * len(p) + c))
+    order = list(range(len(seqs)))
+    random.Random(seed).shuffle(order)
+    chunk = batch_size * 8  # sort by length inside chunks of 8 batches
+    order = [i for s in range(0, len(order), chunk) for i in sorted(order[s:s + chunk], key=lambda j: len(seqs[j][0]))]
+    batches = []
+    for s in range(0, len(order), batch_size):
+        rows = [seqs[i] for i in order[s:s + batch_size]]
+        ids, mask = _pad([r[0] for r in rows], pad_id)
+        lab, _ = _pad([r[1] for r in rows], IGNORE)
+        batches.append({"input_ids": ids, "attention_mask": mask, "labels": lab})
+    return batches
+
+
+def _first(items):
+    return items[0]
+
+
+def answer_loss(model, batch: dict) -> torch.Tensor:
+    """Mean next-token cross-entropy on the answer tokens only, with the LM head applied only where a label is
+    (the same value as model(**batch).loss; the vocabulary projection of the prompt positions is skipped)."""
+    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                              use_cache=False).last_hidden_state
+    target = batch["labels"][:, 1:]
+    keep = target != IGNORE
+    logits = model.get_output_embeddings()(hidden[:, :-1][keep])
+    return F.cross_entropy(logits.float(), target[keep])
+
+
+def train_items(model, tokenizer, items, labels, *, lr: float, batch_size: int, epochs: int, seed: int,
+                on_example=None, desc: str | None = "train") -> list[float]:
+    """Fine-tune on items with the given labels (forgetlab.train.train over pre-made batches). on_example(n)
+    is called after each optimizer step with the number of examples seen so far."""
+    batches = training_batches(tokenizer, items, labels, batch_size, seed)
+    cfg = TrainConfig(lr=lr, epochs=epochs, batch_size=1, seed=seed)  # one pre-made batch per loader item
+
+    def hook(step, loss):
+        if on_example is not None:
+            on_example(step * batch_size)
+    return train(model, batches, cfg, loss_fn=answer_loss, collate=_first, on_step=hook, desc=desc)
+
+
+# ================================================================ stage 1: multitask fine-tune
+def _load_model(model: str, data_dir: str):
+    from .models import load_causal_lm
+    return load_causal_lm(model, data_dir=data_dir)
+
+
+def fine_tune(model: str, tasks: str, out: str, data_dir: str = "data", n_train: int = 48, n_test: int = 40,
+              max_prompt_tokens: int = 64, max_choice_tokens: int = 16, epochs: int = 1, lr: float = 5e-5,
+              batch_size: int = 8, eval_batch_size: int = 16, layers: str = "0,5,10,15,20,25,-5,-1",
+              seed: int = 0) -> None:
+    """Binarize every candidate task, score the pre-trained model, fine-tune one model on all tasks jointly
+    (correct labels), score it; save the model, the items (data.json) and the scores (results.pt)."""
+    names = parse_list("tasks", tasks)
+    if len(names) < 2:
+        raise ValueError("parameter 'tasks' needs at least 2 tasks (comma-separated)")
+    for name, v in (("n_train", n_train), ("n_test", n_test), ("max_prompt_tokens", max_prompt_tokens),
+                    ("max_choice_tokens", max_choice_tokens), ("epochs", epochs), ("batch_size", batch_size),
+                    ("eval_batch_size", eval_batch_size)):
+        check_positive_int(name, v)
+    seed_everything(seed)
+    lm, tok = _load_model(model, data_dir)
+    n_hidden = lm.config.num_hidden_layers + 1
+    layer_ids = sorted({l % n_hidden for l in parse_list("layers", layers, int)})
+    data = {"model": model, "task_order": names, "tasks": {}}
+    for name in names:
+        data["tasks"][name] = task_splits(name, load_task(name, data_dir), tok, n_train, n_test, max_prompt_tokens,
+                                          max_choice_tokens, seed)
+    base = {n: score_choices(lm, tok, d["test"], batch_size=eval_batch_size, desc=f"pre-trained {n}")
+            for n, d in data["tasks"].items()}
+    items = [it for d in data["tasks"].values() for it in d["train"]]
+    losses = train_items(lm, tok, items, [it["label"] for it in items], lr=lr, batch_size=batch_size,
+                         epochs=epochs, seed=seed, desc="multitask fine-tune")
+    ft = {n: compact(score_choices(lm, tok, d["test"], batch_size=eval_batch_size, layers=layer_ids,
+                                   desc=f"fine-tuned {n}")) for n, d in data["tasks"].items()}
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        lm.save_pretrained(tmp / "model")
+        tok.save_pretrained(tmp / "model")
+        (tmp / DATA_FILE).write_text(json.dumps(data, indent=1, sort_keys=True))
+        torch.save({"base": {n: compact(v) for n, v in base.items()}, "finetuned": ft, "losses": losses,
+                    "layers": layer_ids}, tmp / RESULTS_FILE)
+
+
+# ================================================================ stage 2: forgetting runs
+def kept_tasks(ft_scores: dict, threshold: float, scoring: str = "sum") -> tuple[list[str], dict[str, float]]:
+    """Tasks whose fine-tuned accuracy is at least `threshold` (kept), and the accuracy of every task."""
+    accs = {n: float(correct(s, scoring).mean()) for n, s in ft_scores.items()}
+    return [n for n, a in accs.items() if a >= threshold], accs
+
+
+def forget(finetuned: str, out: str, data_dir: str = "data", threshold: float = 0.6, n_forget: int = 48,
+           n_small: int = 16, n_cross: int = 24, lr: float = 5e-5, batch_size: int = 8, epochs: int = 1,
+           modes: str = "random,flipped", eval_batch_size: int = 16, seed: int = 0) -> None:
+    """For every task kept by the screen (fine-tuned accuracy >= threshold): from the fine-tuned model, train on
+    n_forget training items with random (and flipped) labels; score every kept task after random-label forgetting
+    (the cross-task matrix: all test items of the own task, the first n_cross of the others), the own task after
+    n_small examples and after flipped labels, and record the probe features (own task, train and test items,
+    before and after forgetting, at the fine-tune stage's layers). Writes results.pt, not models."""
+    check_fraction("threshold", threshold)
+    for name, v in (("n_forget", n_forget), ("n_small", n_small), ("n_cross", n_cross), ("batch_size", batch_size),
+                    ("epochs", epochs),
+                    ("eval_batch_size", eval_batch_size)):
+        check_positive_int(name, v)
+    if n_small >= n_forget or n_small % batch_size:
+        raise ValueError(f"parameter 'n_small' ({n_small}) must be a multiple of batch_size ({batch_size}) and "
+                         f"smaller than n_forget ({n_forget})")
+    label_modes = parse_list("modes", modes)
+    for m in label_modes:
+        check_choice("mode", m, LABEL_MODES)
+    if "random" not in label_modes:
+        raise ValueError("parameter 'modes' must include 'random' (the cross-task matrix uses it)")
+    seed_everything(seed)
+    src = Path(finetuned)
+    data = json.loads((src / DATA_FILE).read_text())
+    ft_res = torch.load(src / RESULTS_FILE)
+    keep, _ = kept_tasks(ft_res["finetuned"], threshold)
+    if len(keep) < 2:
+        raise ValueError(f"only {len(keep)} task(s) clear the screening threshold {threshold}: lower 'threshold' "
+                         "or change the candidate tasks")
+    for name in keep:
+        if len(data["tasks"][name]["train"]) < n_forget:
+            raise ValueError(f"parameter 'n_forget' ({n_forget}) exceeds the {len(data['tasks'][name]['train'])} "
+                             f"training items of task {name!r}")
+    lm, tok = _load_model(str(src / "model"), data_dir)
+    layers = ft_res["layers"]
+    start = {k: v.detach().clone() for k, v in lm.state_dict().items()}
+    tests = {n: data["tasks"][n]["test"] for n in keep}
+
+    def train_feats(name, desc):
+        return compact(score_choices(lm, tok, data["tasks"][name]["train"], batch_size=eval_batch_size,
+                                     layers=layers, desc=f"{desc} train {name}"))
+
+    before = {n: train_feats(n, "before") for n in keep}
+    runs = {}
+    for ti, name in enumerate(keep):
+        items = data["tasks"][name]["train"][:n_forget]
+        for mode in label_modes:
+            lm.load_state_dict(start)
+            labels = relabel(items, mode, seed + ti)
+            small = {}
+
+            def on_example(n_seen, name=name, small=small):
+                if n_seen == n_small:
+                    lm.eval()
+                    small["scores"] = score_choices(lm, tok, tests[name], batch_size=eval_batch_size)
+                    lm.train()
+            losses = train_items(lm, tok, items, labels, lr=lr, batch_size=batch_size, epochs=epochs,
+                                 seed=seed + ti, on_example=on_example, desc=f"forget {name} ({mode})")
+            run = {"labels": torch.tensor(labels), "losses": losses, "small": compact(small["scores"])}
+            if mode == "random":
+                run["scores"] = {b: compact(score_choices(
+                    lm, tok, tests[b] if b == name else tests[b][:n_cross], batch_size=eval_batch_size,
+                    layers=layers if b == name else (), desc=f"after {name}: {b}")) for b in keep}
+                run["after_train"] = train_feats(name, "after")
+            else:
+                run["scores"] = {name: compact(score_choices(lm, tok, tests[name], batch_size=eval_batch_size))}
+            runs[(name, mode)] = run
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        torch.save({"kept": keep, "threshold": threshold, "layers": layers, "n_cross": n_cross,
+                    "n_forget": n_forget, "n_small": n_small, "modes": label_modes, "before": before,
+                    "runs": {f"{a}|{m}": r for (a, m), r in runs.items()}}, tmp / RESULTS_FILE)
+        write_json(tmp / "summary.json", {"kept": keep, "forget_acc": {
+            k: float(correct(r["scores"][k.split("|")[0]]).mean()) for k, r in
+            {f"{a}|{m}": r for (a, m), r in runs.items()}.items()}})
+
+
+def load_results(finetuned: str, forget_dir: str) -> tuple[dict, dict, dict]:
+    """(data.json, fine-tune results, forget results) of the two stages."""
+    ft, fg = Path(finetuned), Path(forget_dir)
+    for p in (ft / DATA_FILE, ft / RESULTS_FILE, fg / RESULTS_FILE):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} not found: run the randomized_forgetting stages (dvc repro)")
+    return json.loads((ft / DATA_FILE).read_text()), torch.load(ft / RESULTS_FILE), torch.load(fg / RESULTS_FILE)
+
+
+if __name__ == "__main__":
+    from .cli import run
+    run([fine_tune, forget], description=__doc__.splitlines()[0])

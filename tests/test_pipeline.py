@@ -1,0 +1,98 @@
+"""The pipeline as a whole: a killed stage leaves nothing DVC would accept, and the same params give the same bytes."""
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, stage_env
+
+
+def _start(cmd: str, cwd: Path) -> tuple[subprocess.Popen, list[str]]:
+    """Start a command; a thread collects its stderr (progress bars) so the test can wait for a phase."""
+    proc = subprocess.Popen(cmd, shell=True, cwd=cwd, env=stage_env(), stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL)
+    seen: list[str] = []
+
+    def read():  # os.read returns whatever is there (progress bars end lines with \r, not \n)
+        for chunk in iter(lambda: os.read(proc.stderr.fileno(), 4096), b""):
+            seen.append(chunk.decode(errors="replace"))
+    threading.Thread(target=read, daemon=True).start()
+    return proc, seen
+
+
+def _wait_for(seen: list[str], text: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    t0 = time.time()
+    while text not in "".join(seen):
+        assert proc.poll() is None, f"process ended before {text!r}:\n{''.join(seen)[-3000:]}"
+        assert time.time() - t0 < timeout, f"{text!r} never appeared"
+        time.sleep(0.2)
+
+
+def test_sigterm_inside_atomic_write_leaves_nothing(tmp_path):
+    """A checkpoint step killed while it writes its output leaves neither the output nor a temporary folder."""
+    code = textwrap.dedent(f"""
+        import sys, time
+        from forgetlab.cli import run
+        from forgetlab.utils import atomic_path
+
+        def save(out: str):
+            with atomic_path(out) as tmp:
+                tmp.mkdir()
+                (tmp / "weights.bin").write_bytes(b"x" * 1000)
+                print("writing", file=sys.stderr, flush=True)
+                time.sleep(60)
+
+        run([save], ["save", "--out", {str(tmp_path / "ckpt")!r}])
+    """)
+    proc, seen = _start(f"exec {sys.executable} -c {shlex.quote(code)}", tmp_path)
+    _wait_for(seen, "writing", proc, timeout=60)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert list(tmp_path.iterdir()) == [], "a killed step left files behind"
+
+
+@pytest.mark.notebook
+def test_stage_killed_during_training_leaves_no_output_and_reruns(smoke):
+    """SIGTERM during the fine-tuning of a checkpoint stage (the smoke command of dvc.yaml): no output folder, no
+    temporary folder; the same command then completes. (DVC also keeps the old dvc.lock entry of a failed stage,
+    so `dvc repro` runs it again.)"""
+    from forgetlab import pipeline, profile
+    cmd = dict(pipeline.stage_commands(profile.load_params("smoke", ROOT), ROOT))["neuroplasticity_base"]
+    out = "checkpoints/neuroplasticity/base"
+    assert f"--out {out}" in cmd
+    if not (smoke / out).exists():
+        pytest.skip("neuroplasticity_base is not among FORGETLAB_STAGES")
+    cmd = cmd.replace(f"--out {out}", "--out checkpoints/killed/base")
+    killed = smoke / "checkpoints" / "killed"
+    proc, seen = _start(f"exec {cmd}", smoke)
+    _wait_for(seen, "fine-tune", proc)  # the training progress bar is running
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) != 0
+    assert not killed.exists() or list(killed.iterdir()) == [], "a killed stage left a partial output"
+    subprocess.run(cmd, shell=True, cwd=smoke, env=stage_env(), check=True, capture_output=True)
+    assert sorted(p.name for p in (killed / "base").iterdir()) == sorted(
+        p.name for p in (smoke / out).iterdir())
+
+
+@pytest.mark.notebook
+def test_same_params_give_identical_metrics(smoke, tmp_path_factory, data_dir):
+    """The whole smoke pipeline a second time, in a fresh scratch folder: every metrics file and every
+    checkpoint's recorded info come out byte-identical (seeds everywhere, no timings in metrics)."""
+    import os
+
+    from forgetlab import pipeline, profile
+    again = pipeline.make_workdir(tmp_path_factory.mktemp("smoke_again"), ROOT, data_dir)
+    only = [s for s in os.environ.get("FORGETLAB_STAGES", "").split(",") if s] or None
+    pipeline.run_stages(again, profile.load_params("smoke", ROOT), ROOT, only=only, env=stage_env())
+    first = sorted(p.relative_to(smoke) for p in (smoke / "metrics").glob("*.json"))
+    assert first, "the smoke run wrote no metrics"
+    assert first == sorted(p.relative_to(again) for p in (again / "metrics").glob("*.json"))
+    for rel in first:
+        assert (smoke / rel).read_bytes() == (again / rel).read_bytes(), f"{rel} differs between two runs"
