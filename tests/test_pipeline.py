@@ -96,3 +96,22 @@ def test_same_params_give_identical_metrics(smoke, tmp_path_factory, data_dir):
     assert first == sorted(p.relative_to(again) for p in (again / "metrics").glob("*.json"))
     for rel in first:
         assert (smoke / rel).read_bytes() == (again / rel).read_bytes(), f"{rel} differs between two runs"
+
+
+def test_every_notebook_stage_exports_html_and_outputs_are_removed_before_a_run(tmp_path):
+    from forgetlab import pipeline
+    for name, stage in pipeline.stages(ROOT).items():
+        if stage["cmd"].startswith("papermill"):
+            report = stage["cmd"].split()[2]
+            assert f"notebooks html {report}" in " ".join(stage["cmd"].split()), name
+            assert {report, report.replace(".ipynb", ".html")} <= set(pipeline.outs_of(stage)), name
+    outs = pipeline.outs_of(pipeline.stages(ROOT)["selective_pruning"])
+    assert "metrics/selective_pruning.json" in outs and "figures/selective_pruning" in outs
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "01_selective_pruning.ipynb").write_text("{}")
+    (tmp_path / "figures" / "selective_pruning").mkdir(parents=True)
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "01_selective_pruning.ipynb").write_text("{}")  # an input: kept
+    pipeline.remove_outs("selective_pruning", tmp_path, ROOT)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "figures", "notebooks", "notebooks/01_selective_pruning.ipynb", "reports"]

@@ -69,6 +69,24 @@ def make_workdir(path: str | Path, root: str | Path, data_dir: str | Path) -> Pa
     return path
 
 
+def outs_of(stage: dict) -> list[str]:
+    """Every path a stage declares as an output (outs, metrics, plots)."""
+    return [next(iter(o)) if isinstance(o, dict) else o
+            for key in ("outs", "metrics", "plots") for o in stage.get(key, [])]
+
+
+def remove_outs(name: str, workdir: str | Path, root: str | Path = ".") -> None:
+    """Delete a stage's outputs before running it, as `dvc repro` does. Outputs checked out from the DVC cache may be
+    hardlinks into it: writing into them in place (Papermill does) would corrupt the cache."""
+    import shutil
+    for rel in outs_of(stages(root)[name]):
+        path = Path(workdir) / rel
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
 def run_stages(workdir: str | Path, params: dict, root: str | Path = ".", only: list[str] | None = None,
                env: dict | None = None) -> dict[str, subprocess.CompletedProcess]:
     """Run the rendered dvc.yaml commands in `workdir` (all stages, or `only`), stopping at the first failure."""
@@ -76,6 +94,7 @@ def run_stages(workdir: str | Path, params: dict, root: str | Path = ".", only: 
     for name, cmd in stage_commands(params, root):
         if only and name not in only:
             continue
+        remove_outs(name, workdir, root)
         done[name] = proc = subprocess.run(cmd, shell=True, cwd=workdir, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"stage {name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
@@ -97,6 +116,7 @@ def main(argv=None) -> None:
             import os
             import sys
             env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+            remove_outs(name, ".")
             subprocess.run(cmd, shell=True, check=True, env=env)
 
 

@@ -1,0 +1,320 @@
+"""Quantization recovery (notebook 04): RTN and bitsandbytes codes, unlearning losses against hand computations,
+SURE's mask, MUSE's metrics, the news split, and the smoke-profile notebook run."""
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import ROOT, read_metrics
+
+from forgetlab import muse, quantization as quant, unlearning
+from forgetlab.models import tiny_model
+from forgetlab.train import TrainConfig, stack_collate, train
+
+
+# ================================================================ RTN
+@pytest.mark.parametrize("bits", [4, 8])
+def test_rtn_is_exact_on_grid_values(bits):
+    qmax = 2 ** (bits - 1) - 1
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randint(-qmax, qmax + 1, (6, 64), generator=g).float()
+    codes[:, 0] = qmax  # every row reaches the top code, so max|w| / qmax is the row's step
+    delta = 2.0 ** -torch.arange(3, 9).float()[:, None]  # powers of two: w = codes * delta exactly
+    w = codes * delta
+    assert torch.equal(quant.rtn(w, bits, "channel"), w)
+    codes[:, 1:] = codes[:, 1:].clamp(-qmax, qmax)
+    w_t = codes * 2.0 ** -5
+    assert torch.equal(quant.rtn(w_t, bits, "tensor"), w_t)
+
+
+@pytest.mark.parametrize("gran,group", [("tensor", None), ("channel", None), ("group", 32), ("group", 48)])
+@pytest.mark.parametrize("bits", [4, 8])
+def test_rtn_error_is_at_most_half_a_step_and_idempotent(gran, group, bits):
+    w = torch.randn(24, 96, generator=torch.Generator().manual_seed(1))
+    q = quant.rtn(w, bits, gran, group)
+    _, delta = quant.rtn_codes(w, bits, gran, group)
+    step = delta.expand(*delta.shape[:-1], group or (w.numel() if gran == "tensor" else 96))
+    step = step.reshape(w.shape[0] if gran != "tensor" else 1, -1)[:, :w.numel() if gran == "tensor" else 96]
+    err = (q - w).abs().reshape(step.shape)
+    assert bool((err <= step / 2 * (1 + 1e-6)).all())
+    assert err.max() > 0  # random weights are not on the grid
+    assert torch.equal(quant.rtn(q, bits, gran, group), q)
+    # the largest weight is exactly representable (Delta = max|w| / (2^(N-1) - 1))
+    assert q.abs().max() == pytest.approx(w.abs().max().item(), rel=1e-6)
+    # 4 bits: at most 15 distinct values per channel
+    if gran == "channel" and bits == 4:
+        assert max(len(torch.unique(r)) for r in q) <= 15
+
+
+def test_parse_precision_rejects_unknown_names():
+    assert quant.parse_precision("rtn4-g128") == {"kind": "rtn", "bits": 4, "granularity": "group", "group_size": 128}
+    assert quant.parse_precision("rtn8")["granularity"] == "channel"
+    for bad in ("int4", "rtn", "rtn4-g0", "rtn4-rows"):
+        with pytest.raises(ValueError, match="unknown precision"):
+            quant.parse_precision(bad)
+
+
+# ================================================================ bitsandbytes
+@pytest.mark.parametrize("precision", ["int8", "fp4", "nf4"])
+def test_in_memory_bnb_codes_equal_bitsandbytes(precision):
+    # rows a multiple of the block size (64), as in every model here: bitsandbytes' CPU dequantization kernel
+    # assigns blocks per row otherwise, unlike its own quantization and its CUDA kernels
+    w = torch.randn(40, 128, generator=torch.Generator().manual_seed(2)) * 0.05
+    w[3, 5] = 0.9  # an outlier
+    assert torch.equal(quant.bnb_dequantized(w, precision), quant.bnb_reference(w, precision))
+
+
+def test_real_bitsandbytes_load_holds_the_in_memory_weights(tmp_path):
+    model = tiny_model("llama", hidden=64, ff=128)
+    model.save_pretrained(tmp_path / "m")
+    from transformers import AutoTokenizer  # a tokenizer is needed by load_causal_lm: borrow SmolLM2's
+    AutoTokenizer.from_pretrained(ROOT / "data" / "models" / "smollm2-135m").save_pretrained(tmp_path / "m")
+    for precision in ("nf4", "fp4"):
+        real, _ = quant.load_bnb(tmp_path / "m", precision)
+        got = quant.bnb_dequantized_weights(real)
+        lins = quant.quantizable_linears(model)
+        assert set(got) == set(lins)  # every Linear but the output head
+        for name, w in got.items():
+            assert torch.equal(w, quant.bnb_dequantized(lins[name].weight.data, precision)), name
+
+
+def test_quantized_context_skips_the_head_and_restores_exactly():
+    model = tiny_model("llama")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with quant.quantized(model, "rtn4"):
+        changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == {f"{n}.weight" for n in quant.quantizable_linears(model)}
+    assert "lm_head.weight" not in changed and "model.embed_tokens.weight" not in changed
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_code_change_share_counts_updates_that_cross_a_bucket():
+    a, b = tiny_model("llama"), tiny_model("llama")
+    assert quant.code_change_share(a, b, "rtn4") == 0.0
+    with torch.no_grad():
+        for lin in quant.quantizable_linears(b).values():
+            lin.weight.add_(1e-7)  # far below a 4-bit step
+    assert quant.code_change_share(a, b, "rtn4") < 0.01 and quant.weight_change_share(a, b) > 0.9
+    with torch.no_grad():
+        for lin in quant.quantizable_linears(b).values():
+            lin.weight.add_(lin.weight.abs().max())  # a whole range
+    assert quant.code_change_share(a, b, "rtn4") > 0.5
+
+
+def test_rtn_of_smollm2_takes_under_two_seconds(smollm):
+    model, _ = smollm
+    seconds = quant.time_rtn(model, "rtn4", repeats=3)
+    print(f"RTN 4-bit of SmolLM2-135M: {seconds:.2f} s")
+    assert seconds < 2.0
+
+
+# ================================================================ losses
+def _batch(seed=0, b=2, t=7, vocab=97):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, vocab, (b, t), generator=g)
+    rids = torch.randint(3, vocab, (b, t), generator=g)
+    att = torch.ones(b, t, dtype=torch.long)
+    return {"input_ids": ids, "attention_mask": att, "retain_input_ids": rids, "retain_attention_mask": att,
+            "ref_logp": torch.tensor([-30.0, -25.0])}
+
+
+def _hand_logprobs(model, ids):
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    lp = torch.log_softmax(logits[:, :-1], -1)
+    return lp, lp.gather(-1, ids[:, 1:, None])[..., 0]
+
+
+def test_ga_and_gdr_losses_match_a_hand_computation():
+    model, batch = tiny_model("llama"), _batch()
+    _, tok_f = _hand_logprobs(model, batch["input_ids"])
+    _, tok_r = _hand_logprobs(model, batch["retain_input_ids"])
+    ga = tok_f.mean()  # -CE = mean token log-probability
+    with torch.no_grad():
+        assert unlearning.make_loss("GA")(model, batch).item() == pytest.approx(ga.item(), rel=1e-5)
+        assert unlearning.make_loss("GA_GDR")(model, batch).item() == pytest.approx((ga - tok_r.mean()).item(),
+                                                                                    rel=1e-5)
+
+
+def test_npo_uses_sequence_log_likelihoods():
+    model, batch = tiny_model("llama"), _batch()
+    _, tok_f = _hand_logprobs(model, batch["input_ids"])
+    beta = 0.1
+    seq = tok_f.sum(1)
+    ratio = seq - batch["ref_logp"]
+    hand = -(2 / beta) * torch.log(1 / (1 + torch.exp(beta * ratio))).mean()
+    _, tok_r = _hand_logprobs(model, batch["retain_input_ids"])
+    with torch.no_grad():
+        assert unlearning.make_loss("NPO", beta=beta)(model, batch).item() == pytest.approx(hand.item(), rel=1e-5)
+        assert unlearning.make_loss("NPO_GDR", beta=beta)(model, batch).item() == pytest.approx(
+            (hand - tok_r.mean()).item(), rel=1e-5)
+        # at the reference itself NPO is (2 / beta) log 2
+        batch0 = dict(batch, ref_logp=seq)
+        assert unlearning.make_loss("NPO", beta=beta)(model, batch0).item() == pytest.approx(2 / beta * math.log(2),
+                                                                                             rel=1e-5)
+
+
+def test_klr_is_the_per_token_kl_from_the_reference():
+    model, ref, batch = tiny_model("llama", seed=0), tiny_model("llama", seed=1), _batch()
+    lp, tok_f = _hand_logprobs(model, batch["retain_input_ids"])
+    lr_, _ = _hand_logprobs(ref, batch["retain_input_ids"])
+    kl = (lr_.exp() * (lr_ - lp)).sum(-1).mean()
+    _, tok_forget = _hand_logprobs(model, batch["input_ids"])
+    with torch.no_grad():
+        got = unlearning.make_loss("GA_KLR", ref_model=ref)(model, batch).item()
+        assert got == pytest.approx((tok_forget.mean() + kl).item(), rel=1e-5)
+        assert kl > 0
+        # KL to itself is zero
+        same = unlearning.make_loss("GA_KLR", ref_model=model)(model, batch).item()
+        assert same == pytest.approx(tok_forget.mean().item(), abs=1e-6)
+    with pytest.raises(ValueError, match="needs ref_model"):
+        unlearning.make_loss("NPO_KLR")
+    with pytest.raises(ValueError, match="unknown method"):
+        unlearning.make_loss("RMU")
+
+
+# ================================================================ SURE
+def test_sure_mask_freezes_non_salient_rows_through_a_training_step():
+    model = tiny_model("llama")
+    items = [{k: v[i] for k, v in _batch(seed=s).items()} for s in range(2) for i in range(2)]
+    loss = unlearning.make_loss("GA")
+    sal = unlearning.row_saliency(model, loss, [stack_collate(items)])
+    mask = unlearning.saliency_mask(sal, 90)
+    n_rows = sum(len(m) for m in mask.values())
+    assert 0 < sum(int(m.sum()) for m in mask.values()) <= math.ceil(0.1 * n_rows) + 1
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train(model, items, TrainConfig(lr=1e-2, epochs=1, batch_size=4, grad_clip=None), loss_fn=loss,
+          grad_hook=unlearning.mask_hook(mask), desc=None)
+    after = dict(model.named_parameters())
+    moved_rows = 0
+    for name, p in after.items():
+        if name in mask:
+            same = (p == before[name]).all(dim=1)
+            assert bool(same[~mask[name]].all()), name  # non-salient rows unchanged
+            moved_rows += int((~same[mask[name]]).sum())
+        else:
+            assert torch.equal(p, before[name]), name  # embeddings, norms, head frozen
+    assert moved_rows > 0  # and the salient rows did move
+    # without the hook everything moves
+    model2 = tiny_model("llama")
+    train(model2, items, TrainConfig(lr=1e-2, epochs=1, batch_size=4, grad_clip=None), loss_fn=loss, desc=None)
+    assert not torch.equal(model2.model.layers[0].mlp.down_proj.weight, before["model.layers.0.mlp.down_proj.weight"])
+
+
+# ================================================================ MUSE metrics
+def test_privleak_sign_matches_muse():
+    rng = np.random.default_rng(0)
+    holdout = rng.normal(-4, 0.5, 50)  # mean of the lowest token log-probs of unseen passages
+    memorized = rng.normal(-1, 0.5, 50)  # a model that memorized the forget set finds it more likely
+    unseen = rng.normal(-4, 0.5, 50)
+    auc_target, auc_retrain = muse.mia_auc(memorized, holdout), muse.mia_auc(unseen, holdout)
+    assert auc_target < 0.1 and 0.3 < auc_retrain < 0.7
+    assert muse.privleak(auc_target, auc_retrain) < -80  # under-unlearned: strongly negative
+    over = rng.normal(-7, 0.5, 50)  # over-unlearned: the forget set is now LESS likely than unseen text
+    assert muse.privleak(muse.mia_auc(over, holdout), auc_retrain) > 50
+    lo, hi = muse.privleak_ci(memorized, holdout, unseen, holdout, n_boot=200)
+    assert lo <= muse.privleak(auc_target, auc_retrain) <= hi and hi < 0
+    # the bootstrap's vectorized AUC is sklearn's (ties included)
+    from scipy.stats import mannwhitneyu
+    a, b = np.round(memorized, 0), np.round(holdout, 0)
+    assert mannwhitneyu(b, a).statistic / 2500 == pytest.approx(muse.mia_auc(a, b))
+
+
+def test_min_k_and_rouge_and_recovery_share():
+    assert muse.min_k_score([-1.0, -5.0, -2.0, -0.5, -3.0], 0.4) == pytest.approx(-4.0)  # lowest 2 of 5
+    assert muse.rouge_l_f1("the cat sat", "the cat sat") == 1.0
+    assert muse.rouge_l_f1("a dog", "the cat sat") == 0.0
+    assert muse.rouge_l_f1("the cat", "the cat sat") == pytest.approx(2 * (1 * 2 / 3) / (1 + 2 / 3))
+    assert muse.recovery_share(0.3, 0.9, 0.1) == pytest.approx(0.25)
+    assert math.isnan(muse.recovery_share(0.3, 0.5, 0.5))
+
+
+def test_news_split_is_deterministic_and_disjoint(data_dir):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(data_dir / "models" / "smollm2-135m")
+    a = muse.news_split(tok, n_forget=5, n_retain=5, n_holdout=5, seq_len=48, data_dir=data_dir, seed=3)
+    b = muse.news_split(tok, n_forget=5, n_retain=5, n_holdout=5, seq_len=48, data_dir=data_dir, seed=3)
+    assert a == b
+    titles = [p["title"] for k in ("forget", "retain", "holdout") for p in a[k]]
+    assert len(set(titles)) == 15
+    for p in a["forget"] + a["retain"]:
+        assert len(p["ids"]) == 48 and p["qas"]
+        assert all(any(ans in p["text"] for ans in q["answers"]) for q in p["qas"])
+    with pytest.raises(ValueError, match="n_forget"):
+        muse.news_split(tok, n_forget=0, n_retain=5, n_holdout=5, data_dir=data_dir)
+
+
+def test_muse_news_loader_reads_the_hub_format(tmp_path, data_dir):
+    from datasets import Dataset, DatasetDict
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(data_dir / "models" / "smollm2-135m")
+    text = lambda i: f"Passage {i}: the mayor of Springfield said on Tuesday that the bridge will reopen."  # noqa
+    DatasetDict({s: Dataset.from_dict({"text": [text(i) for i in range(3)]})
+                 for s in ("forget", "retain1", "retain2", "holdout")}).save_to_disk(tmp_path / "raw")
+    qa = {"question": ["Who spoke?", "When?"], "answer": ["the mayor", "Tuesday"]}
+    DatasetDict({s: Dataset.from_dict(qa) for s in ("forget_qa", "retain_qa", "retain_qa_icl")}).save_to_disk(
+        tmp_path / "knowmem")
+    split = muse.load_muse_news(str(tmp_path), tok, seq_len=8, n_shots=1)
+    assert [len(split[k]) for k in ("forget", "retain", "holdout")] == [3, 3, 3]
+    assert len(split["forget"][0]["ids"]) == 8
+    assert sum(len(p["qas"]) for p in split["forget"]) == 2
+    assert split["shots"] == [{"question": "Who spoke?", "answer": "the mayor"}]
+
+
+def test_generation_and_logprobs_on_a_tiny_model(data_dir):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(data_dir / "models" / "smollm2-135m")
+    tok.pad_token = tok.eos_token
+    model = tiny_model("llama", vocab_size=len(tok))
+    split = {"forget": [{"ids": list(range(10, 26)), "qas": [{"question": "Q?", "answers": ["a"]}]}],
+             "retain": [{"ids": list(range(30, 46)), "qas": [{"question": "R?", "answers": ["b"]}]}],
+             "holdout": [{"ids": list(range(50, 66)), "qas": []}], "shots": [{"question": "X?", "answer": "y"}]}
+    raw = muse.raw_outputs(model, tok, split, prompt_len=8, max_new_tokens=4, answer_tokens=3)
+    assert len(raw["verbmem"]) == 1 and len(raw["knowmem_forget"]) == 1
+    assert len(raw["logprobs_forget"][0]) == 15 and all(lp <= 0 for lp in raw["logprobs_forget"][0])
+    s = muse.score(raw, split, tok, prompt_len=8, max_new_tokens=4)
+    assert set(s) == {"verbmem", "knowmem_forget", "knowmem_retain", "minK_forget", "minK_holdout"}
+
+
+# ================================================================ the notebook, smoke profile
+@pytest.mark.notebook
+def test_quantization_recovery_smoke(smoke):
+    from forgetlab import profile
+    m = read_metrics(smoke, "quantization_recovery")
+    p = profile.load_params("smoke", ROOT)
+    assert m["split"] == {"forget": 4, "retain": 4, "holdout": 4, "shots": 1}
+    assert m["precisions"] == p["quantization_recovery_unlearn"]["precisions"].split(",")
+    t = m["table"]
+    lr = p["quantization_recovery_unlearn"]["lr"]
+    ga, npo_klr = unlearning.run_name("GA", lr, False), unlearning.run_name("NPO_KLR", lr, False)
+    assert set(t) == {"target", "retrain", "base", ga, npo_klr}
+    assert set(t["base"]) == {"full", "nf4"} and set(t["target"]) == {"full", "nf4", "rtn4"}
+    for row in t.values():
+        for s in row.values():
+            assert 0 <= s["verbmem"] <= 1 and 0 <= s["knowmem_forget"] <= 1 and 0 <= s["auc"] <= 1
+            lo, hi = s["privleak_ci"]
+            assert lo <= hi
+    assert t["retrain"]["full"]["privleak"] == 0.0  # the reference of PrivLeak
+    # the target fine-tuned on the forget passages reproduces them better than the base model
+    assert t["target"]["full"]["verbmem"] > t["base"]["full"]["verbmem"]
+    # real bitsandbytes nf4 weights of the target equal the in-memory ones
+    assert m["bnb_check"]["max_abs_diff"] == 0.0 and m["bnb_check"]["layers"] == 210
+    # recovery shares are consistent with the table
+    k = m["recovery"]["verbmem"][ga]["full"]
+    assert k == pytest.approx(muse.recovery_share(t[ga]["full"]["verbmem"], t["target"]["full"]["verbmem"],
+                                                  t["retrain"]["full"]["verbmem"]), rel=1e-5, nan_ok=True)
+    # the sweep: a 100x larger learning rate changes more 4-bit codes
+    sw = {(r["lr"], r["sure"]): r for r in m["lr_sweep"] if r["precision"] == "full"}
+    lrs = sorted(float(x) for x in p["quantization_recovery_sweep"]["lrs"].split(","))
+    assert sw[(lrs[-1], False)]["code_change"] > sw[(lrs[0], False)]["code_change"]
+    # SURE moves only the salient 10% of rows (rows differ in length: < 30% of the weights), the baseline all
+    assert sw[(lrs[-1], True)]["weight_change"] < 0.3 < sw[(lrs[-1], False)]["weight_change"]
+    assert {g["granularity"] for g in m["group_size"]} == {"tensor", "channel", "g64"}
+    for name in ("fig1_table_heatmap", "fig2_recovery", "fig3_group_size", "fig4_sure", "fig5_lr_sweep"):
+        for fmt in ("png", "pdf"):
+            assert (smoke / "figures" / "quantization_recovery" / f"{name}.{fmt}").stat().st_size > 5000
+    executed = json.loads((smoke / "reports" / "04_quantization_recovery.ipynb").read_text())
+    assert executed["metadata"]["papermill"]["parameters"]["headline"] == "NPO_KLR"
