@@ -72,9 +72,13 @@ def main(argv=None) -> None:
     ap.add_argument("action", choices=("strip", "check", "html"))
     ap.add_argument("paths", nargs="+")
     args = ap.parse_args(argv)
-    if args.action in ("strip", "html"):
+    if args.action == "strip":
         for p in args.paths:
-            strip(p) if args.action == "strip" else print(to_html(p))
+            strip(p)
+        return
+    if args.action == "html":
+        for p in args.paths:
+            print(to_html(p))
         return
     found = [msg for p in args.paths for msg in problems(p)]
     print("\n".join(found) or "notebooks are clean")

@@ -78,13 +78,9 @@ def outs_of(stage: dict) -> list[str]:
 def remove_outs(name: str, workdir: str | Path, root: str | Path = ".") -> None:
     """Delete a stage's outputs before running it, as `dvc repro` does. Outputs checked out from the DVC cache may be
     hardlinks into it: writing into them in place (Papermill does) would corrupt the cache."""
-    import shutil
+    from .utils import remove_path
     for rel in outs_of(stages(root)[name]):
-        path = Path(workdir) / rel
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
+        remove_path(Path(workdir) / rel)
 
 
 def run_stages(workdir: str | Path, params: dict, root: str | Path = ".", only: list[str] | None = None,

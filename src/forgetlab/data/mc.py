@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-_LETTERS = "ABCDEFGH"
-
 
 def _key_index(labels, key) -> int:
     key = str(key).strip()
@@ -22,19 +20,13 @@ def _key_index(labels, key) -> int:
     return labels.index(key) if key in labels else "ABCDE12345".index(key) % 5
 
 
-def _arc(r):
-    return {"input": f"Question: {r['question']}", "choices": list(r["choices"]["text"]),
-            "target": _key_index(r["choices"]["label"], r["answerKey"])}
-
-
-def _obqa(r):
-    return {"input": r["question_stem"], "choices": list(r["choices"]["text"]),
-            "target": _key_index(r["choices"]["label"], r["answerKey"])}
-
-
-def _csqa(r):
-    return {"input": f"Question: {r['question']}", "choices": list(r["choices"]["text"]),
-            "target": _key_index(r["choices"]["label"], r["answerKey"])}
+def _lettered(question_field: str, prefix: str):
+    """Converter for datasets with {question_field, choices: {label, text}, answerKey} (ARC, OpenBookQA,
+    CommonsenseQA): the input is prefix + the question."""
+    def convert(r):
+        return {"input": f"{prefix}{r[question_field]}", "choices": list(r["choices"]["text"]),
+                "target": _key_index(r["choices"]["label"], r["answerKey"])}
+    return convert
 
 
 # name -> (hub path, config, converter(row) -> {"input", "choices", "target"} or None to skip)
@@ -44,10 +36,10 @@ HF_TASKS: dict[str, tuple[str, str | None, Callable]] = {
     "sciq": ("allenai/sciq", None, lambda r: {
         "input": f"{r['support'].strip()}\nQuestion: {r['question']}".strip(),
         "choices": [r["distractor1"], r["distractor2"], r["distractor3"], r["correct_answer"]], "target": 3}),
-    "arc_easy": ("allenai/ai2_arc", "ARC-Easy", _arc),
-    "arc_challenge": ("allenai/ai2_arc", "ARC-Challenge", _arc),
-    "openbookqa": ("allenai/openbookqa", "main", _obqa),
-    "commonsense_qa": ("tau/commonsense_qa", None, _csqa),
+    "arc_easy": ("allenai/ai2_arc", "ARC-Easy", _lettered("question", "Question: ")),
+    "arc_challenge": ("allenai/ai2_arc", "ARC-Challenge", _lettered("question", "Question: ")),
+    "openbookqa": ("allenai/openbookqa", "main", _lettered("question_stem", "")),
+    "commonsense_qa": ("tau/commonsense_qa", None, _lettered("question", "Question: ")),
     "boolq": ("aps/super_glue", "boolq", lambda r: {
         "input": f"{r['passage']}\nQuestion: {r['question']}?", "choices": ["no", "yes"], "target": int(r["label"])}),
     "cb": ("aps/super_glue", "cb", lambda r: {
