@@ -8,6 +8,7 @@ VENV := .venv
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
 PROFILE ?= default
+BENCH ?= default
 export PATH := $(BIN):$(PATH)
 export PYTHONHASHSEED := 0
 
@@ -42,8 +43,10 @@ test: data
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not notebook"
 
+# Throughput ratios, then every stage of the $(BENCH) profile timed in a scratch folder (default: ~2 h on
+# 2 CPU cores; `make bench BENCH=smoke` takes minutes; BENCH=none skips the pipeline).
 bench: data
-	$(BIN)/python -m forgetlab.bench --out benchmarks/results.json
+	$(BIN)/python -m forgetlab.bench --out benchmarks/results.json --pipeline $(BENCH)
 
 profile: $(STAMP)
 	$(BIN)/python -m forgetlab.profile apply $(PROFILE)

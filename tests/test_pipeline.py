@@ -115,3 +115,17 @@ def test_every_notebook_stage_exports_html_and_outputs_are_removed_before_a_run(
     pipeline.remove_outs("selective_pruning", tmp_path, ROOT)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
         "figures", "notebooks", "notebooks/01_selective_pruning.ipynb", "reports"]
+
+
+def test_run_command_reports_exit_code_output_and_the_peak_memory_of_the_stage(tmp_path):
+    """What `make bench` records per stage: its exit code, both output streams, and a peak of at least 0.29 GB for
+    a child that holds 300 MB. A child that holds nothing shows at most this process's own size (a fork counts
+    its parent's pages until it execs; bench.pipeline_costs starts the stages from a small process for that)."""
+    from forgetlab.pipeline import run_command
+    big = run_command(f"{shlex.quote(sys.executable)} -c \"import sys; b = bytearray(300 * 2**20); b[::4096] = "
+                      f"b'x' * len(b[::4096]); print('out'); print('err', file=sys.stderr); sys.exit(3)\"", tmp_path)
+    assert big["returncode"] == 3 and big["stdout"] == "out\n" and big["stderr"] == "err\n"
+    assert big["peak_rss_gb"] >= 0.29
+    small = run_command("true", tmp_path)
+    import psutil
+    assert small["returncode"] == 0 and small["peak_rss_gb"] <= psutil.Process().memory_info().rss / 2**30 + 0.05

@@ -2,8 +2,10 @@
 
 * throughput of activation-statistics collection and of batched evaluation against a plain forward pass of
   the same model on the same batches;
-* wall time and peak memory of every pipeline stage, as recorded by the stages themselves
-  (`record_stage`, the last call of every notebook) in benchmarks/stages/<stage>.json.
+* wall time and peak memory of every stage of the pipeline (`--pipeline default|smoke|paper`), run from
+  dvc.yaml's own commands in a scratch folder (the tracked outputs are not touched), in dvc.yaml order;
+* what the notebooks record about themselves (`record_stage`, their last call: wall time, peak memory and
+  analysis timings such as the time per edit) in benchmarks/stages/<stage>.json.
 """
 from __future__ import annotations
 
@@ -76,10 +78,32 @@ def throughput(model_name: str = "smollm2-135m", batch_size: int = 8, seq_len: i
     }
 
 
+def pipeline_costs(profile: str = "default", root: str | Path = ".", data_dir: str | Path = "data") -> dict:
+    """Run every stage of a profile in a scratch folder; per stage its wall time and peak memory, and the totals.
+    The stages are started by a separate small process (`pipeline run`): a forked child's peak memory counts the
+    pages of its parent until it execs, so they must not be forked from this one, which holds a model."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from . import pipeline
+    with tempfile.TemporaryDirectory(prefix="forgetlab-bench-") as tmp:
+        work = pipeline.make_workdir(Path(tmp) / "work", root, data_dir)
+        record = Path(tmp) / "costs.json"
+        subprocess.run([sys.executable, "-m", "forgetlab.pipeline", "run", "--profile", profile, "--workdir",
+                        str(work), "--record", str(record)], check=True)
+        stages = json.loads(record.read_text())
+    return {"profile": profile, "stages": stages, "total_wall_s": round(sum(s["wall_s"] for s in stages.values()), 1),
+            "peak_rss_gb": max(s["peak_rss_gb"] for s in stages.values())}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="benchmarks/results.json")
     ap.add_argument("--data-dir", default="data")
+    ap.add_argument("--pipeline", choices=("default", "smoke", "paper", "none"), default="none",
+                    help="also run this profile's whole pipeline in a scratch folder and time every stage "
+                         "(default: about 2 hours on 2 CPU cores; smoke: minutes)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     results = {"machine": {"cpus": psutil.cpu_count(), "threads": torch.get_num_threads(),

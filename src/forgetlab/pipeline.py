@@ -83,37 +83,74 @@ def remove_outs(name: str, workdir: str | Path, root: str | Path = ".") -> None:
         remove_path(Path(workdir) / rel)
 
 
+def run_command(cmd: str, cwd: str | Path = ".", env: dict | None = None, capture: bool = True) -> dict:
+    """Run one stage command; return its exit code, output, wall time and the peak resident memory of its
+    largest process (os.wait4 gives the rusage of that child and of the descendants it waited for)."""
+    import os
+    import tempfile
+    import time
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, shell=True, cwd=cwd, env=env, stdout=out if capture else None,
+                                stderr=err if capture else None)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # interrupted: stop the stage too, never leave it running
+            proc.kill()
+            proc.wait()
+            raise
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t0
+        out.seek(0)
+        err.seek(0)
+        return {"returncode": proc.returncode, "stdout": out.read(), "stderr": err.read(), "wall_s": round(wall, 1),
+                "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2)}
+
+
 def run_stages(workdir: str | Path, params: dict, root: str | Path = ".", only: list[str] | None = None,
-               env: dict | None = None) -> dict[str, subprocess.CompletedProcess]:
-    """Run the rendered dvc.yaml commands in `workdir` (all stages, or `only`), stopping at the first failure."""
+               env: dict | None = None) -> dict[str, dict]:
+    """Run the rendered dvc.yaml commands in `workdir` (all stages, or `only`), stopping at the first failure.
+    Returns {stage: run_command's result}."""
     done = {}
     for name, cmd in stage_commands(params, root):
         if only and name not in only:
             continue
         remove_outs(name, workdir, root)
-        done[name] = proc = subprocess.run(cmd, shell=True, cwd=workdir, env=env, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"stage {name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+        done[name] = res = run_command(cmd, workdir, env)
+        if res["returncode"] != 0:
+            raise RuntimeError(f"stage {name} failed:\n{res['stdout'][-3000:]}\n{res['stderr'][-6000:]}")
     return done
 
 
 def main(argv=None) -> None:
+    import json
+    import os
+    import sys
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("action", choices=("show", "run"))
     ap.add_argument("--profile", default="default", choices=PROFILES)
     ap.add_argument("--stage", action="append", help="only these stages (default: all)")
+    ap.add_argument("--workdir", default=".", help="run there (a folder made by make_workdir), not in the repository")
+    ap.add_argument("--record", help="write each stage's wall time and peak memory to this JSON file")
     args = ap.parse_args(argv)
-    params = load_params(args.profile)
-    for name, cmd in stage_commands(params):
+    root = Path(args.workdir)  # the repository, or a copy of its dvc.yaml, params and profiles
+    params = load_params(args.profile, root)
+    # with this interpreter's bin/ (the venv) first on PATH, as DVC would
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    costs = {}
+    for name, cmd in stage_commands(params, root):
         if args.stage and name not in args.stage:
             continue
-        print(f"[{name}] {cmd}")
-        if args.action == "run":  # with this interpreter's bin/ (the venv) first on PATH, as DVC would
-            import os
-            import sys
-            env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-            remove_outs(name, ".")
-            subprocess.run(cmd, shell=True, check=True, env=env)
+        print(f"[{name}] {cmd}", flush=True)
+        if args.action == "run":
+            remove_outs(name, args.workdir, root)
+            res = run_command(cmd, args.workdir, env, capture=False)
+            print(f"[{name}] exit {res['returncode']}, {res['wall_s']} s, peak {res['peak_rss_gb']} GB", flush=True)
+            if res["returncode"] != 0:
+                sys.exit(res["returncode"])
+            costs[name] = {"wall_s": res["wall_s"], "peak_rss_gb": res["peak_rss_gb"]}
+            if args.record:
+                Path(args.record).write_text(json.dumps(costs, indent=2))
 
 
 if __name__ == "__main__":
