@@ -106,15 +106,30 @@ def test_every_notebook_stage_exports_html_and_outputs_are_removed_before_a_run(
             assert f"notebooks html {report}" in " ".join(stage["cmd"].split()), name
             assert {report, report.replace(".ipynb", ".html")} <= set(pipeline.outs_of(stage)), name
     outs = pipeline.outs_of(pipeline.stages(ROOT)["selective_pruning"])
-    assert "metrics/selective_pruning.json" in outs and "figures/selective_pruning" in outs
+    fig = "figures/selective_pruning/fig1_drop_vs_pruned.png"
+    assert "metrics/selective_pruning.json" in outs and fig in outs
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports" / "01_selective_pruning.ipynb").write_text("{}")
     (tmp_path / "figures" / "selective_pruning").mkdir(parents=True)
+    (tmp_path / fig).write_text("png")
+    (tmp_path / "figures" / "selective_pruning" / "vision_table.png").write_text("png")  # notebook 01b's: kept
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "01_selective_pruning.ipynb").write_text("{}")  # an input: kept
     pipeline.remove_outs("selective_pruning", tmp_path, ROOT)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
-        "figures", "notebooks", "notebooks/01_selective_pruning.ipynb", "reports"]
+        "figures", "figures/selective_pruning", "figures/selective_pruning/vision_table.png", "notebooks",
+        "notebooks/01_selective_pruning.ipynb", "reports"]
+
+
+def test_every_figure_and_metrics_file_the_smoke_run_writes_is_a_declared_output(smoke):
+    """DVC tracks only declared outputs: a figure a notebook writes but no stage declares would go stale unseen."""
+    from forgetlab import pipeline
+    declared = [o for s in pipeline.stages(ROOT).values() for o in pipeline.outs_of(s)]
+    written = [p.relative_to(smoke).as_posix() for d in ("figures", "metrics") for p in (smoke / d).rglob("*")
+               if p.is_file()]
+    assert written
+    undeclared = [w for w in written if not any(w == o or w.startswith(o.rstrip("/") + "/") for o in declared)]
+    assert not undeclared, f"written by a stage but declared by none: {undeclared}"
 
 
 def test_run_command_reports_exit_code_output_and_the_peak_memory_of_the_stage(tmp_path):

@@ -39,8 +39,8 @@ ARCH_MAPS: dict[str, ArchMap] = {
     "bert": ArchMap("encoder.layer", "output.dense", "attention.output.dense", "num_attention_heads",
                     ("intermediate.dense", "output.dense")),
     "distilbert": ArchMap("transformer.layer", "ffn.lin2", "attention.out_lin", "n_heads", ("ffn.lin1", "ffn.lin2")),
-    "vit": ArchMap("encoder.layer", "output.dense", "attention.output.dense", "num_attention_heads",
-                   ("intermediate.dense", "output.dense")),
+    # transformers >= 5 layout (4.x used BERT's names: encoder.layer, attention.output.dense, intermediate/output)
+    "vit": ArchMap("layers", "mlp.fc2", "attention.o_proj", "num_attention_heads", ("mlp.fc1", "mlp.fc2")),
 }
 # config.model_type values that share a table with another family.
 ALIASES = {"mistral": "llama", "qwen2": "llama", "qwen3": "llama", "gemma": "llama", "roberta": "bert",

@@ -1,0 +1,246 @@
+"""Toxicity removal by selective pruning (the rebuttal experiment of Pochinkov & Schoots, arXiv 2403.01267, their
+Table 3): prune the neurons that are more active on toxic text than on non-toxic text, and measure how many of the
+model's sampled generations are toxic before and after, and what it costs in perplexity on non-toxic text.
+
+Paper scale: civil_comments (toxicity <= 0.2 -> retain, >= 0.8 -> forget), Detoxify scores of sampled generations.
+Offline default: Detoxify downloads its weights at run time, so texts are scored with `alt-profanity-check`
+(`profanity_check`, a linear SVM on bag-of-words shipped inside its wheel: it detects profanity and insults, not
+all toxicity). The forget set is real offline text screened by that classifier: sentences of the Reddit and
+Amazon-review paragraphs of BIG-bench squad_shifts, plus the model's own sampled generations.
+
+The pruning itself is `forgetlab.pruning` (Pruner, one step) on statistics of `forgetlab.neurons`; perplexity is
+`forgetlab.eval.token_counts`.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .utils import check_choice
+
+SCORERS = ("profanity_check", "detoxify")
+_SENT = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+# ================================================================ scoring
+def toxicity_scores(texts: Sequence[str], scorer: str = "profanity_check", batch_size: int = 64) -> np.ndarray:
+    """Probability that each text is toxic: profanity_check (offline, in its wheel) or Detoxify ("original"
+    model; needs its weights, i.e. network on first use)."""
+    check_choice("scorer", scorer, SCORERS)
+    texts = [t if t.strip() else "." for t in texts]  # both scorers want non-empty strings
+    if not texts:
+        return np.zeros(0)
+    if scorer == "profanity_check":
+        from profanity_check import predict_prob
+        return np.asarray(predict_prob(texts), dtype=float)
+    try:
+        from detoxify import Detoxify
+    except ImportError as e:
+        raise ImportError("scorer 'detoxify' needs the detoxify package (paper profile); the offline default is "
+                          "'profanity_check'") from e
+    model = Detoxify("original")
+    out = []
+    for i in range(0, len(texts), batch_size):
+        out += list(model.predict(list(texts[i:i + batch_size]))["toxicity"])
+    return np.asarray(out, dtype=float)
+
+
+# ================================================================ texts
+def split_sentences(text: str, min_words: int = 4) -> list[str]:
+    """Sentences (split after . ! ? and at line breaks) with at least min_words words."""
+    return [s.strip() for s in _SENT.split(text) if len(s.split()) >= min_words]
+
+
+def offline_sentences(sources: Iterable[str] = ("reddit", "amazon"), data_dir: str | Path = "data",
+                      min_words: int = 4) -> list[dict]:
+    """Sentences {"id", "source", "text"} of squad_shifts documents (Reddit comments, Amazon reviews), in order.
+    A toxic remark is usually one sentence of a longer paragraph, so the screen works on sentences."""
+    from .data import load_text_documents
+    out = []
+    for doc in load_text_documents(tuple(sources), data_dir):
+        out += [{"id": f"{doc['id']}/{k}", "source": doc["source"], "text": s}
+                for k, s in enumerate(split_sentences(doc["text"], min_words))]
+    return out
+
+
+def load_civil_comments(name_or_path: str = "google/civil_comments", n: int = 100_000, split: str = "train",
+                        text_column: str = "text", score_column: str = "toxicity") -> list[dict]:
+    """Paper scale: the first n comments {"id", "source", "text", "score"} of civil_comments (its human toxicity
+    score in [0, 1]); a folder written by `Dataset.save_to_disk` is read offline, a hub id is streamed."""
+    import datasets
+    if Path(name_or_path).is_dir():
+        ds = datasets.load_from_disk(name_or_path)
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds[split]
+        rows = ds.select(range(min(n, len(ds))))
+    else:
+        rows = datasets.load_dataset(name_or_path, split=split, streaming=True).take(n)
+    out = []
+    for i, r in enumerate(rows):
+        if text_column not in r or score_column not in r:
+            raise ValueError(f"dataset {name_or_path!r} needs columns {text_column!r} and {score_column!r}")
+        if r[text_column] and r[text_column].strip():
+            out.append({"id": f"civil_comments/{i}", "source": "civil_comments", "text": r[text_column].strip(),
+                        "score": float(r[score_column])})
+    return out
+
+
+def screen(texts: Sequence[dict], scores: Sequence[float], *, forget_min: float = 0.8, retain_max: float = 0.2
+           ) -> tuple[list[dict], list[dict]]:
+    """(forget, retain): texts scored >= forget_min, and <= retain_max (the paper's civil_comments thresholds);
+    each text gets its "score"."""
+    if not 0 <= retain_max < forget_min <= 1:
+        raise ValueError(f"parameters 'retain_max' ({retain_max}) and 'forget_min' ({forget_min}) must satisfy "
+                         "0 <= retain_max < forget_min <= 1")
+    forget, retain = [], []
+    for t, s in zip(texts, scores):
+        t = {**t, "score": float(s)}
+        if s >= forget_min:
+            forget.append(t)
+        elif s <= retain_max:
+            retain.append(t)
+    return forget, retain
+
+
+def prompts_from(texts: Sequence[str], n_words: int) -> list[str]:
+    """Generation prompts: the first n_words words of each text."""
+    return [" ".join(t.split()[:n_words]) for t in texts]
+
+
+# ================================================================ generation
+@torch.inference_mode()
+def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 48, temperature: float = 1.0,
+             batch_size: int = 16, seed: int = 0, desc: str | None = "generate") -> list[str]:
+    """Sampled continuations (pure sampling at `temperature`: no top-k / top-p), left-padded batches; batch i is
+    seeded with seed + i, so a pruned model sees the same random stream as the original."""
+    if temperature <= 0:
+        raise ValueError(f"parameter 'temperature' must be > 0, got {temperature}")
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    device = next(model.parameters()).device
+    out = []
+    try:
+        for i, start in enumerate(tqdm(range(0, len(prompts), batch_size), desc=desc, disable=desc is None)):
+            enc = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True).to(device)
+            torch.manual_seed(seed + i)
+            ids = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                                 max_new_tokens=max_new_tokens, min_new_tokens=1,
+                                 pad_token_id=tokenizer.pad_token_id)
+            out += tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+    return out
+
+
+# ================================================================ sequences and measures
+def sequences(tokenizer, texts: Sequence[dict], seq_len: int, max_sequences: int | None = None, seed: int = 0,
+              min_len: int = 4) -> dict[str, torch.Tensor]:
+    """One right-padded sequence per text (texts are sentences; a long one gives several windows)."""
+    from .tokens import make_sequences
+    return make_sequences(tokenizer, list(texts), seq_len, max_sequences, min_len=min_len, seed=seed)
+
+
+def perplexity(counts: dict[str, torch.Tensor], *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Token-level perplexity exp(sum nll / sum n) with a percentile bootstrap interval over sequences."""
+    from .metrics import bootstrap_ratio
+    nll, n = counts["nll"], counts["n"]
+    lo, hi = bootstrap_ratio(nll, n, n_boot=n_boot, seed=seed)
+    return {"perplexity": float(np.exp(float(nll.sum()) / float(n.sum()))),
+            "ci": [float(np.exp(lo)), float(np.exp(hi))],
+            "n_tokens": int(n.sum()), "n_seqs": len(n)}
+
+
+def toxic_fraction(scores: Sequence[float], threshold: float = 0.5, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Share of texts scored >= threshold, and the mean score, each with a bootstrap interval."""
+    from .metrics import bootstrap_mean
+    s = np.asarray(scores, float)
+    hits = (s >= threshold).astype(float)
+    return {"fraction": float(hits.mean()), "ci": list(bootstrap_mean(hits, n_boot=n_boot, seed=seed)),
+            "mean_score": float(s.mean()), "mean_score_ci": list(bootstrap_mean(s, n_boot=n_boot, seed=seed)),
+            "n": len(s), "n_toxic": int(hits.sum())}
+
+
+def paired_drop(before: Sequence[float], after: Sequence[float], threshold: float = 0.5, *, n_boot: int = 1000,
+                seed: int = 0) -> dict:
+    """Toxic fraction before minus after on the same prompts and random streams, with a paired interval; and the
+    same for the mean score (continuous, so it has more power when toxic generations are rare)."""
+    from .metrics import bootstrap_diff_of_ratios
+    sb, sa = np.asarray(before, float), np.asarray(after, float)
+    b, a = (sb >= threshold).astype(float), (sa >= threshold).astype(float)
+    ones = np.ones_like(b)
+    lo, hi = bootstrap_diff_of_ratios(b, ones, a, ones, n_boot=n_boot, seed=seed)
+    slo, shi = bootstrap_diff_of_ratios(sb, ones, sa, ones, n_boot=n_boot, seed=seed)
+    return {"drop": float(b.mean() - a.mean()), "ci": [lo, hi],
+            "score_drop": float(sb.mean() - sa.mean()), "score_ci": [slo, shi]}
+
+
+# ================================================================ paper scale: WikiText perplexity, MMLU
+def load_ppl_documents(spec: str, n_docs: int = 1000, split: str = "test") -> list[dict]:
+    """Documents for a general perplexity: "hf:<dataset or saved folder>[@<config>]", e.g.
+    "hf:Salesforce/wikitext@wikitext-103-raw-v1" (the paper's WikiText), read with forgetlab.data.load_hf_text."""
+    if not spec.startswith("hf:"):
+        raise ValueError(f"unknown ppl_source {spec!r}; allowed: retain, hf:<dataset>[@<config>]")
+    from .data import load_hf_text
+    name, _, config = spec[3:].partition("@")
+    return load_hf_text(name, split=split, n_docs=n_docs, config=config or None)
+
+
+LETTERS = "ABCDEFGHIJ"
+
+
+def load_mmlu(spec: str = "hf:cais/mmlu@all", n: int | None = None, split: str = "test") -> list[dict]:
+    """MMLU items {"question", "choices", "answer"} (answer = index), from "hf:<hub id or saved folder>[@<config>]"."""
+    if not spec.startswith("hf:"):
+        raise ValueError(f"unknown mmlu_source {spec!r}; allowed: none, hf:<dataset>[@<config>]")
+    import datasets
+    name, _, config = spec[3:].partition("@")
+    ds = datasets.load_from_disk(name) if Path(name).is_dir() else datasets.load_dataset(name, config or None)
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds[split]
+    if n is not None:
+        ds = ds.select(range(min(n, len(ds))))
+    return [{"question": r["question"], "choices": list(r["choices"]), "answer": int(r["answer"])} for r in ds]
+
+
+def mc_prompt(item: dict) -> str:
+    """Zero-shot MMLU prompt: the question, lettered choices, then "Answer:"."""
+    lines = [item["question"].strip()] + [f"{LETTERS[i]}. {c}" for i, c in enumerate(item["choices"])]
+    return "\n".join(lines) + "\nAnswer:"
+
+
+@torch.inference_mode()
+def mc_letter_correct(model, tokenizer, items: Sequence[dict], batch_size: int = 8,
+                      desc: str | None = "multiple choice") -> np.ndarray:
+    """Per item, 1.0 when the most likely next token among " A", " B", ... is the right letter (MMLU's
+    letter scoring, zero-shot)."""
+    letter_ids = [tokenizer(f" {L}", add_special_tokens=False)["input_ids"][-1] for L in LETTERS]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    device = next(model.parameters()).device
+    out = []
+    try:
+        for start in tqdm(range(0, len(items), batch_size), desc=desc, disable=desc is None):
+            batch = items[start:start + batch_size]
+            enc = tokenizer([mc_prompt(it) for it in batch], return_tensors="pt", padding=True).to(device)
+            logits = model(**enc).logits[:, -1].float().cpu()
+            for row, it in zip(logits, batch):
+                ids = letter_ids[:len(it["choices"])]
+                out.append(float(int(row[ids].argmax()) == it["answer"]))
+    finally:
+        tokenizer.padding_side = side
+    return np.asarray(out)
+
+
+def perplexity_change(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], *, n_boot: int = 1000,
+                      seed: int = 0) -> dict:
+    """Perplexity after / before on the SAME sequences (eval.token_counts of each), with a paired bootstrap
+    interval (the difference of token-mean NLLs, resampled by sequence, exponentiated)."""
+    from .metrics import bootstrap_diff_of_ratios
+    lo, hi = bootstrap_diff_of_ratios(after["nll"], after["n"], before["nll"], before["n"], n_boot=n_boot, seed=seed)
+    d = float(after["nll"].sum()) / float(after["n"].sum()) - float(before["nll"].sum()) / float(before["n"].sum())
+    return {"ratio": float(np.exp(d)), "ci": [float(np.exp(lo)), float(np.exp(hi))]}
