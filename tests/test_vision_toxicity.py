@@ -401,7 +401,7 @@ def test_vision_toxicity_smoke(smoke):
     assert lo <= tox["before"]["retain_eval"]["perplexity"] <= hi
     for name in ("vision_table", "vision_methods", "vision_prune_sweep", "toxicity_before_after"):
         for fmt in ("png", "pdf"):
-            assert (smoke / "figures" / "selective_pruning_vision_toxicity" / f"{name}.{fmt}").stat().st_size > 5000
+            assert (smoke / "figures" / "selective_pruning" / f"{name}.{fmt}").stat().st_size > 5000
     executed = json.loads((smoke / "reports" / "01b_selective_pruning_vision_toxicity.ipynb").read_text())
     assert executed["metadata"]["papermill"]["parameters"]["n_gen"] == 8
 
