@@ -10,12 +10,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
-import torch
+# numpy and torch are imported where they are used: the file helpers here serve `forgetlab.pipeline`, which starts
+# the stages and must stay small (a forked stage's peak memory counts its parent's pages until it execs).
 
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch, and ask torch for deterministic kernels."""
+    import numpy as np
+    import torch
     check_type("seed", seed, int)
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -110,6 +112,8 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def to_builtin(obj: Any) -> Any:
     """Convert numpy/torch scalars and arrays to plain Python for JSON."""
+    import numpy as np
+    import torch
     if isinstance(obj, dict):
         return {str(k): to_builtin(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
