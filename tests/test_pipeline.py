@@ -35,6 +35,17 @@ def _wait_for(seen: list[str], text: str, proc: subprocess.Popen, timeout: float
         time.sleep(0.2)
 
 
+def test_atomic_path_writes_on_the_main_process_only(tmp_path, monkeypatch):
+    """Under a multi-process launch every rank runs the step; only rank 0's output is renamed into place."""
+    from forgetlab.utils import atomic_path
+    for rank, text in (("1", "rank 1"), ("0", "rank 0"), ("1", "rank 1 again")):
+        monkeypatch.setenv("RANK", rank)
+        with atomic_path(tmp_path / "out.txt") as tmp:
+            tmp.write_text(text)
+        assert [p.name for p in tmp_path.iterdir()] == (["out.txt"] if rank == "0" or text.endswith("again") else [])
+    assert (tmp_path / "out.txt").read_text() == "rank 0"
+
+
 def test_sigterm_inside_atomic_write_leaves_nothing(tmp_path):
     """A checkpoint step killed while it writes its output leaves neither the output nor a temporary folder."""
     code = textwrap.dedent(f"""

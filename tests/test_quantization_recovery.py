@@ -308,7 +308,13 @@ def test_quantization_recovery_smoke(smoke):
                                                   t["retrain"]["full"]["verbmem"]), rel=1e-5, nan_ok=True)
     # the sweep: a 100x larger learning rate changes more 4-bit codes
     sw = {(r["lr"], r["sure"]): r for r in m["lr_sweep"] if r["precision"] == "full"}
-    lrs = sorted(float(x) for x in p["quantization_recovery_sweep"]["lrs"].split(","))
+    # the sweep's learning rates plus the unlearn stage's run of the same method at its lr (the notebook joins it)
+    p_sw, p_un = p["quantization_recovery_sweep"], p["quantization_recovery_unlearn"]
+    lrs = {float(x) for x in str(p_sw["lrs"]).split(",")}
+    if p_sw["method"] in p_un["methods"].split(","):
+        lrs.add(float(p_un["lr"]))
+    lrs = sorted(lrs)
+    assert len(lrs) >= 2 and {r["lr"] for r in m["lr_sweep"] if not r["sure"]} == set(lrs)
     assert sw[(lrs[-1], False)]["code_change"] > sw[(lrs[0], False)]["code_change"]
     # SURE moves only the salient 10% of rows (rows differ in length: < 30% of the weights), the baseline all
     assert sw[(lrs[-1], True)]["weight_change"] < 0.3 < sw[(lrs[-1], False)]["weight_change"]

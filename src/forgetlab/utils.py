@@ -82,17 +82,25 @@ def parse_list(name: str, value: Any, item_type: type = str) -> list:
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path next to `path`; on success rename it into place, on error remove it.
 
-    Works for files and directories, so a killed or failed step never leaves a half-written output.
+    Works for files and directories, so a killed or failed step never leaves a half-written output. In a
+    multi-process run only the main process renames its result into place (the others' copies are discarded;
+    transformers' save_pretrained writes weights on rank 0 only, so a rank-1 folder would lack them).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent)) / path.name
     try:
         yield tmp
-        remove_path(path)
-        os.replace(tmp, path)
+        if is_main_process():  # under `accelerate launch`, every rank runs the step; one writes the output
+            remove_path(path)
+            os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def is_main_process() -> bool:
+    """False on the non-zero ranks of a multi-process launch (`accelerate launch`, torchrun set RANK)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def remove_path(path: str | os.PathLike) -> None:
