@@ -1,6 +1,5 @@
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -33,9 +32,8 @@ def smollm(data_dir):
 
 
 def stage_env() -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    return env
+    from forgetlab.pipeline import venv_env
+    return venv_env({"HF_HUB_OFFLINE": "1"})
 
 
 @pytest.fixture(scope="session")

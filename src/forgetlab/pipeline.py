@@ -107,6 +107,16 @@ def run_command(cmd: str, cwd: str | Path = ".", env: dict | None = None, captur
                 "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2)}
 
 
+def venv_env(extra: dict | None = None) -> dict:
+    """The environment stages run in: this interpreter's bin/ (the venv, with papermill and dvc) first on PATH,
+    as DVC would have it, and hash seeds fixed."""
+    import os
+    import sys
+    env = dict(os.environ, PYTHONHASHSEED="0", **(extra or {}))
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
 def run_stages(workdir: str | Path, params: dict, root: str | Path = ".", only: list[str] | None = None,
                env: dict | None = None) -> dict[str, dict]:
     """Run the rendered dvc.yaml commands in `workdir` (all stages, or `only`), stopping at the first failure.
@@ -135,8 +145,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     root = Path(args.workdir)  # the repository, or a copy of its dvc.yaml, params and profiles
     params = load_params(args.profile, root)
-    # with this interpreter's bin/ (the venv) first on PATH, as DVC would
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env = venv_env()
     costs = {}
     for name, cmd in stage_commands(params, root):
         if args.stage and name not in args.stage:
