@@ -49,3 +49,17 @@ def smoke(tmp_path_factory, data_dir) -> Path:
 
 def read_metrics(work: Path, name: str) -> dict:
     return json.loads((work / "metrics" / f"{name}.json").read_text())
+
+
+def bpe_tokenizer():
+    """A tiny byte-level BPE tokenizer trained in-process (for tiny models saved with save_pretrained)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tk.post_processor = processors.ByteLevel(trim_offsets=True)
+    tk.train_from_iterator(["the cat sat in Paris", "New York is big"] * 5,
+                           trainers.BpeTrainer(vocab_size=270, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                               special_tokens=["<pad>"]))
+    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, stage_env
+from conftest import ROOT, bpe_tokenizer, stage_env
 from forgetlab import neuroplasticity as npl
 
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
@@ -31,25 +31,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _bpe_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    tk.post_processor = processors.ByteLevel(trim_offsets=True)
-    tk.train_from_iterator(["the cat sat in Paris", "New York is big"] * 5,
-                           trainers.BpeTrainer(vocab_size=270, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                               special_tokens=["<pad>"]))
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>")
-
-
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
     """A tiny GPT-2 (save_pretrained) and a tiny conll-format NER DatasetDict (save_to_disk)."""
     from transformers import GPT2Config, GPT2LMHeadModel
     d = tmp_path_factory.mktemp("accelerate")
-    tok = _bpe_tokenizer()
+    tok = bpe_tokenizer()
     torch.manual_seed(0)
     # no dropout: the masks would differ between one process with batch 8 and two processes with batch 4
     lm = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_inner=32, n_layer=2, n_head=2,

@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from conftest import ROOT, read_metrics
+from conftest import ROOT, bpe_tokenizer, read_metrics
 
 from forgetlab import neuroplasticity as npl
 from forgetlab import neurons
@@ -196,22 +196,9 @@ def test_mask_works_on_decoders():
 
 
 # ---------------------------------------------------------------- encoding, evaluation, analysis helpers
-def _bpe_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    tk.post_processor = processors.ByteLevel(trim_offsets=True)
-    tk.train_from_iterator(["the cat sat in Paris", "New York is big"] * 5,
-                           trainers.BpeTrainer(vocab_size=270, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                               special_tokens=["<pad>"]))
-    return PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>")
-
-
 @pytest.mark.parametrize("position", ["first", "last"])
 def test_encode_puts_labels_on_first_or_last_subtoken(position):
-    tok = _bpe_tokenizer()
+    tok = bpe_tokenizer()
     ex = [{"tokens": ["Xanadu", "is", "in", "Paris"], "ner_tags": [1, 0, 0, 1]}]
     enc = npl.encode(tok, ex, 32, position)
     ids = enc["input_ids"][0]
@@ -273,7 +260,7 @@ def test_stages_end_to_end_on_a_tiny_decoder_and_conll_format_files(tmp_path):
     """The paper-scale path (a conll2003-format dataset read by datasets.load_dataset, a decoder labelled on the
     last sub-token) run through the three checkpoint stages on a tiny local GPT-2 and tiny data files."""
     from transformers import GPT2Config, GPT2LMHeadModel
-    tok = _bpe_tokenizer()
+    tok = bpe_tokenizer()
     lm = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=16, n_inner=32, n_layer=2, n_head=2,
                                     pad_token_id=tok.pad_token_id))
     lm.save_pretrained(tmp_path / "gpt2")
