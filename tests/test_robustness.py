@@ -78,7 +78,10 @@ def test_gradient_tuning_stops_at_the_band_and_scales_an_overshooting_step_back(
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
     w0 = start["model.layers.0.mlp.down_proj.weight"]
 
+    modes = []
+
     def moved(m, sets):
+        modes.append(m.training)
         w = dict(m.named_parameters())["model.layers.0.mlp.down_proj.weight"]
         return 1.0 - float((w - w0).abs().max()) * 10  # acc falls by 0.1 per 0.01 of movement
 
@@ -94,6 +97,7 @@ def test_gradient_tuning_stops_at_the_band_and_scales_an_overshooting_step_back(
     assert [h["knob"] for h in steps] == list(range(1, len(steps) + 1)) and 3 <= len(steps) <= 5
     assert all(h["drop"] < 0.14 for h in steps[:-1]) and steps[-1]["drop"] >= 0.14
     assert rb.in_band(1.0 - moved(model, None), 0.15, 0.02)
+    assert not any(modes)  # measured in eval mode (no dropout), though train() runs in train mode
 
 
 def test_gradient_tuning_bisects_when_one_step_jumps_over_the_band(monkeypatch):

@@ -270,7 +270,9 @@ def remove_gradient(model, sets: dict, ref_items: list[dict], *, method: str, ac
     state = {"prev": _params(model)}
 
     def on_step(step, loss):
+        model.eval()  # train() left the model in train mode: no dropout while measuring (OPT, GPT-2 have it)
         drop = acc_original - forget_top1(model, sets)
+        model.train()
         history.append({"knob": step, "drop": drop, "loss": loss})
         if drop >= target - tolerance / 2:
             raise _Reached
