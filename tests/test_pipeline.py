@@ -165,3 +165,27 @@ def test_the_process_that_starts_the_stages_does_not_load_torch(tmp_path):
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_make_bench_runs_the_chosen_profile_and_keeps_the_other_profiles_costs(tmp_path, monkeypatch):
+    """`make bench BENCH=smoke` must time the smoke pipeline (the --pipeline flag once went unused) and must not
+    erase the default profile's costs recorded by an earlier `make bench`; BENCH=none times no pipeline."""
+    import json
+
+    from forgetlab import bench
+    calls = []
+    monkeypatch.setattr(bench, "throughput", lambda data_dir: {"eval_vs_plain_forward": 0.75})
+    monkeypatch.setattr(bench, "pipeline_costs", lambda profile, data_dir: calls.append(profile) or
+                        {"profile": profile, "total_wall_s": 1.0})
+    out = tmp_path / "results.json"
+    out.write_text(json.dumps({"pipeline": {"default": {"profile": "default", "total_wall_s": 7000.0}}}))
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "salem.json").write_text('{"wall_s": 3.0}')
+    bench.main(["--out", str(out), "--pipeline", "smoke"])
+    got = json.loads(out.read_text())
+    assert calls == ["smoke"]
+    assert got["pipeline"] == {"default": {"profile": "default", "total_wall_s": 7000.0},
+                               "smoke": {"profile": "smoke", "total_wall_s": 1.0}}
+    assert got["stages"] == {"salem": {"wall_s": 3.0}} and got["throughput"] == {"eval_vs_plain_forward": 0.75}
+    bench.main(["--out", str(out), "--pipeline", "none"])
+    assert calls == ["smoke"] and set(json.loads(out.read_text())["pipeline"]) == {"default", "smoke"}

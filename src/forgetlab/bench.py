@@ -106,12 +106,17 @@ def main(argv=None) -> None:
                          "(default: about 2 hours on 2 CPU cores; smoke: minutes)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
+    out = Path(args.out)
+    # a run of one profile keeps the pipeline costs recorded earlier for the others (smoke does not erase default)
+    runs = json.loads(out.read_text()).get("pipeline", {}) if out.exists() else {}
+    if args.pipeline != "none":
+        runs[args.pipeline] = pipeline_costs(args.pipeline, data_dir=args.data_dir)
     results = {"machine": {"cpus": psutil.cpu_count(), "threads": torch.get_num_threads(),
                            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
                "throughput": throughput(data_dir=args.data_dir),
-               "stages": {p.stem: json.loads(p.read_text())
-                          for p in sorted(Path(args.out).parent.glob("stages/*.json"))}}
-    write_json(args.out, results)
+               "pipeline": runs,
+               "stages": {p.stem: json.loads(p.read_text()) for p in sorted(out.parent.glob("stages/*.json"))}}
+    write_json(out, results)
     print(json.dumps(results, indent=2))
 
 
