@@ -36,15 +36,34 @@ def stage_env() -> dict:
     return venv_env({"HF_HUB_OFFLINE": "1"})
 
 
-@pytest.fixture(scope="session")
-def smoke(tmp_path_factory, data_dir) -> Path:
-    """The whole pipeline with the smoke profile, run from dvc.yaml's own commands in a scratch folder
-    (never the tracked figures/ or metrics/). FORGETLAB_STAGES=a,b limits it to some stages."""
+SMOKE_COSTS = pytest.StashKey[dict]()
+
+
+def run_smoke(tmp_path_factory, data_dir, name: str, config) -> Path:
+    """The whole pipeline with the smoke profile, run from dvc.yaml's own commands in a fresh scratch folder
+    (never the tracked figures/ or metrics/). FORGETLAB_STAGES=a,b limits it to some stages. Each stage's wall
+    time and peak memory go into the session's report (pytest_terminal_summary)."""
     from forgetlab import pipeline, profile
-    work = pipeline.make_workdir(tmp_path_factory.mktemp("smoke"), ROOT, data_dir)
+    work = pipeline.make_workdir(tmp_path_factory.mktemp(name), ROOT, data_dir)
     only = [s for s in os.environ.get("FORGETLAB_STAGES", "").split(",") if s] or None
-    pipeline.run_stages(work, profile.load_params("smoke", ROOT), ROOT, only=only, env=stage_env())
+    done = pipeline.run_stages(work, profile.load_params("smoke", ROOT), ROOT, only=only, env=stage_env())
+    config.stash.setdefault(SMOKE_COSTS, {})[name] = {s: (r["wall_s"], r["peak_rss_gb"]) for s, r in done.items()}
     return work
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory, data_dir, pytestconfig) -> Path:
+    return run_smoke(tmp_path_factory, data_dir, "smoke", pytestconfig)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """What the smoke pipeline cost, stage by stage (the README's smoke-profile row comes from here)."""
+    for name, costs in config.stash.get(SMOKE_COSTS, {}).items():
+        total = sum(w for w, _ in costs.values())
+        terminalreporter.write_sep("-", f"{name} pipeline: {len(costs)} stages, {total:.0f} s, "
+                                        f"peak {max(m for _, m in costs.values()):.1f} GB")
+        for stage, (wall, peak) in sorted(costs.items(), key=lambda kv: -kv[1][0]):
+            terminalreporter.write_line(f"{wall:7.1f} s {peak:5.2f} GB  {stage}")
 
 
 def read_metrics(work: Path, name: str) -> dict:

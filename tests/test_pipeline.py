@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, stage_env
+from conftest import ROOT, run_smoke, stage_env
 
 
 def _start(cmd: str, cwd: Path) -> tuple[subprocess.Popen, list[str]]:
@@ -93,15 +93,10 @@ def test_stage_killed_during_training_leaves_no_output_and_reruns(smoke):
 
 
 @pytest.mark.notebook
-def test_same_params_give_identical_metrics(smoke, tmp_path_factory, data_dir):
+def test_same_params_give_identical_metrics(smoke, tmp_path_factory, data_dir, pytestconfig):
     """The whole smoke pipeline a second time, in a fresh scratch folder: every metrics file and every
     checkpoint's recorded info come out byte-identical (seeds everywhere, no timings in metrics)."""
-    import os
-
-    from forgetlab import pipeline, profile
-    again = pipeline.make_workdir(tmp_path_factory.mktemp("smoke_again"), ROOT, data_dir)
-    only = [s for s in os.environ.get("FORGETLAB_STAGES", "").split(",") if s] or None
-    pipeline.run_stages(again, profile.load_params("smoke", ROOT), ROOT, only=only, env=stage_env())
+    again = run_smoke(tmp_path_factory, data_dir, "smoke_again", pytestconfig)
     first = sorted(p.relative_to(smoke) for p in (smoke / "metrics").glob("*.json"))
     assert first, "the smoke run wrote no metrics"
     assert first == sorted(p.relative_to(again) for p in (again / "metrics").glob("*.json"))
