@@ -4,6 +4,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import nbformat
 import pytest
 import yaml
 
@@ -98,3 +99,71 @@ def test_citation_cites_the_five_papers():
     titles = " ".join(r["title"] for r in cff["references"])
     for word in ("Selective Pruning", "Relearn", "Unforgettable", "truly unlearn", "SaLEM"):
         assert word in titles
+
+
+# src modules whose changes cannot change a stage's outputs: timings written outside the outputs (bench), argument
+# parsing (cli: a wrong argument fails the stage), building data/ (data/ is itself a dependency)
+NOT_OUTPUT_MODULES = {"bench", "cli", "data.build"}
+SRC = ROOT / "src" / "forgetlab"
+
+
+def _module_file(name: str) -> Path | None:
+    for p in (SRC / (name.replace(".", "/") + ".py"), SRC / name.replace(".", "/") / "__init__.py"):
+        if name and p.exists():
+            return p
+    return None
+
+
+def _forgetlab_imports(code: str, package: str = "") -> set[str]:
+    """forgetlab modules imported anywhere in `code` (also inside functions), as dotted names under forgetlab."""
+    import ast
+    found = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".") if package else []
+                base = parts[:len(parts) - (node.level - 1)]
+                mod = ".".join([*base, node.module] if node.module else base)
+            elif (node.module or "").split(".")[0] == "forgetlab":
+                mod = node.module.partition(".")[2]
+            else:
+                continue
+            found |= {mod} | {f"{mod}.{a.name}".lstrip(".") for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name.partition(".")[2] for a in node.names if a.name.startswith("forgetlab.")}
+    return {m for m in found if _module_file(m)}
+
+
+def _closure(modules: set[str]) -> set[str]:
+    seen, todo = set(), list(modules)
+    while todo:
+        m = todo.pop()
+        if m in seen or m in NOT_OUTPUT_MODULES:
+            continue
+        seen.add(m)
+        f = _module_file(m)
+        todo += _forgetlab_imports(f.read_text(), m if f.name == "__init__.py" else m.rpartition(".")[0])
+    return seen
+
+
+def test_every_stage_depends_on_the_src_modules_its_code_imports():
+    """A change to any src module a stage runs (directly or through imports, e.g. models.py's architecture tables or
+    plots.py) must rerun the stage: each such module is one of its deps (or inside a folder that is)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    missing = {}
+    for name, stage in stages.items():
+        code = "\n".join("".join(c["source"]) for nb in re.findall(r"notebooks/\S+\.ipynb", stage["cmd"])
+                         for c in nbformat.read(ROOT / nb, as_version=4).cells if c.cell_type == "code")
+        code = "\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!")))
+        entry = set(re.findall(r"python -m forgetlab\.([\w.]+)", stage["cmd"]))
+        files = {_module_file(m).relative_to(ROOT).as_posix() for m in _closure(_forgetlab_imports(code) | entry)}
+        deps = [d.rstrip("/") for d in stage.get("deps", [])]
+        lost = sorted(f for f in files if not any(f == d or f.startswith(d + "/") for d in deps))
+        if lost:
+            missing[name] = lost
+    assert not missing, f"add these deps in dvc.yaml: {missing}"
+    # the check itself: imports followed through modules (pruning -> neurons -> utils), relative imports inside a
+    # package (data -> data.bigbench), imports inside functions, and no modules beyond them
+    assert _closure({"pruning"}) == {"pruning", "neurons", "utils"}
+    assert {"data", "data.bigbench", "data.corpora", "models", "train"} <= _closure({"robustness"})
+    assert "bench" not in _closure({"bench"}) and "cli" not in _closure({"neuroplasticity"})
