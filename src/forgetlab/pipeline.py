@@ -18,19 +18,22 @@ from .profile import PROFILES, load_params
 _REF = re.compile(r"\$\{([\w.]+)\}")
 
 
-def lookup(params: dict, dotted: str):
-    value = params
+def lookup(obj: dict, dotted: str):
+    """obj["a"]["b"] for "a.b"; a KeyError names the first missing part."""
     for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            raise KeyError(f"dvc.yaml refers to ${{{dotted}}}, which params.yaml does not define")
-        value = value[part]
-    return value
+        if not isinstance(obj, dict) or part not in obj:
+            raise KeyError(f"{dotted!r}: no {part!r}")
+        obj = obj[part]
+    return obj
 
 
 def render(cmd: str, params: dict) -> str:
     """Fill ${a.b} references; values are shell-quoted."""
     def fill(m):
-        value = lookup(params, m.group(1))
+        try:
+            value = lookup(params, m.group(1))
+        except KeyError:
+            raise KeyError(f"dvc.yaml refers to ${{{m.group(1)}}}, which params.yaml does not define") from None
         if isinstance(value, (dict, list)):
             raise TypeError(f"${{{m.group(1)}}} is a {type(value).__name__}; use a comma-separated string")
         return shlex.quote(str(value))

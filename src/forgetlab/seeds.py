@@ -30,18 +30,11 @@ def seeded_params(params: dict, stage_defs: dict, names: list[str], seed: int) -
     return out
 
 
-def lookup(obj: dict, dotted: str):
-    for part in dotted.split("."):
-        if not isinstance(obj, dict) or part not in obj:
-            raise KeyError(f"metric path {dotted!r}: no {part!r}")
-        obj = obj[part]
-    return obj
-
-
 def read_metric(metrics_dir: Path, metric: str) -> float:
     stem, _, path = metric.partition(":")
     if not path:
         raise ValueError(f"metric {metric!r} must look like <metrics file stem>:<dotted path>")
+    from .pipeline import lookup
     return float(lookup(json.loads((metrics_dir / f"{stem}.json").read_text()), path))
 
 
