@@ -184,3 +184,36 @@ def test_make_bench_runs_the_chosen_profile_and_keeps_the_other_profiles_costs(t
     assert got["stages"] == {"salem": {"wall_s": 3.0}} and got["throughput"] == {"eval_vs_plain_forward": 0.75}
     bench.main(["--out", str(out), "--pipeline", "none"])
     assert calls == ["smoke"] and set(json.loads(out.read_text())["pipeline"]) == {"default", "smoke"}
+
+
+def test_check_bool_reads_dvcs_booleans_and_rejects_everything_else():
+    from forgetlab.pipeline import to_str
+    from forgetlab.utils import check_bool
+    assert [check_bool("x", v) for v in (True, False, to_str(True), to_str(False), "False")] == \
+        [True, False, True, False, False]
+    for bad in ("yes", 1, 0, None, "1"):
+        with pytest.raises(TypeError, match="parameter 'x' must be bool"):
+            check_bool("x", bad)
+
+
+def test_render_fills_values_as_dvc_does_and_refuses_what_the_shell_would_act_on():
+    from forgetlab.pipeline import render
+    params = {"s": {"a": "k=8", "flag": False, "lr": 1e-4, "bad": "k=8|full", "sp": "two words"}}
+    assert render("x -p a ${s.a} -p f ${s.flag} -p lr ${s.lr}", params) == "x -p a k=8 -p f false -p lr 0.0001"
+    for key in ("bad", "sp"):
+        with pytest.raises(ValueError, match=f"s.{key} = .*unquoted"):
+            render(f"x -p v ${{s.{key}}}", params)
+    with pytest.raises(KeyError, match=r"\$\{s.nope\}, which params.yaml does not define"):
+        render("x ${s.nope}", params)
+
+
+def test_parse_list_reads_what_papermill_passes_for_one_or_several_items():
+    from forgetlab.utils import parse_list
+    assert parse_list("g", "32, 64", int) == [32, 64]
+    assert parse_list("g", 64, int) == [64]  # `-p g 64` arrives as an int
+    assert parse_list("f", 0.5, float) == [0.5]
+    assert parse_list("m", [1, 2.5], float) == [1, 2.5]
+    with pytest.raises(ValueError, match="parameter 'g': cannot read 'a,b' as a list of int"):
+        parse_list("g", "a,b", int)
+    with pytest.raises(TypeError, match="parameter 'g' must be a list or a comma-separated string"):
+        parse_list("g", True, int)

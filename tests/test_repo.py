@@ -56,6 +56,41 @@ def test_every_notebook_has_a_stage_and_the_stage_passes_only_known_parameters()
     assert used == {p.name for p in NOTEBOOKS}
 
 
+def test_our_rendering_of_dvc_yaml_is_dvcs_own():
+    """The smoke tests run pipeline.render's commands, so they must be exactly what `dvc repro` runs (a YAML
+    boolean reached the notebook as the string 'true' under DVC but as True under our renderer: the full
+    pipeline failed where the smoke run passed)."""
+    from dvc.repo import Repo
+    ours = dict(pipeline.stage_commands(profile.load_params("default", ROOT), ROOT))
+    with Repo(str(ROOT)) as repo:
+        dvcs = {s.addressing: " ".join(s.cmd.split()) for s in repo.index.stages if getattr(s, "cmd", None)}
+    assert ours == dvcs
+
+
+@pytest.mark.parametrize("name", ["default", "smoke", "paper"])
+def test_every_papermill_parameter_arrives_with_the_type_of_its_default(name):
+    """What `papermill -p` makes of each rendered value (int, float, str; 'true' stays a string, read by
+    utils.check_bool) matches the type of the notebook's default, so no notebook check rejects a profile."""
+    from papermill.cli import _resolve_type
+    params = profile.load_params(name, ROOT)
+    for stage, cmd in pipeline.stage_commands(params, ROOT):
+        if not cmd.startswith("papermill"):
+            continue
+        nb, passed = pipeline.papermill_parameters(cmd)
+        defaults = notebooks.parameters_of(ROOT / nb)
+        for key, text in passed.items():
+            value, default = _resolve_type(text), defaults[key]
+            if isinstance(default, bool):
+                assert text in ("true", "false"), f"{name}/{stage}: {key}={text!r} is not a boolean"
+            elif isinstance(default, str) and "," in default:  # a list; one item may arrive as a number
+                assert isinstance(value, (str, int, float)), f"{name}/{stage}: {key}={text!r}"
+            elif isinstance(default, float):
+                assert isinstance(value, (int, float)), f"{name}/{stage}: {key}={text!r} is not a number"
+            else:
+                assert type(value) is type(default), \
+                    f"{name}/{stage}: {key}={text!r} arrives as {type(value).__name__}, default is {default!r}"
+
+
 def test_stage_params_match_the_p_flags():
     """Every value a stage reads from params.yaml is declared under its params: (so DVC tracks it)."""
     for name, stage in pipeline.stages(ROOT).items():

@@ -16,6 +16,7 @@ import yaml
 from .profile import PROFILES, load_params
 
 _REF = re.compile(r"\$\{([\w.]+)\}")
+_SHELL_SAFE = re.compile(r"[\w.,=+\-/:@%]+")
 
 
 def lookup(obj: dict, dotted: str):
@@ -27,8 +28,17 @@ def lookup(obj: dict, dotted: str):
     return obj
 
 
+def to_str(value) -> str:
+    """A params.yaml scalar as DVC writes it into a command: YAML booleans become `true`/`false` (which Papermill's
+    -p passes on as strings; notebooks read them with utils.check_bool)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def render(cmd: str, params: dict) -> str:
-    """Fill ${a.b} references; values are shell-quoted."""
+    """Fill ${a.b} references exactly as DVC does (no quoting; a value the shell would split or act on is an
+    error here, where under DVC it would become a pipe or a redirection)."""
     def fill(m):
         try:
             value = lookup(params, m.group(1))
@@ -36,7 +46,11 @@ def render(cmd: str, params: dict) -> str:
             raise KeyError(f"dvc.yaml refers to ${{{m.group(1)}}}, which params.yaml does not define") from None
         if isinstance(value, (dict, list)):
             raise TypeError(f"${{{m.group(1)}}} is a {type(value).__name__}; use a comma-separated string")
-        return shlex.quote(str(value))
+        text = to_str(value)
+        if not _SHELL_SAFE.fullmatch(text):
+            raise ValueError(f"params.yaml: {m.group(1)} = {text!r}; DVC pastes values into the command unquoted, "
+                             "so a value may hold only letters, digits and . , = + - _ / : @ %")
+        return text
     return _REF.sub(fill, cmd)
 
 
