@@ -248,6 +248,27 @@ def test_summarize_drawdown_and_adapt_weighting():
     assert s["n_edits"] == 4 and s["time_per_edit_s"] == pytest.approx(0.2)
 
 
+def test_edit_intervals_pair_the_methods_on_the_same_edits_and_pass_samples():
+    # 2 batches x 2 edits; 4 pass samples, all right before editing
+    rows = {"a": [{"fail_hits": [1, 1], "pass_hits": [1, 1, 1, 0]}, {"fail_hits": [1, 0], "pass_hits": [1, 1, 1, 1]}],
+            "b": [{"fail_hits": [0, 1], "pass_hits": [0, 0, 1, 0]}, {"fail_hits": [0, 0], "pass_hits": [0, 1, 1, 0]}]}
+    res = {"rows": rows, "base_pass_hits": [1, 1, 1, 1]}
+    out = ed.edit_intervals(res, n_boot=2000, seed=0, pair=("a", "b"))
+    # point estimates: a fixes 3/4, b 1/4; drawdowns 1/8 and 5/8 (what summarize reports)
+    d = out["a_minus_b"]
+    assert d["fail_acc"] == pytest.approx(0.5) and d["pass_drawdown"] == pytest.approx(0.125 - 0.625)
+    for name, fail, draw in (("a", 0.75, 0.125), ("b", 0.25, 0.625)):
+        lo, hi = out["methods"][name]["fail_acc_ci"]
+        assert 0 <= lo <= fail <= hi <= 1
+        lo, hi = out["methods"][name]["pass_drawdown_ci"]
+        assert lo <= draw <= hi
+    assert d["pass_drawdown_ci"][0] <= -0.5 <= d["pass_drawdown_ci"][1] and d["pass_drawdown_ci"][1] <= 0
+    # identical methods: every difference is exactly zero
+    same = ed.edit_intervals({"rows": {"a": rows["a"], "b": rows["a"]}, "base_pass_hits": [1, 1, 1, 1]},
+                             pair=("a", "b"))["a_minus_b"]
+    assert same["fail_acc_ci"] == [0.0, 0.0] and same["pass_drawdown_ci"] == [0.0, 0.0]
+
+
 def test_bad_parameters_fail_with_clear_messages(tmp_path):
     with pytest.raises(TypeError, match="n_train"):
         ed.train_classifier("minilm-l6", str(tmp_path / "x"), n_train="many")
@@ -280,6 +301,17 @@ def test_salem_smoke(smoke):
         assert s["methods"]["no_edit"]["fail_acc"] == 0.0  # fail samples are the ones the base model gets wrong
         assert s["methods"]["salem"]["edited_params"] * p["top_k"] == s["methods"]["mend_top"]["edited_params"]
     assert m["classify"]["methods"]["no_edit"]["pass_acc"] == 1.0
+    for setting in ("classify", "qa"):
+        ci = m[setting]["intervals"]
+        for name, s in m[setting]["methods"].items():
+            lo, hi = ci["methods"][name]["fail_acc_ci"]
+            assert lo <= s["fail_acc"] <= hi
+            lo, hi = ci["methods"][name]["pass_drawdown_ci"]
+            assert lo - 1e-6 <= s["pass_drawdown"] <= hi + 1e-6
+        salem, mend = m[setting]["methods"]["salem"], m[setting]["methods"]["mend_top"]
+        diff = ci["salem_minus_mend_top"]
+        assert diff["fail_acc"] == pytest.approx(salem["fail_acc"] - mend["fail_acc"], abs=1e-6)
+        assert diff["pass_drawdown"] == pytest.approx(salem["pass_drawdown"] - mend["pass_drawdown"], abs=1e-6)
     for fig in ("saliency", "edit_vs_drawdown"):
         assert (smoke / "figures" / "salem" / f"{fig}.png").stat().st_size > 5000
     executed = json.loads((smoke / "reports" / "05_salem_editing.ipynb").read_text())

@@ -185,20 +185,18 @@ def accuracy(model, items: Sequence[dict], params: dict | None = None, batch_siz
     """Share of items the (edited) model gets right."""
     if not items:
         return float("nan")
-    hits = [correct(forward(model, b, params), b["labels"]) for b in batches(items, batch_size, pad_id)]
-    return torch.cat(hits).float().mean().item()
+    return predictions(model, items, batch_size, pad_id, params=params).float().mean().item()
 
 
 @torch.no_grad()
 def predictions(model, items: Sequence[dict], batch_size: int = 32, pad_id: int = 0,
-                desc: str | None = None) -> torch.Tensor:
-    """Per item: correct or not (bool tensor)."""
-    out = [correct(forward(model, b), b["labels"]) for b in tqdm(batches(items, batch_size, pad_id), desc=desc,
-                                                                  disable=desc is None)]
-    return torch.cat(out)
+                desc: str | None = None, params: dict | None = None) -> torch.Tensor:
+    """Per item: the (edited, with `params`) model gets it right or not (bool tensor)."""
+    out = [correct(forward(model, b, params), b["labels"])
+           for b in tqdm(batches(items, batch_size, pad_id), desc=desc, disable=desc is None)]
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
 
 
-@torch.no_grad()
 def perplexity(model, text_batches: Sequence[dict], params: dict | None = None) -> float:
     """Token perplexity of a causal LM on batches with input_ids / attention_mask."""
     nll, n = 0.0, 0
@@ -435,7 +433,8 @@ def evaluate_edits(model, method: Callable[[dict], dict], edits: Sequence[dict],
                    pad_id: int = 0, eval_batch: int = 32, desc: str | None = None) -> list[dict]:
     """Apply `method` (fail batch -> edited parameter dict) to successive batches of `edit_batch` edits, each on a
     fresh copy of the base weights; per batch, post-edit accuracy on the fail and adapt samples, on the pass
-    samples and the held-out set, perplexity on text (if given), time per edit and edited parameter count."""
+    samples and the held-out set, perplexity on text (if given), time per edit and edited parameter count; the
+    per-item hits on the fail and pass samples (`fail_hits`, `pass_hits`) feed `edit_intervals`."""
     rows = []
     for i in tqdm(range(0, len(edits), edit_batch), desc=desc, disable=desc is None):
         chunk = edits[i:i + edit_batch]
@@ -447,10 +446,12 @@ def evaluate_edits(model, method: Callable[[dict], dict], edits: Sequence[dict],
         row = {"batch": i // edit_batch, "n_edits": len(chunk), "n_adapt": len(adapt),
                "time_per_edit_s": seconds / len(chunk),
                "edited_params": int(sum(v.numel() for v in new.values())),
-               "fail_acc": accuracy(model, fail, new, eval_batch, pad_id),
+               "fail_hits": predictions(model, fail, eval_batch, pad_id, params=new).int().tolist(),
+               "pass_hits": predictions(model, pass_items, eval_batch, pad_id, params=new).int().tolist(),
                "adapt_acc": accuracy(model, adapt, new, eval_batch, pad_id),
-               "pass_acc": accuracy(model, pass_items, new, eval_batch, pad_id),
                "heldout_acc": accuracy(model, heldout_items, new, eval_batch, pad_id)}
+        row["fail_acc"] = float(np.mean(row["fail_hits"]))
+        row["pass_acc"] = float(np.mean(row["pass_hits"])) if pass_items else float("nan")
         if text_batches:
             row["ppl"] = perplexity(model, text_batches, new)
         rows.append(row)
@@ -491,7 +492,8 @@ def compare_methods(model, sets: dict, editors: dict[str, MEND], *, edit_batch: 
     edits = sets["test"][:max_edits]
     if not edits:
         raise ValueError("no test edits: the edit dataset has no fail samples in its test split")
-    base = {"pass_acc": accuracy(model, sets["pass_test"], pad_id=pad_id),
+    base_pass_hits = predictions(model, sets["pass_test"], pad_id=pad_id).int().tolist()
+    base = {"pass_acc": float(np.mean(base_pass_hits)) if base_pass_hits else float("nan"),
             "heldout_acc": accuracy(model, sets["heldout"], pad_id=pad_id)}
     if text:
         base["ppl"] = perplexity(model, text)
@@ -508,7 +510,35 @@ def compare_methods(model, sets: dict, editors: dict[str, MEND], *, edit_batch: 
     rows = {name: evaluate_edits(model, fn, edits, sets["pass_test"], sets["heldout"], edit_batch=edit_batch,
                                  text_batches=text, pad_id=pad_id, desc=name if desc else None)
             for name, fn in methods.items()}
-    return {"base": base, "methods": {n: summarize(r, base) for n, r in rows.items()}, "rows": rows}
+    return {"base": base, "methods": {n: summarize(r, base) for n, r in rows.items()}, "rows": rows,
+            "base_pass_hits": base_pass_hits}
+
+
+def edit_intervals(result: dict, *, n_boot: int = 1000, seed: int = 0,
+                   pair: tuple[str, str] = ("salem", "mend_top")) -> dict:
+    """Bootstrap intervals for a compare_methods result: per method, the edit success (resampling the test
+    edits) and the pass-sample drawdown (resampling the pass samples, which every batch is scored on); and for
+    `pair` = (a, b) the paired differences a - b of both (same edits, same pass samples)."""
+    from .metrics import bootstrap_mean
+
+    base = np.asarray(result["base_pass_hits"], dtype=float)
+
+    def fail_hits(name):
+        return np.concatenate([r["fail_hits"] for r in result["rows"][name]]).astype(float)
+
+    def item_drawdown(name):  # per pass sample: base hit minus its mean hit over the edit batches
+        return base - np.mean([r["pass_hits"] for r in result["rows"][name]], axis=0)
+
+    def ci(values):
+        return list(bootstrap_mean(values, n_boot=n_boot, seed=seed))
+
+    out = {"methods": {name: {"fail_acc_ci": ci(fail_hits(name)), "pass_drawdown_ci": ci(item_drawdown(name))}
+                       for name in result["rows"]}}
+    a, b = pair
+    fail_diff, draw_diff = fail_hits(a) - fail_hits(b), item_drawdown(a) - item_drawdown(b)
+    out[f"{a}_minus_{b}"] = {"fail_acc": float(fail_diff.mean()), "fail_acc_ci": ci(fail_diff),
+                             "pass_drawdown": float(draw_diff.mean()), "pass_drawdown_ci": ci(draw_diff)}
+    return out
 
 
 # ============================================================================ checkpoints: loading
