@@ -197,6 +197,7 @@ def predictions(model, items: Sequence[dict], batch_size: int = 32, pad_id: int 
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
 
 
+@torch.no_grad()
 def perplexity(model, text_batches: Sequence[dict], params: dict | None = None) -> float:
     """Token perplexity of a causal LM on batches with input_ids / attention_mask."""
     nll, n = 0.0, 0
