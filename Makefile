@@ -9,6 +9,7 @@ BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
 PROFILE ?= default
 BENCH ?= default
+JOBS ?= 1
 export PATH := $(BIN):$(PATH)
 export PYTHONHASHSEED := 0
 
@@ -44,9 +45,10 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not notebook"
 
 # Throughput ratios, then every stage of the $(BENCH) profile timed in a scratch folder (default: ~2 h on
-# 2 CPU cores; `make bench BENCH=smoke` takes minutes; BENCH=none skips the pipeline).
+# 2 CPU cores; `make bench BENCH=smoke` takes minutes; BENCH=none skips the pipeline). JOBS=2 runs
+# independent stages side by side (as the tests run the smoke pipeline); the default 1 times them as `dvc repro` runs them.
 bench: data
-	$(BIN)/python -m forgetlab.bench --out benchmarks/results.json --pipeline $(BENCH)
+	$(BIN)/python -m forgetlab.bench --out benchmarks/results.json --pipeline $(BENCH) --jobs $(JOBS)
 
 profile: $(STAMP)
 	$(BIN)/python -m forgetlab.profile apply $(PROFILE)

@@ -41,13 +41,21 @@ SMOKE_COSTS = pytest.StashKey[dict]()
 
 def run_smoke(tmp_path_factory, data_dir, name: str, config) -> Path:
     """The whole pipeline with the smoke profile, run from dvc.yaml's own commands in a fresh scratch folder
-    (never the tracked figures/ or metrics/). FORGETLAB_STAGES=a,b limits it to some stages. Each stage's wall
-    time and peak memory go into the session's report (pytest_terminal_summary)."""
+    (never the tracked figures/ or metrics/). Independent stages run side by side (FORGETLAB_JOBS, default 2 on
+    2 cores, each stage with 1 torch thread; FORGETLAB_JOBS=1 runs them one after the other with all threads, as
+    `dvc repro`). FORGETLAB_STAGES=a,b limits it to some stages. Each stage's wall time and peak memory go into the
+    session's report (pytest_terminal_summary)."""
+    import time
+
     from forgetlab import pipeline, profile
     work = pipeline.make_workdir(tmp_path_factory.mktemp(name), ROOT, data_dir)
     only = [s for s in os.environ.get("FORGETLAB_STAGES", "").split(",") if s] or None
-    done = pipeline.run_stages(work, profile.load_params("smoke", ROOT), ROOT, only=only, env=stage_env())
-    config.stash.setdefault(SMOKE_COSTS, {})[name] = {s: (r["wall_s"], r["peak_rss_gb"]) for s, r in done.items()}
+    jobs = int(os.environ.get("FORGETLAB_JOBS", min(2, os.cpu_count() or 1)))
+    t0 = time.perf_counter()
+    done = pipeline.run_stages(work, profile.load_params("smoke", ROOT), ROOT, only=only, env=stage_env(), jobs=jobs,
+                               costs=pipeline.expected_costs("smoke", ROOT))
+    config.stash.setdefault(SMOKE_COSTS, {})[name] = (
+        jobs, time.perf_counter() - t0, {s: (r["wall_s"], r["peak_rss_gb"]) for s, r in done.items()})
     return work
 
 
@@ -58,10 +66,11 @@ def smoke(tmp_path_factory, data_dir, pytestconfig) -> Path:
 
 def pytest_terminal_summary(terminalreporter, config):
     """What the smoke pipeline cost, stage by stage (the README's smoke-profile row comes from here)."""
-    for name, costs in config.stash.get(SMOKE_COSTS, {}).items():
+    for name, (jobs, elapsed, costs) in config.stash.get(SMOKE_COSTS, {}).items():
         total = sum(w for w, _ in costs.values())
-        terminalreporter.write_sep("-", f"{name} pipeline: {len(costs)} stages, {total:.0f} s, "
-                                        f"peak {max(m for _, m in costs.values()):.1f} GB")
+        terminalreporter.write_sep("-", f"{name} pipeline: {len(costs)} stages, {elapsed:.0f} s elapsed with "
+                                        f"{jobs} job(s) (stages sum to {total:.0f} s), largest stage peak "
+                                        f"{max(m for _, m in costs.values()):.1f} GB")
         for stage, (wall, peak) in sorted(costs.items(), key=lambda kv: -kv[1][0]):
             terminalreporter.write_line(f"{wall:7.1f} s {peak:5.2f} GB  {stage}")
 

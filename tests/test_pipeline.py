@@ -170,7 +170,7 @@ def test_make_bench_runs_the_chosen_profile_and_keeps_the_other_profiles_costs(t
     from forgetlab import bench
     calls = []
     monkeypatch.setattr(bench, "throughput", lambda data_dir: {"eval_vs_plain_forward": 0.75})
-    monkeypatch.setattr(bench, "pipeline_costs", lambda profile, data_dir: calls.append(profile) or
+    monkeypatch.setattr(bench, "pipeline_costs", lambda profile, data_dir, jobs: calls.append(profile) or
                         {"profile": profile, "total_wall_s": 1.0})
     out = tmp_path / "results.json"
     out.write_text(json.dumps({"pipeline": {"default": {"profile": "default", "total_wall_s": 7000.0}}}))
@@ -217,3 +217,64 @@ def test_parse_list_reads_what_papermill_passes_for_one_or_several_items():
         parse_list("g", "a,b", int)
     with pytest.raises(TypeError, match="parameter 'g' must be a list or a comma-separated string"):
         parse_list("g", True, int)
+
+
+def test_our_stage_graph_is_dvcs_own():
+    """run_stages(jobs>1) starts a stage once the stages it reads from are done: the same edges as DVC's graph."""
+    from dvc.repo import Repo
+
+    from forgetlab.pipeline import upstream
+    with Repo(str(ROOT)) as repo:
+        graph = repo.index.graph
+        name = lambda stage: getattr(stage, "name", None)  # noqa: E731  (data.dvc's stage has none)
+        dvcs = {name(s): {name(t) for t in graph.successors(s) if name(t)} for s in graph.nodes if name(s)}
+    assert upstream(ROOT) == dvcs
+    assert upstream(ROOT)["quantization_recovery"] >= {"quantization_recovery_unlearn", "quantization_recovery_sweep"}
+
+
+def _toy_pipeline(path: Path, stages: dict) -> None:
+    import yaml
+    (path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+
+
+def test_parallel_run_waits_for_inputs_runs_independent_stages_side_by_side_and_splits_the_threads(tmp_path):
+    import os
+
+    from forgetlab.pipeline import run_stages
+    _toy_pipeline(tmp_path, {
+        "a": {"cmd": "sleep 1 && date +%s.%N > a.txt", "outs": ["a.txt"]},
+        "b": {"cmd": "date +%s.%N > b.txt && cat a.txt >> b.txt", "deps": ["a.txt"], "outs": ["b.txt"]},
+        "c": {"cmd": "sleep 1 && echo $OMP_NUM_THREADS > c.txt", "outs": ["c.txt"]}})
+    t0 = time.perf_counter()
+    done = run_stages(tmp_path, {}, tmp_path, jobs=2)
+    elapsed = time.perf_counter() - t0
+    assert list(done) == ["a", "b", "c"] and all(r["returncode"] == 0 for r in done.values())
+    b_start, a_end = map(float, (tmp_path / "b.txt").read_text().split())
+    assert b_start >= a_end, "b started before a, whose output it reads, had finished"
+    assert elapsed < 1.8, f"a and c (1 s each) did not run side by side: {elapsed:.1f} s"
+    assert (tmp_path / "c.txt").read_text().strip() == str(max(1, (os.cpu_count() or 1) // 2))
+    t0 = time.perf_counter()
+    run_stages(tmp_path, {}, tmp_path)  # jobs=1: one after the other, as dvc repro
+    assert time.perf_counter() - t0 >= 2.0
+
+
+def test_parallel_run_stops_starting_stages_after_a_failure_and_names_it(tmp_path):
+    from forgetlab.pipeline import StageFailed, run_stages, schedule_order
+    _toy_pipeline(tmp_path, {
+        "slow": {"cmd": "sleep 1 && touch slow.txt", "outs": ["slow.txt"]},
+        "bad": {"cmd": "echo broken >&2 && exit 3", "outs": ["bad.txt"]},
+        "after_bad": {"cmd": "touch after.txt", "deps": ["bad.txt"], "outs": ["after.txt"]},
+        "after_slow": {"cmd": "touch after_slow.txt", "deps": ["slow.txt"], "outs": ["after_slow.txt"]}})
+    with pytest.raises(StageFailed, match="stage bad failed:(.|\n)*broken") as err:
+        run_stages(tmp_path, {}, tmp_path, jobs=2)
+    assert err.value.stage == "bad" and err.value.returncode == 3
+    assert (tmp_path / "slow.txt").exists(), "a stage running when another failed was not left to finish"
+    assert not (tmp_path / "after.txt").exists() and not (tmp_path / "after_slow.txt").exists()
+    with pytest.raises(ValueError, match=r"unknown stage\(s\) \['nope'\]; dvc.yaml has \['after_bad'"):
+        run_stages(tmp_path, {}, tmp_path, only=["nope"])
+    with pytest.raises(ValueError, match="parameter .jobs. must be an integer > 0, got 0"):
+        run_stages(tmp_path, {}, tmp_path, jobs=0)
+    # the critical path first: a chain's priority is the expected seconds from it to the end of the pipeline
+    needs = {"a": set(), "b": {"a"}, "c": set()}
+    assert schedule_order(["a", "b", "c"], needs, {"a": 1.0, "b": 10.0, "c": 5.0}) == {"a": 11.0, "b": 10.0, "c": 5.0}
+    assert schedule_order(["a", "b", "c"], needs, {}) == {"a": 2.0, "b": 1.0, "c": 1.0}

@@ -78,10 +78,12 @@ def throughput(model_name: str = "smollm2-135m", batch_size: int = 8, seq_len: i
     }
 
 
-def pipeline_costs(profile: str = "default", root: str | Path = ".", data_dir: str | Path = "data") -> dict:
-    """Run every stage of a profile in a scratch folder; per stage its wall time and peak memory, and the totals.
-    The stages are started by a separate small process (`pipeline run`): a forked child's peak memory counts the
-    pages of its parent until it execs, so they must not be forked from this one, which holds a model."""
+def pipeline_costs(profile: str = "default", root: str | Path = ".", data_dir: str | Path = "data",
+                   jobs: int = 1) -> dict:
+    """Run every stage of a profile in a scratch folder; per stage its wall time and peak memory, and the totals
+    (jobs > 1: independent stages side by side, see pipeline.run_stages). The stages are started by a separate
+    small process (`pipeline run`): a forked child's peak memory counts the pages of its parent until it execs,
+    so they must not be forked from this one, which holds a model."""
     import subprocess
     import sys
     import tempfile
@@ -91,9 +93,12 @@ def pipeline_costs(profile: str = "default", root: str | Path = ".", data_dir: s
         work = pipeline.make_workdir(Path(tmp) / "work", root, data_dir)
         record = Path(tmp) / "costs.json"
         subprocess.run([sys.executable, "-m", "forgetlab.pipeline", "run", "--profile", profile, "--workdir",
-                        str(work), "--record", str(record)], check=True)
-        stages = json.loads(record.read_text())
-    return {"profile": profile, "stages": stages, "total_wall_s": round(sum(s["wall_s"] for s in stages.values()), 1),
+                        str(work), "--jobs", str(jobs), "--record", str(record)], check=True, cwd=root)
+        run = json.loads(record.read_text())
+    stages = run["stages"]
+    return {"profile": profile, "jobs": jobs, "stages": stages, "elapsed_s": run["elapsed_s"],
+            "total_wall_s": round(sum(s["wall_s"] for s in stages.values()), 1),
+            # jobs > 1: stages overlap, so the peak of the whole run can be up to the sum of `jobs` stage peaks
             "peak_rss_gb": max(s["peak_rss_gb"] for s in stages.values())}
 
 
@@ -104,13 +109,14 @@ def main(argv=None) -> None:
     ap.add_argument("--pipeline", choices=("default", "smoke", "paper", "none"), default="none",
                     help="also run this profile's whole pipeline in a scratch folder and time every stage "
                          "(default: about 2 hours on 2 CPU cores; smoke: minutes)")
+    ap.add_argument("--jobs", type=int, default=1, help="run independent stages side by side (see pipeline run)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     out = Path(args.out)
     # a run of one profile keeps the pipeline costs recorded earlier for the others (smoke does not erase default)
     runs = json.loads(out.read_text()).get("pipeline", {}) if out.exists() else {}
     if args.pipeline != "none":
-        runs[args.pipeline] = pipeline_costs(args.pipeline, data_dir=args.data_dir)
+        runs[args.pipeline] = pipeline_costs(args.pipeline, data_dir=args.data_dir, jobs=args.jobs)
     results = {"machine": {"cpus": psutil.cpu_count(), "threads": torch.get_num_threads(),
                            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
                "throughput": throughput(data_dir=args.data_dir),

@@ -1,7 +1,8 @@
 """Read dvc.yaml the way DVC does for our simple templates: `${section.key}` filled from a params dict.
 
-Used by the notebook smoke tests (to run exactly the commands of dvc.yaml with the smoke profile) and by
-`python -m forgetlab.pipeline run --profile smoke` for a quick run outside DVC.
+Used by the notebook smoke tests (to run exactly the commands of dvc.yaml with the smoke profile), by `make bench`
+and by `python -m forgetlab.pipeline run --profile smoke --jobs 2` for a quick run outside DVC (`--jobs 2` runs
+independent stages side by side, which `dvc repro` does not).
 """
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import re
 import shlex
 import subprocess
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
 from .profile import PROFILES, load_params
+from .utils import check_positive_int
 
 _REF = re.compile(r"\$\{([\w.]+)\}")
 _SHELL_SAFE = re.compile(r"[\w.,=+\-/:@%]+")
@@ -134,49 +137,142 @@ def venv_env(extra: dict | None = None) -> dict:
     return env
 
 
+def upstream(root: str | Path = ".") -> dict[str, set[str]]:
+    """For every stage, the stages whose outputs it reads: a dep equal to, inside or around one of their outs
+    (DVC's own graph; a test compares the two)."""
+    st = stages(root)
+    outs = {name: [o.rstrip("/") for o in outs_of(s)] for name, s in st.items()}
+
+    def overlap(a: str, b: str) -> bool:
+        return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+    return {name: {other for other, os_ in outs.items() if other != name
+                   and any(overlap(d.rstrip("/"), o) for d in s.get("deps", []) for o in os_)}
+            for name, s in st.items()}
+
+
+def expected_costs(profile: str, root: str | Path = ".") -> dict[str, float]:
+    """Each stage's wall time in the last `make bench` of this profile (benchmarks/results.json), or {}."""
+    import json
+    path = Path(root) / "benchmarks" / "results.json"
+    if not path.exists():
+        return {}
+    runs = json.loads(path.read_text()).get("pipeline", {})
+    return {name: s["wall_s"] for name, s in runs.get(profile, {}).get("stages", {}).items()}
+
+
+def schedule_order(names: list[str], needs: dict[str, set[str]], costs: dict[str, float]) -> dict[str, float]:
+    """Priority of each stage for a parallel run: the longest chain of expected seconds from it to the end of the
+    pipeline (the critical path goes first); stages without a recorded cost count 1 s."""
+    below = {n: {m for m in names if n in needs[m]} for n in names}
+    memo: dict[str, float] = {}
+
+    def chain(n: str) -> float:
+        if n not in memo:
+            memo[n] = costs.get(n, 1.0) + max((chain(m) for m in below[n]), default=0.0)
+        return memo[n]
+    return {n: chain(n) for n in names}
+
+
 def run_stages(workdir: str | Path, params: dict, root: str | Path = ".", only: list[str] | None = None,
-               env: dict | None = None) -> dict[str, dict]:
+               env: dict | None = None, jobs: int = 1, costs: dict[str, float] | None = None,
+               capture: bool = True, log: Callable[[str], None] | None = None) -> dict[str, dict]:
     """Run the rendered dvc.yaml commands in `workdir` (all stages, or `only`), stopping at the first failure.
-    Returns {stage: run_command's result}."""
-    done = {}
-    for name, cmd in stage_commands(params, root):
-        if only and name not in only:
-            continue
+    Returns {stage: run_command's result} in dvc.yaml order.
+
+    jobs=1 runs them one after the other, as `dvc repro` does. jobs>1 runs independent stages side by side
+    (a stage starts once every stage whose outputs it reads has finished, the longest chain of `costs` first),
+    each with cpu_count // jobs torch threads; a stage's numbers can depend on its thread count, so compare runs
+    made with the same `jobs`. After a failure no stage starts; those running finish, then the error is raised.
+    """
+    import os
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+    check_positive_int("jobs", jobs)
+    cmds = dict(stage_commands(params, root))
+    unknown = sorted(set(only or ()) - cmds.keys())
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; dvc.yaml has {sorted(cmds)}")
+    cmds = {name: cmd for name, cmd in cmds.items() if not only or name in only}
+    needs = {name: deps & cmds.keys() for name, deps in upstream(root).items() if name in cmds}
+    if jobs == 1:  # dvc.yaml order
+        rank = {name: i for i, name in enumerate(cmds)}
+    else:
+        threads = str(max(1, (os.cpu_count() or 1) // jobs))
+        env = dict(env if env is not None else os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        rank = {name: -chain for name, chain in schedule_order(list(cmds), needs, costs or {}).items()}
+    log = log or (lambda line: None)
+
+    def start(name: str) -> dict:
+        log(f"[{name}] {cmds[name]}")
         remove_outs(name, workdir, root)
-        done[name] = res = run_command(cmd, workdir, env)
-        if res["returncode"] != 0:
-            raise RuntimeError(f"stage {name} failed:\n{res['stdout'][-3000:]}\n{res['stderr'][-6000:]}")
-    return done
+        res = run_command(cmds[name], workdir, env, capture=capture)
+        log(f"[{name}] exit {res['returncode']}, {res['wall_s']} s, peak {res['peak_rss_gb']} GB")
+        return res
+
+    done: dict[str, dict] = {}
+    failed: list[str] = []
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        running = {}
+        while True:
+            if not failed:
+                ready = [n for n in cmds if n not in done and n not in running.values() and needs[n] <= done.keys()]
+                for name in sorted(ready, key=rank.get)[:jobs - len(running)]:
+                    running[pool.submit(start, name)] = name
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                name = running.pop(fut)
+                done[name] = res = fut.result()
+                if res["returncode"] != 0:
+                    failed.append(name)
+    if failed:
+        name, res = failed[0], done[failed[0]]
+        raise StageFailed(name, res["returncode"],
+                          f"stage {name} failed:\n{res['stdout'][-3000:]}\n{res['stderr'][-6000:]}")
+    return {name: done[name] for name in cmds}
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, stage: str, returncode: int, message: str):
+        super().__init__(message)
+        self.stage, self.returncode = stage, returncode
 
 
 def main(argv=None) -> None:
     import json
-    import os
     import sys
+    import time
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("action", choices=("show", "run"))
     ap.add_argument("--profile", default="default", choices=PROFILES)
     ap.add_argument("--stage", action="append", help="only these stages (default: all)")
     ap.add_argument("--workdir", default=".", help="run there (a folder made by make_workdir), not in the repository")
-    ap.add_argument("--record", help="write each stage's wall time and peak memory to this JSON file")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="independent stages run side by side, each with cpu_count // jobs threads (default 1: "
+                         "one after the other in dvc.yaml order, as `dvc repro`)")
+    ap.add_argument("--record", help="write each stage's wall time and peak memory, and the elapsed time, to this "
+                                     "JSON file")
     args = ap.parse_args(argv)
     root = Path(args.workdir)  # the repository, or a copy of its dvc.yaml, params and profiles
     params = load_params(args.profile, root)
-    env = venv_env()
-    costs = {}
-    for name, cmd in stage_commands(params, root):
-        if args.stage and name not in args.stage:
-            continue
-        print(f"[{name}] {cmd}", flush=True)
-        if args.action == "run":
-            remove_outs(name, args.workdir, root)
-            res = run_command(cmd, args.workdir, env, capture=False)
-            print(f"[{name}] exit {res['returncode']}, {res['wall_s']} s, peak {res['peak_rss_gb']} GB", flush=True)
-            if res["returncode"] != 0:
-                sys.exit(res["returncode"])
-            costs[name] = {"wall_s": res["wall_s"], "peak_rss_gb": res["peak_rss_gb"]}
-            if args.record:
-                Path(args.record).write_text(json.dumps(costs, indent=2))
+    if args.action == "show":
+        for name, cmd in stage_commands(params, root):
+            if not args.stage or name in args.stage:
+                print(f"[{name}] {cmd}")
+        return
+    t0 = time.perf_counter()
+    try:
+        done = run_stages(args.workdir, params, root, only=args.stage, env=venv_env(), jobs=args.jobs,
+                          costs=expected_costs(args.profile), capture=args.jobs > 1,
+                          log=lambda line: print(line, flush=True))
+    except StageFailed as err:
+        print(err, file=sys.stderr)
+        sys.exit(err.returncode)
+    if args.record:
+        Path(args.record).write_text(json.dumps({
+            "jobs": args.jobs, "elapsed_s": round(time.perf_counter() - t0, 1),
+            "stages": {name: {"wall_s": r["wall_s"], "peak_rss_gb": r["peak_rss_gb"]} for name, r in done.items()}},
+            indent=2))
 
 
 if __name__ == "__main__":
