@@ -31,7 +31,7 @@ def test_constraints_pin_every_dependency_exactly():
         if line and not line.startswith("#"):
             name, version = line.split("==")
             pins[re.sub(r"[-_.]+", "-", name).lower()] = version
-    deps = project["dependencies"] + project["optional-dependencies"]["dev"]
+    deps = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
     for dep in deps:
         name = re.sub(r"[-_.]+", "-", re.split(r"[<>=!~\[ ]", dep)[0]).lower()
         assert name in pins, f"{name} is not pinned in constraints.txt"
