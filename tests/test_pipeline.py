@@ -184,6 +184,9 @@ def test_make_bench_runs_the_chosen_profile_and_keeps_the_other_profiles_costs(t
     assert got["stages"] == {"salem": {"wall_s": 3.0}} and got["throughput"] == {"eval_vs_plain_forward": 0.75}
     bench.main(["--out", str(out), "--pipeline", "none"])
     assert calls == ["smoke"] and set(json.loads(out.read_text())["pipeline"]) == {"default", "smoke"}
+    bench.main(["--out", str(out), "--pipeline", "smoke", "--jobs", "2"])  # kept beside the jobs=1 run
+    assert calls == ["smoke", "smoke"] and set(json.loads(out.read_text())["pipeline"]) == {
+        "default", "smoke", "smoke_jobs2"}
 
 
 def test_check_bool_reads_dvcs_booleans_and_rejects_everything_else():

@@ -116,7 +116,9 @@ def main(argv=None) -> None:
     # a run of one profile keeps the pipeline costs recorded earlier for the others (smoke does not erase default)
     runs = json.loads(out.read_text()).get("pipeline", {}) if out.exists() else {}
     if args.pipeline != "none":
-        runs[args.pipeline] = pipeline_costs(args.pipeline, data_dir=args.data_dir, jobs=args.jobs)
+        # a run with jobs > 1 is kept beside the one-after-the-other run of the same profile, not over it
+        key = args.pipeline if args.jobs == 1 else f"{args.pipeline}_jobs{args.jobs}"
+        runs[key] = pipeline_costs(args.pipeline, data_dir=args.data_dir, jobs=args.jobs)
     results = {"machine": {"cpus": psutil.cpu_count(), "threads": torch.get_num_threads(),
                            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)},
                "throughput": throughput(data_dir=args.data_dir),
