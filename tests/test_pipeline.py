@@ -281,3 +281,21 @@ def test_parallel_run_stops_starting_stages_after_a_failure_and_names_it(tmp_pat
     needs = {"a": set(), "b": {"a"}, "c": set()}
     assert schedule_order(["a", "b", "c"], needs, {"a": 1.0, "b": 10.0, "c": 5.0}) == {"a": 11.0, "b": 10.0, "c": 5.0}
     assert schedule_order(["a", "b", "c"], needs, {}) == {"a": 2.0, "b": 1.0, "c": 1.0}
+
+
+def test_pipeline_run_refuses_a_profile_in_place_and_makes_a_new_workdir(tmp_path, monkeypatch, capsys):
+    """`pipeline run --profile smoke` in the repository would overwrite the tracked figures/ and metrics/ with
+    numbers dvc.lock does not record: refused, by name. A --workdir that does not exist yet becomes a scratch copy."""
+    from forgetlab import pipeline
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as exit_:
+        pipeline.main(["run", "--profile", "smoke"])
+    assert exit_.value.code == 2
+    assert "--profile smoke would write its outputs over the tracked" in capsys.readouterr().err
+    calls = []
+    monkeypatch.setattr(pipeline, "run_stages", lambda workdir, params, root, **kw: calls.append(
+        (Path(workdir), params["profile"], kw["only"], kw["jobs"])) or {})
+    work = tmp_path / "new"
+    pipeline.main(["run", "--profile", "smoke", "--workdir", str(work), "--jobs", "2", "--stage", "salem_base"])
+    assert calls == [(work, "smoke", ["salem_base"], 2)]
+    assert (work / "dvc.yaml").read_text() == (ROOT / "dvc.yaml").read_text() and (work / "data").is_symlink()

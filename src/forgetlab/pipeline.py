@@ -1,8 +1,8 @@
 """Read dvc.yaml the way DVC does for our simple templates: `${section.key}` filled from a params dict.
 
 Used by the notebook smoke tests (to run exactly the commands of dvc.yaml with the smoke profile), by `make bench`
-and by `python -m forgetlab.pipeline run --profile smoke --jobs 2` for a quick run outside DVC (`--jobs 2` runs
-independent stages side by side, which `dvc repro` does not).
+and by `python -m forgetlab.pipeline run --profile smoke --jobs 2 --workdir /tmp/smoke` for a quick run outside DVC
+in a scratch copy (`--jobs 2` runs independent stages side by side, which `dvc repro` does not).
 """
 from __future__ import annotations
 
@@ -246,7 +246,9 @@ def main(argv=None) -> None:
     ap.add_argument("action", choices=("show", "run"))
     ap.add_argument("--profile", default="default", choices=PROFILES)
     ap.add_argument("--stage", action="append", help="only these stages (default: all)")
-    ap.add_argument("--workdir", default=".", help="run there (a folder made by make_workdir), not in the repository")
+    ap.add_argument("--workdir", default=".",
+                    help="run there, not in the repository: a folder made by make_workdir, or a new path, which is "
+                         "made so (the stages' outputs never touch the tracked figures/ and metrics/)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="independent stages run side by side, each with cpu_count // jobs threads (default 1: "
                          "one after the other in dvc.yaml order, as `dvc repro`)")
@@ -254,6 +256,11 @@ def main(argv=None) -> None:
                                      "JSON file")
     args = ap.parse_args(argv)
     root = Path(args.workdir)  # the repository, or a copy of its dvc.yaml, params and profiles
+    if args.action == "run" and args.profile != "default" and root.resolve() == Path(".").resolve():
+        ap.error(f"--profile {args.profile} would write its outputs over the tracked figures/ and metrics/ (which "
+                 "dvc.lock records for the default profile); pass --workdir NEW_FOLDER to run it in a scratch copy")
+    if args.action == "run" and not root.exists():
+        make_workdir(root, ".", "data")
     params = load_params(args.profile, root)
     if args.action == "show":
         for name, cmd in stage_commands(params, root):
