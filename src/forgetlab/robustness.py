@@ -313,17 +313,21 @@ def relearn(model, items: list[dict], k: int, *, lr: float, epochs: int, batch_s
 
 
 def attack_grid(model, sets: dict, items: list[dict], *, ks: list[int], precisions: list[str], lr: float,
-                epochs: int, batch_size: int, seed: int) -> dict:
+                epochs: int, batch_size: int, seed: int, desc: str | None = None) -> dict:
     """Every (k, precision) attack of a removed model: relearn on k windows (from the removed weights each
-    time), then evaluate at full precision and under each quantization. Keys "k=8|nf4", "k=0|full"..."""
+    time), then evaluate at full precision and under each quantization. Keys "k=8|nf4", "k=0|full"...
+    `desc` shows a progress bar over the attacks."""
     start = _params(model)
     out = {}
-    for k in ks:
-        _restore_(model, start)  # back to the removed weights
-        relearn(model, items, k, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed)
-        for prec in ("full", *precisions):
-            with quantization.quantized(model, prec):
-                out[f"k={k}|{prec}"] = evaluate(model, sets)
+    with tqdm(total=len(ks) * (1 + len(precisions)), desc=desc, disable=desc is None) as bar:
+        for k in ks:
+            _restore_(model, start)  # back to the removed weights
+            relearn(model, items, k, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed)
+            for prec in ("full", *precisions):
+                bar.set_postfix_str(f"k={k}|{prec}")
+                with quantization.quantized(model, prec):
+                    out[f"k={k}|{prec}"] = evaluate(model, sets)
+                bar.update(1)
     _restore_(model, start)
     return out
 

@@ -104,10 +104,17 @@ def load_split(name: str, test_fraction: float, seed: int, data_dir: str | Path 
                max_docs: int = 20_000) -> tuple[list, list]:
     """(train, test) documents of a named corpus, split by document consistently across nested corpora:
     `load_split("python", ...)` is the python part of `load_split("code", ...)` with the same seed.
-    Names starting with "hf:" (HF_CORPORA) stream the first `max_docs` documents of a hub dataset."""
+    The papers' hub corpora (HF_CORPORA: "hf:pile", ...) stream the first `max_docs` documents of a hub dataset.
+    Anything else that names documents (forgetlab.data.texts: a .txt or .jsonl file, a folder of them,
+    "hf:<dataset>[:split][@revision]") is read and split by document the same way."""
+    from .texts import FORMS, is_text_spec, load_texts
     if name in HF_CORPORA:
         return split_documents(load_hf_text(n_docs=max_docs, **HF_CORPORA[name]), test_fraction, seed)
-    check_name("corpus name", name, list(CORPORA) + list(HF_CORPORA))
+    if name not in CORPORA:
+        if is_text_spec(name):
+            return split_documents(load_texts(name, max_docs), test_fraction, seed)
+        raise ValueError(f"unknown corpus name {name!r}: use one of ({', '.join(list(CORPORA) + list(HF_CORPORA))})"
+                         f" or your own documents: {'; '.join(FORMS)}")
     parent = PARENT.get(name, name)
     train, test = split_documents(load_corpus(parent, data_dir), test_fraction, seed)
     if parent == name:

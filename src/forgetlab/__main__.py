@@ -1,0 +1,4 @@
+"""`python -m forgetlab ...` is the `forgetlab` command (forgetlab.tool)."""
+from .tool import main
+
+main()
