@@ -64,6 +64,59 @@ def test_silver_ner_and_sentence_split():
     assert d[2]["Nice"] == "O"  # "nice" occurs in lowercase: ambiguous city name dropped
 
 
+NAMES = npl.NameLists(frozenset({"John", "Mary", "Will", "George", "Grant"}),
+                      frozenset({"Smith", "Kennedy", "Washington", "Bridge", "Brown", "Park"}),
+                      frozenset({"Smith", "Brown"}))
+
+
+def per_tags(sentence, lower=None, surnames=frozenset()):
+    words = npl.split_words(sentence)
+    return list(zip(words, npl.person_tags(words, ["O"] * len(words), NAMES, lower, surnames)))
+
+
+def test_person_labeler_full_names_titles_and_initials():
+    got = per_tags("Later John F. Kennedy met Mary Smith and Mr. Brown in the hall .")
+    assert [t for _, t in got] == ["O", "B-PER", "I-PER", "I-PER", "I-PER", "O", "B-PER", "I-PER", "O", "O", "O",
+                                   "B-PER", "O", "O", "O", "O"]
+
+
+def test_person_labeler_skips_longer_phrases_lowercase_words_and_lone_first_names():
+    lower = {"will", "bridge", "park", "brown"}
+    assert {t for _, t in per_tags("They crossed the George Washington Bridge today .", lower)} == {"O"}
+    assert {t for _, t in per_tags("Will Smith said that Grant Park is big .", lower)} == {"O"}  # sentence start;
+    # "Park" is a lowercase word and not a common surname
+    assert dict(per_tags("Then Will Smith and George Brown spoke .", lower))["Brown"] == "I-PER"  # common surname
+    assert {t for _, t in per_tags("Mary went home .", lower)} == {"O"}  # a first name alone is not enough
+    assert {t for _, t in per_tags("The Mary Smith Foundation paid .", lower)} == {"O"}  # followed by a capital
+
+
+def test_person_labeler_document_surnames_and_locations_first():
+    assert dict(per_tags("Kennedy said no .", surnames={"Kennedy"}))["Kennedy"] == "B-PER"
+    assert dict(per_tags("Kennedy said no ."))["Kennedy"] == "O"
+    docs = [{"text": "John Kennedy visited Paris. He said Kennedy flew to Rome with Mary Smith."}]
+    rows = npl.silver_ner(docs, 15000, min_words=3)
+    d = [dict(zip(r["tokens"], r["ner_tags"])) for r in rows]
+    assert (d[0]["John"], d[0]["Kennedy"], d[0]["Paris"]) == ("B-PER", "I-PER", "B-LOC")
+    assert (d[1]["Kennedy"], d[1]["Rome"], d[1]["Mary"], d[1]["Smith"]) == ("B-PER", "B-LOC", "B-PER", "I-PER")
+    # a LOC tag is never overwritten by PER
+    words = ["in", "Washington", "Smith", "said"]
+    assert npl.person_tags(words, ["O", "B-LOC", "O", "O"], NAMES) == ["O", "B-LOC", "O", "O"]
+
+
+def test_census_names_are_real_and_offline():
+    people = npl.census_names()
+    assert {"John", "Mary"} <= people.first and {"Smith", "Kennedy"} <= people.last
+    assert "May" not in people.first and "Smith" in people.common and "Bridge" not in people.common
+
+
+def test_label_ambiguity_counts_by_hand():
+    rows = [{"tokens": ["Will", "Smith", "went", "to", "Paris"], "ner_tags": ["B-PER", "I-PER", "O", "O", "B-LOC"]},
+            {"tokens": ["Jordan", "Brown", "saw", "Turkey"], "ner_tags": ["B-PER", "I-PER", "O", "B-LOC"]}]
+    q = npl.label_ambiguity(rows, {"Jordan", "Paris", "Turkey"}, {"will", "turkey"})
+    assert q["PER"] == {"entities": 2, "ambiguous": 2, "unambiguous_share": 0.0}  # "will", a place "Jordan"
+    assert q["LOC"] == {"entities": 2, "ambiguous": 1, "unambiguous_share": 0.5}  # "turkey" only
+
+
 # ---------------------------------------------------------------- probeless ranking
 def test_probeless_ranking_hand_example():
     # 4 words, 1 layer x 3 neurons; tags O, B-LOC, I-LOC, B-PER -> concepts O, LOC, LOC, PER
@@ -91,6 +144,59 @@ def test_layer_standardization_keeps_order_within_layer_and_equalizes_layers():
     for layer in range(2):
         assert torch.equal(raw[layer].argsort(), std[layer].argsort())
     assert raw[1].mean() > 20 * raw[0].mean() and std[1].mean() < 3 * std[0].mean()
+
+
+def test_raw_and_standardized_rankings_pick_different_layers_known_answer():
+    """Layer 0: small scale, the concept shifts 8 neurons by 10 noise sd. Layer 1: scale 100, the concept shifts 8
+    other neurons by 0.5 noise sd (20 raw units, more than layer 0's 1 raw unit). Raw activations (NeuroX) rank
+    layer 1's neurons first; per-layer standardization ranks layer 0's first."""
+    g = torch.Generator().manual_seed(0)
+    n, labels = 2000, torch.arange(2000) % 4 == 0  # a quarter of the words are LOC
+    acts = torch.randn(n, 2, 64, generator=g)
+    acts[:, 0] *= 0.1
+    acts[:, 1] *= 40
+    acts[labels, 0, :8] += 1.0
+    acts[labels, 1, 8:16] += 20.0
+    names = ["O", "B-LOC"]
+    raw = npl.probeless_scores(npl.standardize(acts, "none"), labels.long().tolist(), names, "LOC")
+    std = npl.probeless_scores(npl.standardize(acts, "layer"), labels.long().tolist(), names, "LOC")
+    top_raw, top_std = npl.top_k_mask(raw, 8), npl.top_k_mask(std, 8)
+    assert top_raw.nonzero().tolist() == [[1, j] for j in range(8, 16)]
+    assert top_std.nonzero().tolist() == [[0, j] for j in range(8)]
+    assert npl.mean_layer(top_raw)["mean"] == 1.0 and npl.mean_layer(top_std)["mean"] == 0.0
+
+
+def test_top_neurons_mean_layer_shift_and_polysemantic_by_hand():
+    sal = torch.tensor([[0.9, float("nan"), 0.1, 0.2], [0.8, 0.7, 0.0, 0.3]])
+    top = npl.top_neurons(sal, 0.5)  # half of the 7 unpruned neurons: round(3.5) = 4
+    assert top.nonzero().tolist() == [[0, 0], [1, 0], [1, 1], [1, 3]]
+    before = torch.tensor([[True, True, False, False], [False, False, False, False]])
+    after = torch.tensor([[False, False, False, False], [True, False, True, False]])
+    s = npl.mean_layer_shift(before, after, n_boot=50)
+    assert (s["before"], s["after"], s["shift"], s["lo"], s["hi"]) == (0.0, 1.0, 1.0, 1.0, 1.0)
+    concept_types = torch.tensor([True, False, True, False])
+    top_words = torch.tensor([[[0, 2], [0, 1], [1, 3]]])  # all concept, mixed, none
+    assert npl.polysemantic(top_words, concept_types).tolist() == [[False, True, False]]
+
+
+def test_layer_matched_base_rate_by_hand():
+    values = torch.tensor([[1., 0., 0., 0.], [1., 1., 1., 0.]])
+    selected = torch.tensor([[True, False, False, False], [True, True, False, False]])
+    eligible = torch.tensor([[True, True, True, True], [True, True, True, True]])
+    r = npl.layer_matched_comparison(values, selected, eligible, n_boot=200, seed=0)
+    # selected mean (1 + 1 + 1) / 3 = 1; others: layer 0 mean(0, 0, 0) = 0, layer 1 mean(1, 0) = 0.5; the selected
+    # neurons sit 1/3 in layer 0 and 2/3 in layer 1 -> base rate 1/3 * 0 + 2/3 * 0.5 = 1/3
+    assert r["selected"] == 1.0 and r["base_rate"] == pytest.approx(1 / 3) and r["diff"] == pytest.approx(2 / 3)
+    assert r["n_selected"] == 3 and r["n_other"] == 5
+    assert r["base_rate_ci"][0] >= 0 and r["base_rate_ci"][1] <= 2 / 3 and r["selected_ci"] == (1.0, 1.0)
+    # all other neurons, one pool: mean(0, 0, 0, 1, 0) = 0.2
+    flat = npl.layer_matched_comparison(values.view(1, -1), selected.view(1, -1), eligible.view(1, -1), n_boot=50)
+    assert flat["base_rate"] == pytest.approx(0.2)
+    # an ineligible (pruned) neuron counts in neither group
+    eligible[1, 2] = False
+    assert npl.layer_matched_comparison(values, selected, eligible, n_boot=50)["base_rate"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="no other eligible"):
+        npl.layer_matched_comparison(values, selected, selected, n_boot=10)
 
 
 def test_saliency_excludes_pruned_neurons():
@@ -231,6 +337,73 @@ def test_top_word_types_and_similarity():
     assert elig2.tolist() == [True, False, True, False]
 
 
+def test_entity_counts_give_seqeval_f1_and_intervals():
+    import random
+    rnd = random.Random(0)
+    tags = ["O", "O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    true = [[rnd.choice(tags) for _ in range(rnd.randint(3, 12))] for _ in range(60)]
+    pred = [[t if rnd.random() < 0.7 else rnd.choice(tags) for t in row] for row in true]
+    ref = npl.entity_f1(true, pred, "LOC", ["O", "LOC", "PER"])
+    for typ in ("LOC", "PER"):
+        c = npl.entity_counts(true, pred, typ)
+        got = npl.f1_interval(c, n_boot=200, seed=0)
+        assert got["f1"] == pytest.approx(ref[f"{typ}_f1"])
+        assert got["lo"] <= got["f1"] <= got["hi"] and got["hi"] - got["lo"] > 0.01
+    same = npl.f1_diff_interval(npl.entity_counts(true, pred, "LOC"), npl.entity_counts(true, pred, "LOC"), 100)
+    assert (same["diff"], same["lo"], same["hi"]) == (0.0, 0.0, 0.0)  # paired: identical predictions, no spread
+    perfect = npl.f1_diff_interval(npl.entity_counts(true, true, "LOC"), npl.entity_counts(true, pred, "LOC"), 100)
+    assert perfect["diff"] == pytest.approx(1 - ref["LOC_f1"]) and perfect["lo"] > 0
+
+
+def _word_batch(n_sent=24, n_words=6, vocab=40, seed=0):
+    """Sentences of token ids w5..w44, one word per token (word_pos = position); LOC = ids below 15."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 5 + vocab, (n_sent, n_words), generator=g)
+    labels = (ids < 15).long()
+    enc = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels,
+           "word_pos": torch.arange(n_words).expand(n_sent, n_words).clone()}
+    examples = [{"tokens": [f"w{int(i)}" for i in row], "ner_tags": lab.tolist()} for row, lab in zip(ids, labels)]
+    return enc, examples
+
+
+def test_before_after_similarity_on_a_tiny_model():
+    """The paper's measure on a tiny token classifier: top words per neuron before and after retraining (with a
+    pruned mask held), their similarity to the concept (checked by hand for one neuron) and to each other."""
+    from transformers import BertConfig, BertForTokenClassification
+    torch.manual_seed(0)
+    model = BertForTokenClassification(BertConfig(vocab_size=50, hidden_size=16, intermediate_size=32,
+                                                  num_hidden_layers=2, num_attention_heads=2, num_labels=2)).eval()
+    names = ["O", "B-LOC"]
+    enc, examples = _word_batch()
+    words = npl.word_strings(enc, examples)
+    vocab, type_ids, eligible = npl.word_types(words, 1)
+    vectors = npl.centre(torch.randn(len(vocab), 8, generator=torch.Generator().manual_seed(1)))
+    assert torch.allclose(vectors.mean(0), torch.zeros(8), atol=1e-6)
+    concept_types = torch.tensor([int(w[1:]) < 15 for w in vocab])
+    concept_vec = vectors[concept_types].mean(0)
+    before = npl.analyse_checkpoint(model, enc, examples, names, "LOC", None, type_ids, eligible, n_top=3)
+    pruned = npl.top_k_mask(before.scores, 4)
+    with npl.apply_prune_mask(model, pruned):
+        items = [{k: enc[k][i] for k in ("input_ids", "attention_mask", "labels")} for i in range(len(examples))]
+        train(model, items, TrainConfig(lr=3e-2, batch_size=8, max_steps=6), desc=None)
+        after = npl.analyse_checkpoint(model, enc, examples, names, "LOC", pruned, type_ids, eligible, n_top=3)
+    assert torch.isnan(after.saliency[pruned]).all() and not torch.isnan(before.saliency).any()
+    sim_b = npl.concept_similarity(before.top_words, vectors, concept_vec)
+    layer, unit = 1, 5
+    hand = torch.nn.functional.cosine_similarity(vectors[before.top_words[layer, unit]].mean(0), concept_vec, dim=0)
+    assert sim_b[layer, unit].item() == pytest.approx(hand.item(), abs=1e-6)
+    assert torch.allclose(npl.top_word_similarity(before.top_words, before.top_words, vectors), torch.ones(2, 16))
+    pre_post = npl.top_word_similarity(before.top_words, after.top_words, vectors)
+    same = (before.top_words.sort(-1).values == after.top_words.sort(-1).values).all(-1)
+    assert (~same).any(), "retraining changed no neuron's top words"
+    assert torch.allclose(pre_post[same], torch.ones(int(same.sum())), atol=1e-5)
+    assert (pre_post[~same & ~pruned] < 1 - 1e-4).all()
+    # priming against the base rate runs on these views: carriers after, measured before
+    carriers = npl.top_neurons(after.saliency, 0.25)
+    r = npl.layer_matched_comparison(sim_b, carriers, ~pruned, n_boot=50)
+    assert r["n_selected"] == int(carriers.sum()) == round(0.25 * 28)
+
+
 def test_bad_parameters_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match="method"):
         npl.prune_retrain(base=str(tmp_path), data=str(tmp_path), out=str(tmp_path / "o"), method="best")
@@ -238,6 +411,8 @@ def test_bad_parameters_fail_clearly(tmp_path):
         npl.standardize(torch.zeros(2, 1, 1), "global")
     with pytest.raises(ValueError, match="label_position"):
         npl.encode(None, [{"tokens": ["a"], "ner_tags": [0]}], 8, "middle")
+    with pytest.raises(ValueError, match="top_fraction"):
+        npl.top_neurons(torch.zeros(2, 3), 0.0)
 
 
 # ---------------------------------------------------------------- real data and the smoke pipeline
@@ -287,6 +462,10 @@ def test_stages_end_to_end_on_a_tiny_decoder_and_conll_format_files(tmp_path):
     assert torch.equal(pruned, torch.load(tmp_path / "concept" / "ranking.pt")["pruned"])
 
 
+def p_analysis(params):
+    return params["neuroplasticity"]
+
+
 @pytest.mark.notebook
 def test_neuroplasticity_smoke(smoke):
     from forgetlab import profile
@@ -295,15 +474,37 @@ def test_neuroplasticity_smoke(smoke):
     m = read_metrics(smoke, "neuroplasticity")
     ck = smoke / "checkpoints" / "neuroplasticity"
     stats = json.loads((ck / "ner" / "label_stats.json").read_text())
-    assert stats["train"]["entities"]["LOC"] > 50
-    assert m["k"] == p["k"] and sum(m["pruned_per_layer"]) == p["k"] and m["n_neurons"] == 6 * 384
-    assert len(m["concept_f1"]) == len(m["random_f1"]) == p["n_stages"] + 1
+    assert stats["train"]["entities"]["LOC"] > 50 and stats["train"]["entities"]["PER"] > 20
+    quality = json.loads((ck / "ner" / "label_quality.json").read_text())
+    assert set(quality) == {"LOC", "PER"} and all(0 < q["unambiguous_share"] <= 1 for q in quality.values())
+    assert m["concept"] == "LOC" and m["other_types"] == ["PER"]
+    assert m["k"] == p["k"] and sum(m["pruned_per_layer"]) == sum(m["pruned_per_layer_std"]) == p["k"]
+    assert m["n_neurons"] == 6 * 384
+    assert len(m["concept_f1"]) == len(m["random_f1"]) == len(m["concept_std_f1"]) == p["n_stages"] + 1
+    assert len(m["other_f1"]["PER"]["concept"]) == p["n_stages"] + 1
     assert 0.2 < m["base_f1"] <= 1 and all(0 <= f <= 1 for f in m["concept_f1"] + m["random_f1"])
-    # the pruned concept neurons are the top of the saved ranking, and the mask is saved with every stage
+    base = m["f1_intervals"]["base/LOC"]
+    assert base["lo"] <= base["f1"] == m["base_f1"] <= base["hi"]
+    # the pruned concept neurons are the top of the saved ranking (raw activations by default, standardized in the
+    # sensitivity run), and the mask is saved with every stage, next to the test predictions
+    assert m["standardize_by"] == p["standardize_by"] == "none" and m["sensitivity_standardize_by"] == "layer"
+    for run in ("concept", "concept_std"):
+        ranking = torch.load(ck / run / "ranking.pt")
+        assert torch.equal(ranking["pruned"], npl.top_k_mask(ranking["scores"], p["k"]))
+        for stage in range(p["n_stages"] + 1):
+            assert torch.equal(torch.load(ck / run / f"stage_{stage}" / npl.MASK_FILE), ranking["pruned"])
+            assert (ck / run / f"stage_{stage}" / npl.PRED_FILE).exists()
     ranking = torch.load(ck / "concept" / "ranking.pt")
-    assert torch.equal(ranking["pruned"], npl.top_k_mask(ranking["scores"], p["k"]))
-    for stage in range(p["n_stages"] + 1):
-        assert torch.equal(torch.load(ck / "concept" / f"stage_{stage}" / npl.MASK_FILE), ranking["pruned"])
+    assert set(m["relocation"]) == {"raw", "std"}
+    for r in m["relocation"].values():
+        assert r["lo"] <= r["shift"] <= r["hi"] and r["n_top"] == round(p_analysis(params)["top_fraction"]
+                                                                         * (6 * 384 - p["k"]))
+    assert set(m["verdicts"].values()) <= {"holds", "partly", "does not hold"}
+    for measure in ("similarity", "saliency"):
+        for pool in ("all_others", "same_layers"):
+            c = m["priming"][measure][pool]
+            assert c["diff_ci"][0] <= c["diff"] <= c["diff_ci"][1]
+    assert 0 <= m["polysemantic"]["after"]["base_rate"] <= 1
     rnd = torch.load(ck / "random" / "stage_0" / npl.MASK_FILE)
     assert rnd.sum() == p["k"] and not torch.equal(rnd, ranking["pruned"])
     assert {r["k"] for r in m["sweep"]} == {int(k) for k in p["sweep_ks"].split(",")}

