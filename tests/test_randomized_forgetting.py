@@ -217,12 +217,141 @@ def test_fine_tuning_on_flipped_labels_flips_a_tiny_model():
 def test_bad_parameters_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match="tasks"):
         fg.fine_tune(model="smollm2-135m", tasks="strategyqa", out=str(tmp_path / "o"))
-    with pytest.raises(ValueError, match="n_small"):
-        fg.forget(finetuned=str(tmp_path), out=str(tmp_path / "o"), n_forget=16, n_small=5, batch_size=4)
+    with pytest.raises(ValueError, match="small_fraction"):
+        fg.forget(finetuned=str(tmp_path), out=str(tmp_path / "o"), n_forget=16, small_fraction=0.05)
+    with pytest.raises(ValueError, match="small_fraction"):
+        fg.forget(finetuned=str(tmp_path), out=str(tmp_path / "o"), small_fraction=1.5)
     with pytest.raises(ValueError, match="mode"):
         fg.forget(finetuned=str(tmp_path), out=str(tmp_path / "o"), modes="random,shuffled")
     with pytest.raises(ValueError, match="threshold"):
         fg.forget(finetuned=str(tmp_path), out=str(tmp_path / "o"), threshold=1.5)
+    with pytest.raises(ValueError, match="margin"):
+        fg.forget(finetuned=str(tmp_path), out=str(tmp_path / "o"), margin=-1.5)
+    with pytest.raises(ValueError, match="tol"):
+        fg.forget(finetuned=str(tmp_path), out=str(tmp_path / "o"), tol=2.0)
+    with pytest.raises(ValueError, match="max_epochs"):
+        fg.forget(finetuned=str(tmp_path), out=str(tmp_path / "o"), max_epochs=0)
+
+
+# ---------------------------------------------------------------- forgetting to convergence, screen, ratios, probes
+def _toy_items():
+    """A learnable toy task for the tiny model: the answer is "yes" iff the word starts with b."""
+    words = ("apple", "avocado", "apricot", "almond", "banana", "berry", "bean", "basil")
+    return [{"prompt": f"{w}\nAnswer:", "choices": ["yes", "no"] if i % 2 else ["no", "yes"],
+             "label": (int(w.startswith("b")) + i % 2) % 2} for i, w in enumerate(words)]
+
+
+def _accs(rec):
+    return [float(fg.correct(s).mean()) for s in rec["forget"]]
+
+
+def test_convergence_loop_stops_at_the_first_epoch_within_the_tolerance():
+    torch.manual_seed(0)
+    model, tok = tiny_model("llama"), CharTok()
+    items = _toy_items()
+    assert all(it["choices"][it["label"]] == ("yes" if it["prompt"][0] == "b" else "no") for it in items)
+    fg.train_items(model, tok, items, [it["label"] for it in items], lr=3e-3, batch_size=4, epochs=30, seed=0,
+                   desc=None)
+    assert fg.correct(fg.score_choices(model, tok, items)).mean() == 1.0  # learned: forgetting has work to do
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    flipped = fg.relabel(items, "flipped", 0)
+    rec = fg.forget_to_convergence(model, tok, items, flipped, items[:4], target=fg.convergence_target("flipped"),
+                                   tol=0.1, max_epochs=40, lr=3e-3, batch_size=4, seed=0, test_layers=[0, 1])
+    accs = _accs(rec)
+    assert rec["converged"] and 1 < rec["epochs"] < 40 and len(accs) == rec["epochs"] == len(rec["test"])
+    assert accs[-1] <= 0.1 and all(a > 0.1 for a in accs[:-1])  # stops at the first epoch within the tolerance
+    assert len(rec["losses"]) == 2 * rec["epochs"]  # 8 items, batch 4: 2 steps per epoch, none after the stop
+    assert rec["final_test"]["probe_x"].shape[:2] == (4, 2) and "probe_x" not in rec["test"][0]
+    # the recorded scores are the model's at the end of the run
+    assert torch.allclose(fg.score_choices(model, tok, items)["logp"], rec["forget"][-1]["logp"], atol=1e-5)
+    # the same run capped below its convergence epoch: not converged, every epoch recorded, test only at the end
+    model.load_state_dict(start)
+    capped = fg.forget_to_convergence(model, tok, items, flipped, items[:4], target=0.0, tol=0.1,
+                                      max_epochs=rec["epochs"] - 1, lr=3e-3, batch_size=4, seed=0,
+                                      test_every_epoch=False)
+    assert not capped["converged"] and capped["epochs"] == rec["epochs"] - 1 and len(capped["test"]) == 1
+    assert _accs(capped) == pytest.approx(accs[:-1])  # same seed, same trajectory
+    # random labels: the target is chance, and a model that has learned the task is not there before forgetting
+    assert fg.convergence_target("random") == 0.5 and fg.convergence_target("flipped") == 0.0
+    with pytest.raises(ValueError, match="labels"):
+        fg.forget_to_convergence(model, tok, items, flipped[:3], items, target=0.5, tol=0.1, max_epochs=1,
+                                 lr=1e-3, batch_size=4, seed=0)
+
+
+def _scores(correct_flags):
+    """Scores whose summed-log-likelihood prediction is correct exactly where correct_flags is 1."""
+    c = torch.tensor(correct_flags, dtype=torch.float)
+    label = torch.arange(len(c)) % 2
+    pred = torch.where(c.bool(), label, 1 - label)
+    logp = torch.stack([-(pred == 1).float() - 1, -(pred == 0).float() - 1], 1)  # the predicted choice is higher
+    return {"logp": logp, "label": label, "n_chars": torch.ones(len(c), 2)}
+
+
+def test_screen_rejects_a_task_that_was_already_high_before_fine_tuning():
+    base = {"already_high": _scores([1] * 18 + [0] * 2), "learned": _scores([1, 0] * 5), "not_learned": _scores([1, 0] * 10),
+            "exact_margin": _scores([1] * 6 + [0] * 4)}
+    ft = {"already_high": _scores([1] * 19 + [0]), "learned": _scores([1] * 8 + [0] * 2),
+          "not_learned": _scores([1] * 11 + [0] * 9), "exact_margin": _scores([1] * 7 + [0] * 3)}
+    assert float(fg.correct(base["already_high"]).mean()) == pytest.approx(0.9)  # the helper makes what it says
+    kept, table = fg.screen(base, ft, threshold=0.6, margin=0.1)
+    assert kept == ["learned", "exact_margin"]  # candidate order; a gain of exactly the margin passes
+    assert table["already_high"]["gain"] == pytest.approx(0.05) and table["already_high"]["finetuned_acc"] == pytest.approx(0.95)
+    assert not table["already_high"]["kept"] and "margin" in table["already_high"]["reason"]
+    assert "threshold" not in table["already_high"]["reason"]  # it is high: rejected for not having learned
+    assert table["learned"] == {"pretrained_acc": 0.5, "finetuned_acc": pytest.approx(0.8), "gain": pytest.approx(0.3),
+                                "kept": True, "reason": ""}
+    assert "threshold 0.6" in table["not_learned"]["reason"] and "margin 0.1" in table["not_learned"]["reason"]
+    # a level-only screen (margin 0) would have kept the task that was high before
+    assert "already_high" in fg.screen(base, ft, threshold=0.6, margin=0.0)[0]
+    with pytest.raises(ValueError, match="margin"):
+        fg.screen(base, ft, threshold=0.6, margin=1.5)
+
+
+def test_normalized_forget_ratio_against_hand_computations():
+    # test: 0.9 -> 0.7 is half-way to chance (0.2 / 0.4); forget set: 1.0 -> 0.5 all the way (1.0)
+    assert fg.normalized_forget_ratio(0.9, 0.7, 1.0, 0.5) == pytest.approx(0.5)
+    # forget set only half-way (1.0 -> 0.75): the test items fell as far as the forget set did
+    assert fg.normalized_forget_ratio(0.9, 0.7, 1.0, 0.75) == pytest.approx(1.0)
+    assert fg.normalized_forget_ratio(0.8, 0.8, 0.9, 0.5) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="forget set"):
+        fg.normalized_forget_ratio(0.9, 0.7, 1.0, 1.0)
+    with pytest.raises(ValueError, match="chance"):
+        fg.normalized_forget_ratio(0.5, 0.4, 1.0, 0.5)
+    t_ft, t_after = np.array([1] * 9 + [0]), np.array([1] * 7 + [0] * 3)
+    f_ft, f_after = np.ones(8), np.array([1, 0] * 4)
+    lo, hi = fg.bootstrap_normalized_ratio(t_ft, t_after, f_ft, f_after, n_boot=500, seed=0)
+    assert lo <= 0.5 <= hi and hi - lo > 0.1
+    # no spread in either sample: the interval is the point (test 1.0 -> 0.0 is r = 2, below chance; forget set
+    # 1.0 -> 0.5 is r = 1)
+    same = fg.bootstrap_normalized_ratio(np.ones(10), np.zeros(10), f_ft, np.full(8, 0.5), n_boot=50)
+    assert same == pytest.approx((2.0, 2.0))
+
+
+def test_probe_cv_reads_a_linear_signal_and_the_controls_do_not():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 20))
+    y = (x[:, 3] > 0).astype(int)
+    hit = fg.probe_cv(x, y, folds=5, C=1.0, seed=0)
+    assert hit.shape == (120,) and set(np.unique(hit)) <= {0.0, 1.0} and hit.mean() > 0.85
+    assert np.array_equal(hit, fg.probe_cv(x, y, folds=5, C=1.0, seed=0))  # seeded
+    assert fg.probe_cv(x, y, folds=5, shuffle_labels=True, seed=0).mean() < 0.7  # the shuffled-label control
+    assert fg.probe_cv(rng.normal(size=(120, 20)), y, folds=5).mean() < 0.7  # features without the signal
+    # transfer: fit on x, read x_eval; features whose signal moved to another dimension lose it
+    moved = x.copy()
+    moved[:, 3] = rng.normal(size=120)
+    assert fg.probe_cv(x, y, x_eval=moved).mean() < 0.75
+    assert fg.probe_cv(x, y, x_eval=x).tolist() == hit.tolist()
+    with pytest.raises(ValueError, match="same items"):
+        fg.probe_cv(x, y, x_eval=x[:10])
+
+
+def test_bootstrap_spearman_interval():
+    x = np.arange(10.0)
+    assert fg.bootstrap_spearman(x, 2 * x + 1, n_boot=200) == pytest.approx((1.0, 1.0))
+    assert fg.bootstrap_spearman(x, -x, n_boot=200) == pytest.approx((-1.0, -1.0))
+    rng = np.random.default_rng(1)
+    lo, hi = fg.bootstrap_spearman(rng.normal(size=8), rng.normal(size=8), n_boot=500, seed=0)
+    assert lo < 0 < hi and hi - lo > 0.5  # eight unrelated pairs: wide, and it includes 0
 
 
 # ---------------------------------------------------------------- paper-scale loaders and the stages
@@ -286,23 +415,33 @@ def test_stages_end_to_end_on_a_tiny_model_and_hub_format_tasks(tmp_path):
     res = torch.load(ft / fg.RESULTS_FILE)
     assert res["layers"] == [0, 2]
     assert res["finetuned"][tasks.split(",")[0]]["probe_x"].shape == (8, 2, 32)
-    fg.forget(finetuned=str(ft), out=str(out), threshold=0.0, n_forget=8, n_small=4, n_cross=3, batch_size=4,
-              eval_batch_size=5)
+    assert res["base"][tasks.split(",")[0]]["probe_x"].shape == (8, 2, 32)  # the probes' pre-trained control
+    fg.forget(finetuned=str(ft), out=str(out), threshold=0.0, margin=-1.0, n_forget=8, small_fraction=0.5, n_cross=3,
+              batch_size=4, max_epochs=2, tol=0.0, eval_batch_size=5)
     r = torch.load(out / fg.RESULTS_FILE)
     a, b = tasks.split(",")
     assert r["kept"] == [a, b] and set(r["runs"]) == {f"{a}|random", f"{a}|flipped", f"{b}|random", f"{b}|flipped"}
+    assert set(r["screen"]) == {a, b} and r["n_small"] == 4
     run = r["runs"][f"{a}|random"]
     assert len(run["scores"][a]["label"]) == 8 and len(run["scores"][b]["label"]) == 3  # own task all, others n_cross
-    assert run["after_train"]["probe_x"].shape == (12, 2, 32) and r["before"][a]["q_hidden"].shape == (12, 2, 32)
-    assert sum(run["labels"].tolist()) == 4 and len(run["small"]["label"]) == 8
+    # tol 0: an exact hit of chance stops the run, otherwise every epoch up to max_epochs is recorded
+    for key, rr in r["runs"].items():
+        assert rr["epochs"] == len(rr["forget"]) and rr["epochs"] <= 2
+        assert rr["converged"] == (rr["epochs"] < 2 or float(fg.correct(rr["forget"][-1]).mean()) ==
+                                   fg.convergence_target(key.split("|")[1]))
+        assert len(rr["forget"][-1]["label"]) == 8
+    assert len(run["test"]) == run["epochs"] and len(r["runs"][f"{a}|flipped"]["test"]) == 1  # curve: random only
+    assert run["final_test"]["probe_x"].shape == (8, 2, 32) and r["before"][a]["q_hidden"].shape == (8, 2, 32)
+    assert sum(run["labels"].tolist()) == 4 and len(run["small"]["forget"][-1]["label"]) == 4
+    assert len(run["small"]["final_test"]["label"]) == 8 and sum(run["small"]["labels"].tolist()) == 2
     assert torch.equal(r["runs"][f"{a}|flipped"]["labels"],
                        1 - torch.tensor([it["label"] for it in data["tasks"][a]["train"][:8]]))
     # the scores before forgetting (fine-tune stage) are those of the saved model
     model, tk = fg._load_model(str(ft / "model"), "data")
     again = fg.score_choices(model, tk, data["tasks"][a]["test"])
     assert torch.allclose(again["logp"], res["finetuned"][a]["logp"], atol=1e-4)
-    with pytest.raises(ValueError, match="threshold"):
-        fg.forget(finetuned=str(ft), out=str(tmp_path / "x"), threshold=1.0, n_forget=8, n_small=4, batch_size=4)
+    with pytest.raises(ValueError, match="threshold"):  # nothing passes a threshold of 1
+        fg.forget(finetuned=str(ft), out=str(tmp_path / "x"), threshold=1.0, margin=-1.0, n_forget=8, batch_size=4)
 
 
 # ---------------------------------------------------------------- the smoke pipeline
@@ -316,23 +455,38 @@ def test_randomized_forgetting_smoke(smoke):
     data = json.loads((ck / "finetuned" / fg.DATA_FILE).read_text())
     assert m["candidates"] == p_ft["tasks"].split(",") == data["task_order"]
     assert set(data["tasks"]) == set(m["candidates"])
-    assert m["n_forget"] == p_fg["n_forget"] and m["n_small"] == p_fg["n_small"]
-    assert set(m["kept"]) | set(m["screened_out"]) == set(m["candidates"])
+    assert m["n_forget"] == p_fg["n_forget"] and m["n_small"] == round(p_fg["small_fraction"] * p_fg["n_forget"])
+    assert m["tol"] == p_fg["tol"] and m["max_epochs"] == p_fg["max_epochs"] and m["margin"] == p_fg["margin"]
+    assert set(m["kept"]) | set(m["screened_out"]) == set(m["candidates"]) == set(m["screen"])
     res = torch.load(ck / "finetuned" / fg.RESULTS_FILE)
+    fres = torch.load(ck / "forget" / fg.RESULTS_FILE)
     for t in m["kept"]:
         d = m["tasks"][t]
-        assert d["n_test"] == p_ft["n_test"]
+        assert d["n_test"] == p_ft["n_test"] and d["n_forget"] == p_fg["n_forget"]
         # the metrics are the notebook's reading of the stage's per-item scores
         assert d["finetuned_acc"] == pytest.approx(float(fg.correct(res["finetuned"][t]).mean()), abs=1e-6)
         assert d["pretrained_acc"] == pytest.approx(float(fg.correct(res["base"][t]).mean()), abs=1e-6)
+        assert m["screen"][t]["gain"] == pytest.approx(d["finetuned_acc"] - d["pretrained_acc"], abs=1e-6)
         if d["finetuned_acc"] > 0.5:
             assert d["forget_ratio"] == pytest.approx(fg.forget_ratio(d["finetuned_acc"], d["forget_acc"]), abs=1e-5)
+        # the curves: epoch 0 is the fine-tuned model, one point per epoch run, the stop rule as recorded
+        run = fres["runs"][f"{t}|random"]
+        assert len(d["forgetset_curve_random"]) == len(d["test_curve_random"]) == run["epochs"] + 1 == d["epochs"] + 1
+        assert d["forgetset_curve_random"][0] == pytest.approx(d["forgetset_acc_before"])
+        assert d["test_curve_random"][0] == pytest.approx(d["finetuned_acc"])
+        assert d["converged"] == (abs(d["forgetset_curve_random"][-1] - 0.5) <= p_fg["tol"] + 1e-9)
+        assert len(d["forgetset_curve_flipped"]) == fres["runs"][f"{t}|flipped"]["epochs"] + 1
         assert 0 <= d["confidence"] <= 1 and d["variance"] > 0
-        assert len(d["probe_before"]) == len(m["layers"]) == len(p_ft["layers"].split(","))
-        assert all(0 <= a <= 1 for a in d["probe_before"] + d["probe_after"])
+        for kind in ("pretrained", "finetuned", "after", "transfer", "shuffled"):
+            assert len(d[f"probe_{kind}"]) == len(m["layers"]) == len(p_ft["layers"].split(","))
+            assert all(0 <= a <= 1 for a in d[f"probe_{kind}"])
     assert set(m["cross_task_forget_ratio"]) == set(m["kept"])
     assert set(m["correlations"]) == {"confidence", "variance"}
-    for name in ("fig1_accuracy_per_task", "fig2_cross_task_heatmap", "fig3_predictors", "fig4_n_and_label_modes",
-                 "fig5_probes"):
+    allowed = {"holds", "partly", "does not hold", "inconclusive", "not tested"}
+    assert set(m["verdicts"].values()) <= allowed and len(m["verdicts"]) == 6
+    assert m["verdicts"]["confidence_predicts_negatively"] == "not tested"  # 2 tasks: no correlation
+    assert m["share_converged"] == 1.0  # smoke tol 0.5: random labels always stop after one epoch
+    for name in ("fig0_forgetting_curves", "fig1_accuracy_per_task", "fig2_cross_task_heatmap", "fig3_predictors",
+                 "fig4_n_and_label_modes", "fig5_probes"):
         for fmt in ("png", "pdf"):
             assert (smoke / "figures" / "randomized_forgetting" / f"{name}.{fmt}").stat().st_size > 5000, name

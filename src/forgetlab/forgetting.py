@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .train import TrainConfig, train
-from .utils import (atomic_path, check_choice, check_fraction, check_positive_int, parse_list, seed_everything,
-                    write_json)
+from .utils import (atomic_path, check_choice, check_fraction, check_positive_int, check_type, parse_list,
+                    seed_everything, write_json)
 
 LABEL_MODES = ("random", "flipped")
 SCORINGS = ("sum", "norm")
@@ -309,6 +309,81 @@ def bootstrap_forget_ratio(ft_correct, forget_correct, *, n_boot: int = 1000, se
     return float(np.quantile(r, alpha / 2)), float(np.quantile(r, 1 - alpha / 2))
 
 
+def normalized_forget_ratio(test_ft: float, test_after: float, fs_ft: float, fs_after: float,
+                            chance: float = 0.5) -> float:
+    """How much of the forgetting that happened on the forget set carried over to unseen items of the task:
+
+        r_test / r_fs,   r_test = (acc_ft^test - acc_after^test) / (acc_ft^test - chance),
+                         r_fs   = (acc_ft^fs   - acc_after^fs)   / (acc_ft^fs   - chance)
+
+    (fs = the forget set, scored against its TRUE labels). 1 = the test items fell as far towards chance as the
+    forget set itself, 0 = they did not move. Undefined (ValueError) when nothing was forgotten on the forget set
+    (r_fs <= 0) or an accuracy before forgetting is not above chance."""
+    r_fs = forget_ratio(fs_ft, fs_after, chance)
+    if r_fs <= 0:
+        raise ValueError(f"normalized forget ratio needs forgetting on the forget set (its forget ratio is {r_fs})")
+    return forget_ratio(test_ft, test_after, chance) / r_fs
+
+
+def _ratio_samples(a: np.ndarray, b: np.ndarray, idx: np.ndarray, chance: float = 0.5) -> np.ndarray:
+    fa, fb = a[idx].mean(1), b[idx].mean(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(fa > chance + 1e-9, (fa - fb) / (fa - chance), np.nan)
+
+
+def bootstrap_normalized_ratio(test_ft_correct, test_after_correct, fs_ft_correct, fs_after_correct, *,
+                               n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile interval of normalized_forget_ratio. The test items and the forget-set items are two different
+    samples, resampled independently (each paired before/after). Resamples where either ratio is undefined (an
+    accuracy before not above chance, or no forgetting on the forget set) are left out."""
+    ta, tb, fa, fb = (np.asarray(v, float) for v in (test_ft_correct, test_after_correct, fs_ft_correct,
+                                                      fs_after_correct))
+    rng = np.random.default_rng(seed)
+    r_t = _ratio_samples(ta, tb, rng.integers(0, len(ta), size=(n_boot, len(ta))))
+    r_f = _ratio_samples(fa, fb, rng.integers(0, len(fa), size=(n_boot, len(fa))))
+    ok = ~np.isnan(r_t) & ~np.isnan(r_f) & (r_f > 1e-9)
+    if not ok.any():
+        return math.nan, math.nan
+    q = r_t[ok] / r_f[ok]
+    return float(np.quantile(q, alpha / 2)), float(np.quantile(q, 1 - alpha / 2))
+
+
+def bootstrap_mean_forget_ratio(cells: Sequence[tuple], *, n_boot: int = 1000, seed: int = 0,
+                                alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile interval of the mean forget ratio over several cells (e.g. the off-diagonal of the cross-task
+    matrix). cells: (ft_correct, after_correct) per cell, each paired over its own items; the items of every cell
+    are resampled (the cells themselves are fixed). Cells whose resampled fine-tuned accuracy is not above chance
+    drop out of that resample's mean."""
+    if not cells:
+        raise ValueError("bootstrap_mean_forget_ratio needs at least one cell")
+    rng = np.random.default_rng(seed)
+    samples = []
+    for a, b in cells:
+        a, b = np.asarray(a, float), np.asarray(b, float)
+        samples.append(_ratio_samples(a, b, rng.integers(0, len(a), size=(n_boot, len(a)))))
+    m = np.nanmean(np.stack(samples), 0)
+    m = m[~np.isnan(m)]
+    return float(np.quantile(m, alpha / 2)), float(np.quantile(m, 1 - alpha / 2))
+
+
+def bootstrap_spearman(x, y, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile interval of Spearman's rho between x and y, resampling the PAIRS (the tasks) with replacement;
+    resamples with a constant x or y (rho undefined) are left out. With a handful of tasks the interval is wide:
+    that is the point of reporting it."""
+    from scipy.stats import spearmanr
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    rng = np.random.default_rng(seed)
+    rhos = []
+    for idx in rng.integers(0, len(x), size=(n_boot, len(x))):
+        xs, ys = x[idx], y[idx]
+        if np.ptp(xs) > 0 and np.ptp(ys) > 0:
+            rhos.append(spearmanr(xs, ys)[0])
+    rhos = np.asarray([r for r in rhos if not np.isnan(r)])
+    if not len(rhos):
+        return math.nan, math.nan
+    return float(np.quantile(rhos, alpha / 2)), float(np.quantile(rhos, 1 - alpha / 2))
+
+
 def hidden_variance(h: torch.Tensor) -> float:
     """Trace of the covariance matrix (unbiased, across examples) of hidden states h [N, H] = the summed variance
     of every dimension."""
@@ -326,6 +401,35 @@ def probe_accuracy(train_x, train_y, test_x, test_y, *, C: float = 1.0, seed: in
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
     clf.fit(np.asarray(train_x, float), np.asarray(train_y))
     return float(clf.score(np.asarray(test_x, float), np.asarray(test_y)))
+
+
+def probe_cv(x, y, *, folds: int = 5, C: float = 1.0, seed: int = 0, x_eval=None,
+             shuffle_labels: bool = False) -> np.ndarray:
+    """Out-of-fold correctness (0/1 per item) of a standardized logistic-regression probe, by stratified k-fold
+    cross-validation over the items (seeded): each fold is predicted by a probe fit on the other folds.
+
+    x_eval: features of the SAME items from another model, read by the probe fit on x (e.g. fit before
+    forgetting, applied after: does the old read-out still work?). shuffle_labels: the control probe, fit on the
+    training folds' labels permuted at random (seeded) and scored against the true labels; it measures what a probe
+    of this size reaches on these features without the task's signal (about chance)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    check_positive_int("folds", folds)
+    x = np.asarray(x, float)
+    xe = x if x_eval is None else np.asarray(x_eval, float)
+    y = np.asarray(y)
+    if xe.shape != x.shape:
+        raise ValueError(f"x_eval has shape {xe.shape}, x has {x.shape}: they must be the same items")
+    rng = np.random.default_rng(seed)
+    hit = np.zeros(len(y))
+    for train_idx, test_idx in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
+        y_fit = rng.permutation(y[train_idx]) if shuffle_labels else y[train_idx]
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
+        clf.fit(x[train_idx], y_fit)
+        hit[test_idx] = clf.predict(xe[test_idx]) == y[test_idx]
+    return hit
 
 
 def probe_features(scores: dict) -> torch.Tensor:
@@ -422,8 +526,10 @@ def fine_tune(model: str, tasks: str, out: str, data_dir: str = "data", n_train:
     for name in names:
         data["tasks"][name] = task_splits(name, load_task(name, data_dir), tok, n_train, n_test, max_prompt_tokens,
                                           max_choice_tokens, seed)
-    base = {n: score_choices(lm, tok, d["test"], batch_size=eval_batch_size, desc=f"pre-trained {n}")
-            for n, d in data["tasks"].items()}
+    # the pre-trained model's hidden states too: the probes' control (what the task's read-out was before any
+    # fine-tuning)
+    base = {n: score_choices(lm, tok, d["test"], batch_size=eval_batch_size, layers=layer_ids,
+                             desc=f"pre-trained {n}") for n, d in data["tasks"].items()}
     items = [it for d in data["tasks"].values() for it in d["train"]]
     losses = train_items(lm, tok, items, [it["label"] for it in items], lr=lr, batch_size=batch_size,
                          epochs=epochs, seed=seed, desc="multitask fine-tune")
@@ -439,28 +545,130 @@ def fine_tune(model: str, tasks: str, out: str, data_dir: str = "data", n_train:
 
 
 # ================================================================ stage 2: forgetting runs
-def kept_tasks(ft_scores: dict, threshold: float, scoring: str = "sum") -> tuple[list[str], dict[str, float]]:
-    """Tasks whose fine-tuned accuracy is at least `threshold` (kept), and the accuracy of every task."""
-    accs = {n: float(correct(s, scoring).mean()) for n, s in ft_scores.items()}
-    return [n for n, a in accs.items() if a >= threshold], accs
+STOP_SCORING = "sum"  # the stop rule reads the summed log-likelihood (lm-eval `acc`), the notebook's default
 
 
-def forget(finetuned: str, out: str, data_dir: str = "data", threshold: float = 0.6, n_forget: int = 48,
-           n_small: int = 16, n_cross: int = 24, lr: float = 5e-5, batch_size: int = 8, epochs: int = 1,
-           modes: str = "random,flipped", eval_batch_size: int = 16, seed: int = 0) -> None:
-    """For every task kept by the screen (fine-tuned accuracy >= threshold): from the fine-tuned model, train on
-    n_forget training items with random (and flipped) labels; score every kept task after random-label forgetting
-    (the cross-task matrix: all test items of the own task, the first n_cross of the others), the own task after
-    n_small examples and after flipped labels, and record the probe features (own task, train and test items,
-    before and after forgetting, at the fine-tune stage's layers). Writes results.pt, not models."""
+def check_margin(margin: float) -> float:
+    """The screen's margin: a gain in accuracy, in [-1, 1] (a negative margin keeps tasks that lost accuracy in
+    fine-tuning; -1 keeps every task, as the smoke profile does, which computes the screen without applying it)."""
+    check_type("margin", margin, (int, float))
+    if not -1 <= margin <= 1:
+        raise ValueError(f"parameter 'margin' must be a gain in accuracy in [-1, 1], got {margin!r}")
+    return float(margin)
+
+
+def screen(base_scores: dict, ft_scores: dict, threshold: float, margin: float,
+           scoring: str = "sum") -> tuple[list[str], dict[str, dict]]:
+    """Screen on learning, not on level: keep a task iff its fine-tuned test accuracy is at least `threshold`
+    AND fine-tuning raised it by at least `margin` over the pre-trained model (a task the model already solved
+    before fine-tuning has nothing fine-tuning taught that forgetting could remove).
+
+    Returns (kept tasks in candidate order, {task: {"pretrained_acc", "finetuned_acc", "gain", "kept",
+    "reason"}}), where reason says why a task was rejected ("" when kept)."""
     check_fraction("threshold", threshold)
-    for name, v in (("n_forget", n_forget), ("n_small", n_small), ("n_cross", n_cross), ("batch_size", batch_size),
-                    ("epochs", epochs),
-                    ("eval_batch_size", eval_batch_size)):
+    check_margin(margin)
+    table = {}
+    for name, s in ft_scores.items():
+        b, f = float(correct(base_scores[name], scoring).mean()), float(correct(s, scoring).mean())
+        reasons = []
+        if f < threshold:
+            reasons.append(f"fine-tuned accuracy {f:.3f} < threshold {threshold}")
+        if f - b < margin - 1e-6:  # accuracies are float32 means
+            reasons.append(f"gain {f - b:+.3f} over the pre-trained model ({b:.3f} -> {f:.3f}) < margin {margin}")
+        table[name] = {"pretrained_acc": b, "finetuned_acc": f, "gain": f - b, "kept": not reasons,
+                       "reason": "; ".join(reasons)}
+    return [n for n, r in table.items() if r["kept"]], table
+
+
+def convergence_target(mode: str, chance: float = 0.5) -> float:
+    """Forget-set accuracy (against the TRUE labels) that a converged forgetting run reaches: chance for random
+    labels (the model has fit answers that are independent of the truth), 0 for flipped labels (it has fit the
+    wrong answer of every item)."""
+    check_choice("label mode", mode, LABEL_MODES)
+    return chance if mode == "random" else 0.0
+
+
+class _Converged(Exception):
+    """Raised from the training loop's on_step hook to end a forgetting run at the epoch that reached the target."""
+
+
+def forget_to_convergence(model, tokenizer, items: Sequence[dict], labels: Sequence[int], test_items: Sequence[dict],
+                          *, target: float, tol: float, max_epochs: int, lr: float, batch_size: int, seed: int,
+                          eval_batch_size: int = 16, test_every_epoch: bool = True, test_layers: Sequence[int] = (),
+                          desc: str | None = None) -> dict:
+    """Train on `items` with the given (random or flipped) `labels`, one optimizer and one shuffled pass per epoch
+    (forgetlab.train.train), until the forget set's accuracy against its TRUE labels is within `tol` of
+    `target` or `max_epochs` epochs are done.
+
+    After every epoch the forget set is scored (the stop rule, STOP_SCORING) and, with test_every_epoch, the test
+    items too (the curve of held-out accuracy); the test items are scored after the last epoch in any case, with
+    the hidden states of `test_layers` (the probes). Returns {"epochs": epochs run, "converged": bool,
+    "forget": [compact scores of the forget set after epoch 1..epochs], "test": [compact scores of the test items
+    after each epoch, or only the last], "final_test": compact scores (with probe features if test_layers),
+    "losses": per step}."""
+    check_positive_int("max_epochs", max_epochs)
+    check_fraction("tol", tol)
+    if len(items) != len(labels):
+        raise ValueError(f"{len(items)} items but {len(labels)} labels")
+    batches = training_batches(tokenizer, items, labels, batch_size, seed)
+    per_epoch = len(batches)
+    rec = {"forget": [], "test": [], "losses": [], "converged": False, "epochs": 0}
+
+    def score_test(layers=()):
+        return score_choices(model, tokenizer, test_items, batch_size=eval_batch_size, layers=layers)
+
+    def on_step(step, loss):
+        rec["losses"].append(loss)
+        if step % per_epoch:
+            return
+        model.eval()
+        rec["epochs"] = step // per_epoch
+        fs = score_choices(model, tokenizer, items, batch_size=eval_batch_size)
+        rec["forget"].append(compact(fs))
+        done = abs(float(correct(fs, STOP_SCORING).mean()) - target) <= tol + 1e-9
+        last = done or rec["epochs"] == max_epochs
+        if test_every_epoch or last:
+            ts = score_test(test_layers if last else ())
+            rec["test"].append(compact(ts))
+            if last:
+                rec["final_test"] = rec["test"][-1]
+        model.train()
+        if done:
+            rec["converged"] = True
+            raise _Converged
+    cfg = TrainConfig(lr=lr, epochs=max_epochs, batch_size=1, seed=seed)  # one pre-made batch per loader item
+    try:
+        train(model, batches, cfg, loss_fn=answer_loss, collate=_first, on_step=on_step, desc=desc)
+    except _Converged:
+        pass
+    model.eval()
+    return rec
+
+
+def forget(finetuned: str, out: str, data_dir: str = "data", threshold: float = 0.6, margin: float = 0.1,
+           n_forget: int = 64, small_fraction: float = 0.25, n_cross: int = 50, lr: float = 1e-4,
+           batch_size: int = 8, max_epochs: int = 6, tol: float = 0.1, modes: str = "random,flipped",
+           eval_batch_size: int = 16, seed: int = 0) -> None:
+    """For every task that passes the screen (see `screen`): from the fine-tuned model, forget the task on its
+    first n_forget training items with random (and flipped) labels until convergence (forget_to_convergence:
+    the forget set within `tol` of chance, or of 0 for flipped labels, or max_epochs), recording the forget-set
+    accuracy after every epoch (and, for random labels, the test accuracy; otherwise the test items are scored
+    after the last epoch); the same on the first round(small_fraction * n_forget) items (the
+    small-N ablation, random labels); after the random-label run, score the first n_cross
+    test items of every other kept task (the cross-task matrix). Records the forget set's scores and hidden states
+    before forgetting (variance measure) and the test items' hidden states after (probes). Writes results.pt and
+    summary.json, not models."""
+    check_fraction("threshold", threshold)
+    check_margin(margin)
+    check_fraction("tol", tol)
+    check_fraction("small_fraction", small_fraction)
+    for name, v in (("n_forget", n_forget), ("n_cross", n_cross), ("batch_size", batch_size),
+                    ("max_epochs", max_epochs), ("eval_batch_size", eval_batch_size)):
         check_positive_int(name, v)
-    if n_small >= n_forget or n_small % batch_size:
-        raise ValueError(f"parameter 'n_small' ({n_small}) must be a multiple of batch_size ({batch_size}) and "
-                         f"smaller than n_forget ({n_forget})")
+    n_small = round(small_fraction * n_forget)
+    if small_fraction and not 2 <= n_small < n_forget:
+        raise ValueError(f"parameter 'small_fraction' ({small_fraction}) gives {n_small} items: it must give at "
+                         f"least 2 and fewer than n_forget ({n_forget}); 0 turns the small-N ablation off")
     label_modes = parse_list("modes", modes)
     for m in label_modes:
         check_choice("mode", m, LABEL_MODES)
@@ -470,56 +678,60 @@ def forget(finetuned: str, out: str, data_dir: str = "data", threshold: float = 
     src = Path(finetuned)
     data = json.loads((src / DATA_FILE).read_text())
     ft_res = torch.load(src / RESULTS_FILE)
-    keep, _ = kept_tasks(ft_res["finetuned"], threshold)
+    keep, table = screen(ft_res["base"], ft_res["finetuned"], threshold, margin)
     if len(keep) < 2:
-        raise ValueError(f"only {len(keep)} task(s) clear the screening threshold {threshold}: lower 'threshold' "
-                         "or change the candidate tasks")
+        raise ValueError(f"only {len(keep)} task(s) pass the screen (threshold {threshold}, margin {margin}): lower "
+                         "'threshold' or 'margin', or change the candidate tasks")
     for name in keep:
         if len(data["tasks"][name]["train"]) < n_forget:
             raise ValueError(f"parameter 'n_forget' ({n_forget}) exceeds the {len(data['tasks'][name]['train'])} "
                              f"training items of task {name!r}")
+    if any(len(data["tasks"][n]["test"]) < n_cross for n in keep):
+        raise ValueError(f"parameter 'n_cross' ({n_cross}) exceeds the test items of a kept task")
     lm, tok = _load_model(str(src / "model"), data_dir)
     layers = ft_res["layers"]
     start = {k: v.detach().clone() for k, v in lm.state_dict().items()}
     tests = {n: data["tasks"][n]["test"] for n in keep}
-
-    def train_feats(name, desc):
-        return compact(score_choices(lm, tok, data["tasks"][name]["train"], batch_size=eval_batch_size,
-                                     layers=layers, desc=f"{desc} train {name}"))
-
-    before = {n: train_feats(n, "before") for n in keep}
-    runs = {}
+    common = dict(tol=tol, max_epochs=max_epochs, lr=lr, batch_size=batch_size, eval_batch_size=eval_batch_size)
+    before, runs = {}, {}
     for ti, name in enumerate(keep):
         items = data["tasks"][name]["train"][:n_forget]
+        lm.load_state_dict(start)
+        before[name] = compact(score_choices(lm, tok, items, batch_size=eval_batch_size, layers=layers,
+                                             desc=f"forget set {name}"))
         for mode in label_modes:
             lm.load_state_dict(start)
             labels = relabel(items, mode, seed + ti)
-            small = {}
-
-            def on_example(n_seen, name=name, small=small):
-                if n_seen == n_small:
-                    lm.eval()
-                    small["scores"] = score_choices(lm, tok, tests[name], batch_size=eval_batch_size)
-                    lm.train()
-            losses = train_items(lm, tok, items, labels, lr=lr, batch_size=batch_size, epochs=epochs,
-                                 seed=seed + ti, on_example=on_example, desc=f"forget {name} ({mode})")
-            run = {"labels": torch.tensor(labels), "losses": losses, "small": compact(small["scores"])}
+            # the held-out curve (test items after every epoch) and the probe features: random labels only
+            rnd = mode == "random"
+            rec = forget_to_convergence(lm, tok, items, labels, tests[name], target=convergence_target(mode),
+                                        seed=seed + ti, test_every_epoch=rnd, test_layers=layers if rnd else (),
+                                        desc=f"forget {name} ({mode})", **common)
+            run = {"labels": torch.tensor(labels), **rec, "scores": {name: rec["final_test"]}}
             if mode == "random":
-                run["scores"] = {b: compact(score_choices(
-                    lm, tok, tests[b] if b == name else tests[b][:n_cross], batch_size=eval_batch_size,
-                    layers=layers if b == name else (), desc=f"after {name}: {b}")) for b in keep}
-                run["after_train"] = train_feats(name, "after")
-            else:
-                run["scores"] = {name: compact(score_choices(lm, tok, tests[name], batch_size=eval_batch_size))}
-            runs[(name, mode)] = run
+                for b in keep:
+                    if b != name:
+                        run["scores"][b] = compact(score_choices(lm, tok, tests[b][:n_cross],
+                                                                 batch_size=eval_batch_size,
+                                                                 desc=f"after {name}: {b}"))
+                if n_small:
+                    lm.load_state_dict(start)
+                    small_labels = relabel(items[:n_small], "random", seed + ti)
+                    small = forget_to_convergence(lm, tok, items[:n_small], small_labels, tests[name],
+                                                  target=convergence_target("random"), seed=seed + ti,
+                                                  test_every_epoch=False, desc=f"forget {name} (N = {n_small})",
+                                                  **common)
+                    run["small"] = {"labels": torch.tensor(small_labels), **small}
+            runs[f"{name}|{mode}"] = run
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
-        torch.save({"kept": keep, "threshold": threshold, "layers": layers, "n_cross": n_cross,
-                    "n_forget": n_forget, "n_small": n_small, "modes": label_modes, "before": before,
-                    "runs": {f"{a}|{m}": r for (a, m), r in runs.items()}}, tmp / RESULTS_FILE)
-        write_json(tmp / "summary.json", {"kept": keep, "forget_acc": {
-            k: float(correct(r["scores"][k.split("|")[0]]).mean()) for k, r in
-            {f"{a}|{m}": r for (a, m), r in runs.items()}.items()}})
+        torch.save({"kept": keep, "screen": table, "threshold": threshold, "margin": margin, "layers": layers,
+                    "n_cross": n_cross, "n_forget": n_forget, "n_small": n_small, "small_fraction": small_fraction,
+                    "tol": tol, "max_epochs": max_epochs, "modes": label_modes, "stop_scoring": STOP_SCORING,
+                    "before": before, "runs": runs}, tmp / RESULTS_FILE)
+        write_json(tmp / "summary.json", {"kept": keep, "runs": {
+            k: {"epochs": r["epochs"], "converged": r["converged"],
+                "forget_set_acc": [float(correct(s).mean()) for s in r["forget"]]} for k, r in runs.items()}})
 
 
 def load_results(finetuned: str, forget_dir: str) -> tuple[dict, dict, dict]:
