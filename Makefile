@@ -13,7 +13,7 @@ JOBS ?= 1
 export PATH := $(BIN):$(PATH)
 export PYTHONHASHSEED := 0
 
-.PHONY: install data check-data repro test test-fast bench profile strip-notebooks clean-data help
+.PHONY: install data check-data repro test test-fast bench profile results strip-notebooks clean-data help
 
 help:
 	@echo "make repro | make test | make data | make check-data | make bench | make profile PROFILE=smoke|paper"
@@ -49,6 +49,11 @@ test-fast: $(STAMP)
 # independent stages side by side (as the tests run the smoke pipeline); the default 1 times them as `dvc repro` runs them.
 bench: data
 	$(BIN)/python -m forgetlab.bench --out benchmarks/results.json --pipeline $(BENCH) --jobs $(JOBS)
+
+# metrics/headline.json (also a DVC stage) and the README's results table, from the metrics files
+results: $(STAMP)
+	$(BIN)/python -m forgetlab.headline write
+	$(BIN)/python -m forgetlab.headline readme
 
 profile: $(STAMP)
 	$(BIN)/python -m forgetlab.profile apply $(PROFILE)

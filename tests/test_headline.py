@@ -1,0 +1,76 @@
+"""Headline numbers and verdicts (forgetlab.headline): the rule on hand values, the committed headline files and
+README table against what the committed metrics give, and the headline stage inside the smoke pipeline."""
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, read_metrics
+from forgetlab import headline as h
+
+
+def x(value, ci=None):
+    return h.number(value, ci, "share", "")
+
+
+@pytest.mark.parametrize("value,ci,direction,ok,expected", [
+    (0.3, (0.1, 0.5), ">", True, "holds"),
+    (0.3, (-0.1, 0.5), ">", True, "partly holds"),
+    (-0.3, (-0.5, -0.1), ">", True, "does not hold"),
+    (-0.3, (-0.5, 0.1), ">", True, "does not hold"),
+    (0.0, (-0.1, 0.1), ">", True, "does not hold"),
+    (-0.2, (-0.3, -0.1), "<", True, "holds"),
+    (-0.2, (-0.3, 0.1), "<", True, "partly holds"),
+    (0.3, (0.1, 0.5), ">", False, "not tested"),  # a required check failed: the run did not do the thing
+    (0.3, None, ">", True, "not tested"),  # no interval
+    (float("nan"), (0.1, 0.5), ">", True, "not tested"),
+])
+def test_verdict_rule(value, ci, direction, ok, expected):
+    assert h.verdict(x(value, ci), direction, 0.0, ok) == expected
+
+
+def test_verdict_against_a_nonzero_null_and_bad_direction():
+    assert h.verdict(x(0.6, (0.55, 0.7)), ">", 0.5) == "holds"
+    assert h.verdict(x(0.6, (0.45, 0.7)), ">", 0.5) == "partly holds"
+    with pytest.raises(ValueError, match="direction"):
+        h.verdict(x(0.6, (0.5, 0.7)), "=", 0.5)
+
+
+def test_conservative_difference_by_hand():
+    d = h.difference(0.5, (0.4, 0.6), 0.1, (0.0, 0.2), "share", "a - b")
+    assert d["value"] == pytest.approx(0.4) and d["ci"] == pytest.approx([0.2, 0.6])
+
+
+def test_a_claim_whose_run_did_not_unlearn_is_not_tested(tmp_path):
+    """Quantization recovery: the committed runs at the paper's lr never unlearned (VerbMem kept ~1.0), so the
+    claim is 'not tested', whatever the 4-bit numbers are."""
+    heads = {"quantization_recovery": h.quantization_recovery(json.loads(
+        (ROOT / "metrics" / "quantization_recovery.json").read_text()))}
+    row = next(r for r in h.claims(heads) if r["id"] == "qr_recovery")
+    assert row["verdict"] == "not tested" and "a constrained method unlearned: no" in row["why"]
+    forgot = json.loads((ROOT / "metrics" / "quantization_recovery.json").read_text())
+    forgot["recovery"]["verbmem"]["GA_KLR@1e-05"]["full"] = 0.2
+    assert h.quantization_recovery(forgot)["checks"]["a_constrained_method_unlearned"]
+
+
+def test_committed_headline_files_match_the_committed_metrics():
+    """metrics/headline*.json are what the metrics files give (rerun `make results` after a stage changes)."""
+    proc = subprocess.run([sys.executable, "-m", "forgetlab.headline", "check"], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    compact = json.loads((ROOT / "metrics" / "headline.json").read_text())
+    assert compact and all(isinstance(v, float) for v in compact.values())
+
+
+@pytest.mark.notebook
+def test_headline_stage_reads_the_smoke_metrics(smoke):
+    heads = read_metrics(smoke, "headline_detail")
+    compact = read_metrics(smoke, "headline")
+    assert set(heads["verdicts"]) >= set(compact)
+    for row in heads["verdicts"].values():
+        assert row["verdict"] in h.VERDICTS
+    sp = heads["headlines"]["selective_pruning"]["gap"]
+    assert sp["value"] == pytest.approx(read_metrics(smoke, "selective_pruning")["headline"]["gap_top1"])
+    assert not any(isinstance(v, float) and math.isnan(v) for v in compact.values())
