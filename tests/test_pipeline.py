@@ -109,8 +109,9 @@ def test_every_notebook_stage_exports_html_and_outputs_are_removed_before_a_run(
     for name, stage in pipeline.stages(ROOT).items():
         if stage["cmd"].startswith("papermill"):
             report = stage["cmd"].split()[2]
-            assert f"notebooks html {report}" in " ".join(stage["cmd"].split()), name
-            assert {report, report.replace(".ipynb", ".html")} <= set(pipeline.outs_of(stage)), name
+            assert f"notebooks export {report}" in " ".join(stage["cmd"].split()), name
+            tutorial = report.replace("reports/", "tutorials/")
+            assert {report, report.replace(".ipynb", ".html"), tutorial} <= set(pipeline.outs_of(stage)), name
     outs = pipeline.outs_of(pipeline.stages(ROOT)["selective_pruning"])
     fig = "figures/selective_pruning/fig1_drop_vs_pruned.png"
     assert "metrics/selective_pruning.json" in outs and fig in outs
@@ -299,3 +300,36 @@ def test_pipeline_run_refuses_a_profile_in_place_and_makes_a_new_workdir(tmp_pat
     pipeline.main(["run", "--profile", "smoke", "--workdir", str(work), "--jobs", "2", "--stage", "salem_base"])
     assert calls == [(work, "smoke", ["salem_base"], 2)]
     assert (work / "dvc.yaml").read_text() == (ROOT / "dvc.yaml").read_text() and (work / "data").is_symlink()
+
+
+@pytest.mark.notebook
+def test_executed_notebooks_show_every_saved_figure_and_the_tracked_tutorials_are_clean(smoke):
+    """Every cell that saves figures shows each of them (one image/png per save_figure call) and no stray return
+    value; the tutorials/ copies git tracks are valid notebooks with their outputs, without stderr or widget noise,
+    under the size limit."""
+    import re
+
+    import nbformat
+
+    from forgetlab.notebooks import MAX_TUTORIAL_BYTES
+    reports = sorted((smoke / "reports").glob("*.ipynb"))
+    assert len(reports) == 7
+    for report in reports:
+        nb = nbformat.read(report, as_version=4)
+        n_saved = n_shown = 0
+        for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+            calls = len(re.findall(r"^\s*save_figure\(", cell.source, flags=re.M))
+            images = sum("image/png" in o.get("data", {}) for o in cell.outputs)
+            assert images == calls or not calls, f"{report.name} code cell {i}: {calls} figures saved, {images} shown"
+            assert not any("PosixPath" in str(o.get("data", {}).get("text/plain", "")) for o in cell.outputs), \
+                f"{report.name} code cell {i} shows a return value"
+            n_saved, n_shown = n_saved + calls, n_shown + images
+        assert n_saved and n_shown >= n_saved, report.name
+        tutorial = smoke / "tutorials" / report.name
+        assert tutorial.stat().st_size <= MAX_TUTORIAL_BYTES
+        tut = nbformat.read(tutorial, as_version=4)
+        nbformat.validate(tut)
+        outputs = [o for c in tut.cells if c.cell_type == "code" for o in c.outputs]
+        assert sum("image/png" in o.get("data", {}) for o in outputs) == n_shown
+        assert not [o for o in outputs if o.get("name") == "stderr" or
+                    "application/vnd.jupyter.widget-view+json" in o.get("data", {})]

@@ -2,7 +2,8 @@
 
     python -m forgetlab.notebooks strip notebooks/*.ipynb   # remove outputs and execution counts
     python -m forgetlab.notebooks check notebooks/*.ipynb   # fail if any has outputs or no parameters cell
-    python -m forgetlab.notebooks html reports/01_selective_pruning.ipynb  # executed copy -> .html beside it
+    python -m forgetlab.notebooks export reports/01_selective_pruning.ipynb  # executed copy -> .html beside it
+                                                    # and the tutorial git tracks: tutorials/01_selective_pruning.ipynb
 """
 from __future__ import annotations
 
@@ -67,18 +68,49 @@ def to_html(path: str | Path) -> Path:
     return out
 
 
+TUTORIALS = Path("tutorials")
+MAX_TUTORIAL_BYTES = 3_000_000  # GitHub renders notebooks up to a few MB
+
+
+def tutorial_copy(path: str | Path, out_dir: str | Path = TUTORIALS) -> Path:
+    """The executed notebook as git tracks it (tutorials/<name>.ipynb), readable on GitHub or in JupyterLab without
+    running anything: outputs kept, but no stderr stream (progress bars, warnings), no widget views (progress bars
+    in Jupyter) and no execution timestamps. Raises ValueError when the result is over MAX_TUTORIAL_BYTES."""
+    from .utils import atomic_path
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        cell.metadata.get("papermill", {}).clear()
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if not (o.get("output_type") == "stream" and o.get("name") == "stderr")
+                            and "application/vnd.jupyter.widget-view+json" not in o.get("data", {})]
+    for key in ("widgets", "papermill"):
+        nb.metadata.pop(key, None)
+    nbformat.validate(nb)
+    text = nbformat.writes(nb)
+    if len(text.encode()) > MAX_TUTORIAL_BYTES:
+        raise ValueError(f"{path}: the executed tutorial is {len(text.encode()) / 1e6:.1f} MB (limit "
+                         f"{MAX_TUTORIAL_BYTES / 1e6:.0f} MB): make its figures smaller")
+    out = Path(out_dir) / Path(path).name
+    with atomic_path(out) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=("strip", "check", "html"))
+    ap.add_argument("action", choices=("strip", "check", "html", "export"))
     ap.add_argument("paths", nargs="+")
     args = ap.parse_args(argv)
     if args.action == "strip":
         for p in args.paths:
             strip(p)
         return
-    if args.action == "html":
+    if args.action in ("html", "export"):
         for p in args.paths:
             print(to_html(p))
+            if args.action == "export":
+                print(tutorial_copy(p))
         return
     found = [msg for p in args.paths for msg in problems(p)]
     print("\n".join(found) or "notebooks are clean")

@@ -3,13 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt  # in a notebook the inline backend shows each figure in its cell; headless: Agg
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from .utils import atomic_path  # noqa: E402
+from .utils import atomic_path
 
 
 def set_style() -> None:
@@ -19,14 +16,12 @@ def set_style() -> None:
                          "pdf.fonttype": 42, "svg.hashsalt": "forgetlab", "axes.titleweight": "bold"})
 
 
-def save_figure(fig, out_dir: str | Path, name: str, formats=("png", "pdf")) -> list[Path]:
-    """Save `fig` as out_dir/name.{png,pdf} (atomically) and return the paths. PDF metadata carries no date,
-    so the same figure gives the same bytes."""
-    paths = []
+def save_figure(fig, out_dir: str | Path, name: str, formats=("png", "pdf")) -> None:
+    """Save `fig` as out_dir/name.{png,pdf} (atomically). PDF metadata carries no date, so the same figure gives
+    the same bytes. The figure stays open, so a notebook cell shows it (and nothing else: no return value)."""
     for fmt in formats:
         path = Path(out_dir) / f"{name}.{fmt}"
         with atomic_path(path) as tmp:
             meta = {"CreationDate": None} if fmt == "pdf" else {"Software": None}
             fig.savefig(tmp, format=fmt, metadata=meta)
-        paths.append(path)
-    return paths
+
