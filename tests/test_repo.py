@@ -56,6 +56,32 @@ def test_every_notebook_has_a_stage_and_the_stage_passes_only_known_parameters()
     assert used == {p.name for p in NOTEBOOKS}
 
 
+def test_every_notebook_default_is_the_value_dvc_yaml_passes_from_params_yaml():
+    """A notebook run by hand (JupyterLab) computes what the pipeline computes: each parameter's default equals the
+    default profile's value (compared as papermill would receive it); outputs default to scratch/, never to the
+    tracked figures/ and metrics/."""
+    from papermill.cli import _resolve_type
+    params = profile.load_params("default", ROOT)
+    for name, cmd in pipeline.stage_commands(params, ROOT):
+        if not cmd.startswith("papermill"):
+            continue
+        nb, passed = pipeline.papermill_parameters(cmd)
+        defaults = notebooks.parameters_of(ROOT / nb)
+        for key, text in passed.items():
+            if key in ("figures_dir", "metrics_path"):
+                assert str(defaults[key]).startswith("scratch/"), f"{nb}: {key} default {defaults[key]!r}"
+                continue
+            default = defaults[key]
+            want = _resolve_type(text)
+            if isinstance(default, bool):
+                want = text == "true"
+            elif isinstance(default, float) and isinstance(want, int):
+                want = float(want)
+            elif isinstance(default, str):
+                want = text
+            assert default == want, f"{nb}: parameter {key} defaults to {default!r}, params.yaml gives {text!r}"
+
+
 def test_our_rendering_of_dvc_yaml_is_dvcs_own():
     """The smoke tests run pipeline.render's commands, so they must be exactly what `dvc repro` runs (a YAML
     boolean reached the notebook as the string 'true' under DVC but as True under our renderer: the full

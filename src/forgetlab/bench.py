@@ -24,13 +24,17 @@ from .utils import write_json
 
 def record_stage(stage: str, out_dir: str | Path = "benchmarks/stages", extra: dict | None = None) -> dict:
     """Record this process's wall time since start and its peak resident memory for a stage, plus any other
-    timings in `extra` (timings never go into metrics/*.json, which must be identical from run to run)."""
+    timings in `extra` (timings never go into metrics/*.json, which must be identical from run to run).
+    Written only inside a pipeline run (DVC, and forgetlab.pipeline, set DVC_STAGE for every command): a notebook
+    run by hand returns the numbers without touching the tracked benchmarks/stages/."""
+    import os
     proc = psutil.Process()
     info = {"stage": stage, "wall_s": round(time.time() - proc.create_time(), 1),
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
             "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
             **(extra or {})}
-    write_json(Path(out_dir) / f"{stage}.json", info)
+    if os.environ.get("DVC_STAGE"):
+        write_json(Path(out_dir) / f"{stage}.json", info)
     return info
 
 

@@ -204,7 +204,9 @@ def run_stages(workdir: str | Path, params: dict, root: str | Path = ".", only: 
     def start(name: str) -> dict:
         log(f"[{name}] {cmds[name]}")
         remove_outs(name, workdir, root)
-        res = run_command(cmds[name], workdir, env, capture=capture)
+        import os
+        stage_env = dict(env if env is not None else os.environ, DVC_STAGE=name)  # as `dvc repro` sets it
+        res = run_command(cmds[name], workdir, stage_env, capture=capture)
         log(f"[{name}] exit {res['returncode']}, {res['wall_s']} s, peak {res['peak_rss_gb']} GB")
         return res
 
