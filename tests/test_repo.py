@@ -228,3 +228,18 @@ def test_every_stage_depends_on_the_src_modules_its_code_imports():
     assert _closure({"pruning"}) == {"pruning", "neurons", "utils"}
     assert {"data", "data.bigbench", "data.corpora", "models", "train"} <= _closure({"robustness"})
     assert "bench" not in _closure({"bench"}) and "cli" not in _closure({"neuroplasticity"})
+
+
+def test_every_figure_is_a_dvc_plot():
+    """`dvc plots show` / `dvc plots diff` see every PNG a stage declares (file outs, and the PNGs committed inside
+    a declared figures folder)."""
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    listed = set(dvc.get("plots", []))
+    for name, stage in dvc["stages"].items():
+        for out in pipeline.outs_of(stage):
+            if out.startswith("figures/") and out.endswith(".png"):
+                assert out in listed, f"{name}: {out} is not under plots: in dvc.yaml"
+            elif out.startswith("figures/") and (ROOT / out).is_dir():
+                for png in (ROOT / out).glob("*.png"):
+                    assert png.relative_to(ROOT).as_posix() in listed, f"{name}: {png.name} is not under plots:"
+    assert all((ROOT / p).exists() for p in listed), "plots: lists a figure that no longer exists"
