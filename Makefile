@@ -13,10 +13,10 @@ JOBS ?= 1
 export PATH := $(BIN):$(PATH)
 export PYTHONHASHSEED := 0
 
-.PHONY: install data check-data repro test test-fast bench profile results strip-notebooks clean-data help
+.PHONY: install data check-data repro test test-fast bench profile exp results strip-notebooks clean-data help
 
 help:
-	@echo "make repro | make test | make data | make check-data | make bench | make profile PROFILE=smoke|paper"
+	@echo "make repro | make test | make data | make check-data | make bench | make results | make profile PROFILE=smoke|paper | make exp PROFILE=smoke"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,7 @@ install: $(STAMP)
 data: $(STAMP)
 	@if [ ! -d data ]; then $(BIN)/python -m forgetlab.data.build --out data; fi
 	@$(MAKE) --no-print-directory check-data
+	@$(BIN)/dvc commit --quiet --force data.dvc  # data/ into the DVC cache: `dvc exp run` workspaces check it out
 
 check-data: $(STAMP)
 	$(BIN)/python -m forgetlab.datacheck data.dvc
@@ -55,8 +56,13 @@ results: $(STAMP)
 	$(BIN)/python -m forgetlab.headline write
 	$(BIN)/python -m forgetlab.headline readme
 
+# set a profile's values in params.yaml (comments kept; `git checkout params.yaml` undoes it) ...
 profile: $(STAMP)
 	$(BIN)/python -m forgetlab.profile apply $(PROFILE)
+
+# ... or run it as a DVC experiment, params.yaml untouched: make exp PROFILE=smoke [STAGE=<stage>]; then dvc exp show
+exp: data
+	$(BIN)/dvc exp run --temp $$($(BIN)/python -m forgetlab.profile sets $(PROFILE)) $(STAGE)
 
 strip-notebooks: $(STAMP)
 	$(BIN)/python -m forgetlab.notebooks strip notebooks/*.ipynb

@@ -1,4 +1,5 @@
 """The pipeline as a whole: a killed stage leaves nothing DVC would accept, and the same params give the same bytes."""
+import json
 import os
 import shlex
 import signal
@@ -333,3 +334,27 @@ def test_executed_notebooks_show_every_saved_figure_and_the_tracked_tutorials_ar
         assert sum("image/png" in o.get("data", {}) for o in outputs) == n_shown
         assert not [o for o in outputs if o.get("name") == "stderr" or
                     "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+
+
+@pytest.mark.notebook
+def test_a_dvc_experiment_with_the_smoke_profile_runs_and_exp_show_lists_its_headline_metrics(tmp_path, data_dir):
+    """`dvc exp run --temp` with the smoke profile's -S flags (params.yaml untouched) and one more parameter, on
+    one cheap stage, in a clone that shares this checkout's DVC cache (make data put data/ there)."""
+    from forgetlab import profile
+    clone = tmp_path / "repo"
+    env = stage_env()
+    run = lambda cmd, **kw: subprocess.run(cmd, shell=True, cwd=clone, env=env, capture_output=True, text=True,  # noqa: E731
+                                           **kw)
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    assert run(f"dvc cache dir --local {ROOT / '.dvc' / 'cache'}").returncode == 0
+    sets = " ".join(profile.exp_sets("smoke", ROOT))
+    proc = run(f"dvc exp run --temp {sets} -S neuroplasticity_data.max_sentences=200 neuroplasticity_data",
+               timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert subprocess.run(["git", "diff", "--quiet", "params.yaml", "dvc.lock"], cwd=clone).returncode == 0
+    shown = json.loads(run("dvc exp show --json --no-pager").stdout)
+    exps = [e for row in shown for e in (row.get("experiments") or [])]
+    assert exps, shown
+    data = exps[0]["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["neuroplasticity_data"]["max_sentences"] == 200
+    assert "sp_gap" in data["metrics"]["metrics/headline.json"]["data"]

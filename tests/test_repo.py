@@ -243,3 +243,28 @@ def test_every_figure_is_a_dvc_plot():
                 for png in (ROOT / out).glob("*.png"):
                     assert png.relative_to(ROOT).as_posix() in listed, f"{name}: {png.name} is not under plots:"
     assert all((ROOT / p).exists() for p in listed), "plots: lists a figure that no longer exists"
+
+
+@pytest.mark.parametrize("name", ["smoke", "paper"])
+def test_profile_apply_changes_only_the_overlay_values_and_keeps_every_comment(tmp_path, name):
+    import shutil
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    before = (tmp_path / "params.yaml").read_text()
+    profile.apply(name, tmp_path / "params.yaml", tmp_path)
+    after = (tmp_path / "params.yaml").read_text()
+    assert yaml.safe_load(after) == profile.load_params(name, ROOT)
+    comments = lambda text: [line.split("#", 1)[1] for line in text.splitlines() if "#" in line]  # noqa: E731
+    assert comments(after) == comments(before)
+    changed = sum(a != b for a, b in zip(before.splitlines(), after.splitlines()))
+    assert len(before.splitlines()) == len(after.splitlines())
+    assert changed <= len(profile.flatten(profile.overlay(name, ROOT)))
+
+
+def test_exp_sets_quote_what_hydra_would_read_as_a_sweep():
+    flags = profile.exp_sets("smoke", ROOT)
+    pairs = dict(f.strip("'").split("=", 1) for f in flags[1::2])
+    assert flags[::2] == ["-S"] * (len(flags) // 2)
+    assert pairs["selective_pruning.pairs"] == "'code/text,python/code'" or \
+        pairs["selective_pruning.pairs"].strip("'\"") == "code/text,python/code"
+    assert all("," not in v or v.startswith("'") for v in pairs.values() for v in [v.replace("'\"'\"'", "'")])

@@ -1,12 +1,16 @@
 """Parameter profiles: params.yaml is the default; profiles/<name>.yaml are overlays on it.
 
     python -m forgetlab.profile show smoke     # print the merged parameters
-    python -m forgetlab.profile apply paper    # rewrite params.yaml (git checkout params.yaml to undo)
+    python -m forgetlab.profile sets smoke     # the overlay as `dvc exp run -S` flags (params.yaml untouched):
+    dvc exp run $(python -m forgetlab.profile sets smoke)            # an experiment with the smoke profile
+    python -m forgetlab.profile apply paper    # set the overlay's values in params.yaml in place: comments, order
+                                               # and every other line stay as they are (git checkout params.yaml)
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import sys
 from pathlib import Path
 
 import yaml
@@ -41,19 +45,72 @@ def load_params(profile: str = "default", root: str | Path = ".") -> dict:
     return deep_merge(params, yaml.safe_load((root / "profiles" / f"{profile}.yaml").read_text()))
 
 
+def flatten(overlay: dict, prefix: str = "") -> dict[str, object]:
+    """{"section.key": value} of every leaf of an overlay."""
+    out = {}
+    for key, value in overlay.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def overlay(profile: str, root: str | Path = ".") -> dict:
+    """The profile's overlay, checked against params.yaml (unknown keys are an error, as in load_params)."""
+    load_params(profile, root)
+    if profile == "default":
+        return {}
+    return yaml.safe_load((Path(root) / "profiles" / f"{profile}.yaml").read_text()) or {}
+
+
+def exp_sets(profile: str, root: str | Path = ".") -> list[str]:
+    """`-S section.key=value` flags that make `dvc exp run` use the profile (DVC parses each value as YAML)."""
+    import shlex
+    flags = []
+    for key, value in flatten(overlay(profile, root)).items():
+        text = "true" if value is True else "false" if value is False else str(value)
+        if any(c in text for c in ",[]{}()=:' "):  # Hydra's override grammar: a bare a,b is a sweep
+            text = "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        flags += ["-S", shlex.quote(f"{key}={text}")]
+    return flags
+
+
+def apply(profile: str, path: str | Path = "params.yaml", root: str | Path = ".") -> None:
+    """Set the profile's values in params.yaml in place with a round-trip YAML editor (ruamel.yaml, which DVC uses
+    itself): comments, key order and untouched lines stay byte for byte."""
+    from ruamel.yaml import YAML
+    rt = YAML()
+    rt.width = 4096  # never re-wrap long lines
+    rt.preserve_quotes = True
+    # a float the way PyYAML writes it (5.0e-05, not 5e-05, which PyYAML's YAML 1.1 reads back as a string)
+    rt.representer.add_representer(float, lambda rep, value: rep.represent_scalar(
+        "tag:yaml.org,2002:float", yaml.safe_dump(value).split("\n")[0]))
+    path = Path(path)
+    doc = rt.load(path.read_text())
+    for dotted, value in flatten(overlay(profile, root)).items():
+        *parents, leaf = dotted.split(".")
+        node = doc
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    with open(path, "w") as f:
+        rt.dump(doc, f)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=("show", "apply"))
+    ap.add_argument("action", choices=("show", "sets", "apply"))
     ap.add_argument("profile", choices=PROFILES)
     args = ap.parse_args(argv)
-    text = yaml.safe_dump(load_params(args.profile), sort_keys=False)
     if args.action == "show":
-        print(text)
+        print(yaml.safe_dump(load_params(args.profile), sort_keys=False))
+    elif args.action == "sets":
+        print(" ".join(exp_sets(args.profile)))
     else:
-        header = (f"# Profile {args.profile!r} written by `make profile PROFILE={args.profile}`; "
-                  "`git checkout params.yaml` restores the default.\n")
-        Path("params.yaml").write_text(header + text)
-        print(f"params.yaml now holds the {args.profile!r} profile; run `dvc repro`.")
+        apply(args.profile)
+        print(f"params.yaml now holds the {args.profile!r} profile's values (comments kept); run `dvc repro`; "
+              "`git checkout params.yaml` restores the default.", file=sys.stderr)
 
 
 if __name__ == "__main__":
