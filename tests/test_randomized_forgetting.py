@@ -343,6 +343,10 @@ def test_probe_cv_reads_a_linear_signal_and_the_controls_do_not():
     assert fg.probe_cv(x, y, x_eval=x).tolist() == hit.tolist()
     with pytest.raises(ValueError, match="same items"):
         fg.probe_cv(x, y, x_eval=x[:10])
+    # one item of a class: the fold that holds it out is fit on one class only and predicts that class
+    lone = np.array([0] * 7 + [1])
+    hit = fg.probe_cv(x[:8], lone, folds=2)
+    assert hit.shape == (8,) and hit[7] == 0.0
 
 
 def test_bootstrap_spearman_interval():

@@ -16,9 +16,14 @@ choice is a continuation " <choice>", and the prediction is the choice with the 
 its tokens; `acc_norm` divides by the continuation's length in characters, as lm-eval does). Every example is
 binarized: its correct answer plus one distractor drawn at random, in random order, so chance is 0.5.
 
+Forgetting runs epoch by epoch until the forget set's accuracy against its TRUE labels is within `tol` of chance
+(of 0 for flipped labels) or `max_epochs` is reached (`forget_to_convergence`); the paper's forget sets end near
+chance, and a run that stops short of it measures a model that barely moved. Only tasks that fine-tuning actually
+taught are forgotten (`screen`: a gain over the pre-trained model, not just a level).
+
 Checkpoints on disk: only the multitask fine-tuned model (one save_pretrained). Every forgetting run starts from it
 in memory, and the forget stage writes what the analysis needs (per-item log-likelihoods of every evaluation and
-the hidden-state features of the probes), not the forgotten models (8 x 540 MB for SmolLM2).
+epoch, the hidden-state features of the probes), not the forgotten models (540 MB each for SmolLM2).
 """
 from __future__ import annotations
 
@@ -411,7 +416,8 @@ def probe_cv(x, y, *, folds: int = 5, C: float = 1.0, seed: int = 0, x_eval=None
     x_eval: features of the SAME items from another model, read by the probe fit on x (e.g. fit before
     forgetting, applied after: does the old read-out still work?). shuffle_labels: the control probe, fit on the
     training folds' labels permuted at random (seeded) and scored against the true labels; it measures what a probe
-    of this size reaches on these features without the task's signal (about chance)."""
+    of this size reaches on these features without the task's signal (about chance). A training fold with one
+    class only (a handful of items) predicts that class."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
     from sklearn.pipeline import make_pipeline
@@ -426,6 +432,9 @@ def probe_cv(x, y, *, folds: int = 5, C: float = 1.0, seed: int = 0, x_eval=None
     hit = np.zeros(len(y))
     for train_idx, test_idx in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
         y_fit = rng.permutation(y[train_idx]) if shuffle_labels else y[train_idx]
+        if len(np.unique(y_fit)) < 2:  # a few items, one class in the training folds: the probe is that constant
+            hit[test_idx] = y[test_idx] == y_fit[0]
+            continue
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000, random_state=seed))
         clf.fit(x[train_idx], y_fit)
         hit[test_idx] = clf.predict(xe[test_idx]) == y[test_idx]
