@@ -268,3 +268,14 @@ def test_exp_sets_quote_what_hydra_would_read_as_a_sweep():
     assert pairs["selective_pruning.pairs"] == "'code/text,python/code'" or \
         pairs["selective_pruning.pairs"].strip("'\"") == "code/text,python/code"
     assert all("," not in v or v.startswith("'") for v in pairs.values() for v in [v.replace("'\"'\"'", "'")])
+
+
+def test_a_missing_checkpoint_names_the_dvc_repro_that_makes_it(tmp_path):
+    from forgetlab.notebooks import producer, require_inputs
+    assert producer("checkpoints/salem/qa_editors", ROOT) == "salem_qa_editors"
+    assert producer("checkpoints/salem/qa_editors/editor.pt", ROOT) == "salem_qa_editors"
+    assert producer("nowhere/x", ROOT) is None
+    with pytest.raises(FileNotFoundError, match=r"checkpoints/quantization_recovery/target is missing: run "
+                                                r"`dvc repro quantization_recovery_target` first"):
+        require_inputs(str(tmp_path), "checkpoints/quantization_recovery/target", root=ROOT)
+    require_inputs(str(tmp_path), root=ROOT)  # present: nothing happens

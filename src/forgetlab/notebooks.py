@@ -68,6 +68,28 @@ def to_html(path: str | Path) -> Path:
     return out
 
 
+def producer(path: str | Path, root: str | Path = ".") -> str | None:
+    """The dvc.yaml stage whose output is `path` (or a folder holding it)."""
+    from .pipeline import outs_of, stages
+    path = Path(path).as_posix().rstrip("/")
+    for name, stage in stages(root).items():
+        for out in outs_of(stage):
+            out = out.rstrip("/")
+            if path == out or path.startswith(out + "/"):
+                return name
+    return None
+
+
+def require_inputs(*paths: str | Path, root: str | Path = ".") -> None:
+    """Fail early, and say which `dvc repro` makes them, when a notebook's input checkpoints are missing
+    (a notebook opened in JupyterLab before its upstream stages have run)."""
+    missing = [Path(p) for p in paths if not Path(p).exists()]
+    if missing:
+        lines = [f"{p} is missing: run `dvc repro {producer(p, root) or '<the stage that writes it>'}` first"
+                 for p in missing]
+        raise FileNotFoundError("\n".join(lines))
+
+
 TUTORIALS = Path("tutorials")
 MAX_TUTORIAL_BYTES = 3_000_000  # GitHub renders notebooks up to a few MB
 
