@@ -39,7 +39,7 @@ def stage_env() -> dict:
 SMOKE_COSTS = pytest.StashKey[dict]()
 
 
-def run_smoke(tmp_path_factory, data_dir, name: str, config) -> Path:
+def run_smoke(tmp_path_factory, data_dir, name: str, config, only: list[str] | None = None) -> Path:
     """The whole pipeline with the smoke profile, run from dvc.yaml's own commands in a fresh scratch folder
     (never the tracked figures/ or metrics/). Independent stages run side by side (FORGETLAB_JOBS, default 2 on
     2 cores, each stage with 1 torch thread; FORGETLAB_JOBS=1 runs them one after the other with all threads, as
@@ -49,7 +49,7 @@ def run_smoke(tmp_path_factory, data_dir, name: str, config) -> Path:
 
     from forgetlab import pipeline, profile
     work = pipeline.make_workdir(tmp_path_factory.mktemp(name), ROOT, data_dir)
-    only = [s for s in os.environ.get("FORGETLAB_STAGES", "").split(",") if s] or None
+    only = only or [s for s in os.environ.get("FORGETLAB_STAGES", "").split(",") if s] or None
     jobs = int(os.environ.get("FORGETLAB_JOBS", min(2, os.cpu_count() or 1)))
     t0 = time.perf_counter()
     done = pipeline.run_stages(work, profile.load_params("smoke", ROOT), ROOT, only=only, env=stage_env(), jobs=jobs,
