@@ -56,17 +56,20 @@ def test_every_notebook_has_a_stage_and_the_stage_passes_only_known_parameters()
     assert used == {p.name for p in NOTEBOOKS}
 
 
+def papermill_stages(name: str = "default"):
+    """(stage, notebook path, {parameter: rendered text}, the notebook's defaults) of every notebook stage."""
+    for stage, cmd in pipeline.stage_commands(profile.load_params(name, ROOT), ROOT):
+        if cmd.startswith("papermill"):
+            nb, passed = pipeline.papermill_parameters(cmd)
+            yield stage, nb, passed, notebooks.parameters_of(ROOT / nb)
+
+
 def test_every_notebook_default_is_the_value_dvc_yaml_passes_from_params_yaml():
     """A notebook run by hand (JupyterLab) computes what the pipeline computes: each parameter's default equals the
     default profile's value (compared as papermill would receive it); outputs default to scratch/, never to the
     tracked figures/ and metrics/."""
     from papermill.cli import _resolve_type
-    params = profile.load_params("default", ROOT)
-    for name, cmd in pipeline.stage_commands(params, ROOT):
-        if not cmd.startswith("papermill"):
-            continue
-        nb, passed = pipeline.papermill_parameters(cmd)
-        defaults = notebooks.parameters_of(ROOT / nb)
+    for _, nb, passed, defaults in papermill_stages():
         for key, text in passed.items():
             if key in ("figures_dir", "metrics_path"):
                 assert str(defaults[key]).startswith("scratch/"), f"{nb}: {key} default {defaults[key]!r}"
@@ -98,12 +101,7 @@ def test_every_papermill_parameter_arrives_with_the_type_of_its_default(name):
     """What `papermill -p` makes of each rendered value (int, float, str; 'true' stays a string, read by
     utils.check_bool) matches the type of the notebook's default, so no notebook check rejects a profile."""
     from papermill.cli import _resolve_type
-    params = profile.load_params(name, ROOT)
-    for stage, cmd in pipeline.stage_commands(params, ROOT):
-        if not cmd.startswith("papermill"):
-            continue
-        nb, passed = pipeline.papermill_parameters(cmd)
-        defaults = notebooks.parameters_of(ROOT / nb)
+    for stage, nb, passed, defaults in papermill_stages(name):
         for key, text in passed.items():
             value, default = _resolve_type(text), defaults[key]
             if isinstance(default, bool):
@@ -163,8 +161,9 @@ def test_citation_cites_the_five_papers():
 
 
 # src modules whose changes cannot change a stage's outputs: timings written outside the outputs (bench), argument
-# parsing (cli: a wrong argument fails the stage), building data/ (data/ is itself a dependency)
-NOT_OUTPUT_MODULES = {"bench", "cli", "data.build"}
+# parsing (cli: a wrong argument fails the stage), building data/ (data/ is itself a dependency), reading dvc.yaml and
+# the profiles (pipeline, profile: a notebook looks up which stage makes a missing input; DVC runs the stages itself)
+NOT_OUTPUT_MODULES = {"bench", "cli", "data.build", "pipeline", "profile"}
 SRC = ROOT / "src" / "forgetlab"
 
 

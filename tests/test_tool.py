@@ -248,7 +248,7 @@ def test_bad_input_is_refused_by_name_before_loading_a_model(tmp_path, texts, pa
                     str(tmp_path / "p")])
     assert "ff_frac" in msg and not (tmp_path / "p").exists()
     msg = run_main(["saliency", "--model", original, "--edits", str(tmp_path / "edits.jsonl")])
-    assert "line 1: need non-empty 'prompt' and 'target'" in msg
+    assert "line 1: each line must be a JSON object with 'prompt' and 'target' strings" in msg
     msg = run_main(["attack", "--original", original, "--unlearned", original, "--forget", f, "--retain", r,
                     "--relearn-k", "0,eight"])
     assert "--relearn-k '0,eight'" in msg

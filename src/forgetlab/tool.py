@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import sys
 from pathlib import Path
 
@@ -328,20 +327,14 @@ def prune_figure(result: dict):
 # ================================================================ saliency
 def read_edits(path: str) -> list[dict]:
     """Edits from a .jsonl file, one {"prompt": ..., "target": ...} per line."""
+    from .data.texts import jsonl_rows
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"--edits {path!r}: no such file (a .jsonl with one {{\"prompt\", \"target\"}} per line)")
     edits = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--edits {path}, line {i + 1}: not JSON ({e.msg})") from None
-        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) and row[k].strip()
-                                                for k in ("prompt", "target")):
-            raise ValueError(f"--edits {path}, line {i + 1}: need non-empty 'prompt' and 'target' strings")
+    for i, row in jsonl_rows(p, ("prompt", "target"), f"--edits {path}"):
+        if not (row["prompt"].strip() and row["target"].strip()):
+            raise ValueError(f"--edits {path}, line {i}: need non-empty 'prompt' and 'target' strings")
         edits.append(row)
     if not edits:
         raise ValueError(f"--edits {path!r}: no edits")

@@ -31,21 +31,28 @@ def read_txt(path: Path) -> list[dict]:
     return [{"id": f"{path}/{i}", "source": str(path), "title": "", "text": b} for i, b in enumerate(blocks) if b]
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    docs = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+def jsonl_rows(path: Path, fields: tuple[str, ...], where: str = "") -> list[tuple[int, dict]]:
+    """(line number, object) of every non-blank line of a .jsonl file; a line that is not a JSON object with a
+    string in each of `fields` is an error naming `where` (default: the file) and the line."""
+    where = where or str(path)
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}, line {i + 1}: not JSON ({e.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-            raise ValueError(f"{path}, line {i + 1}: each line must be a JSON object with a 'text' string")
-        if row["text"].strip():
-            docs.append({**row, "id": f"{path}/{i}", "source": str(path), "title": str(row.get("title") or ""),
-                         "text": row["text"]})
-    return docs
+            raise ValueError(f"{where}, line {i}: not JSON ({e.msg})") from None
+        if not isinstance(row, dict) or not all(isinstance(row.get(f), str) for f in fields):
+            raise ValueError(f"{where}, line {i}: each line must be a JSON object with "
+                             f"{' and '.join(repr(f) for f in fields)} strings")
+        rows.append((i, row))
+    return rows
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [{**row, "id": f"{path}/{i - 1}", "source": str(path), "title": str(row.get("title") or ""),
+             "text": row["text"]} for i, row in jsonl_rows(path, ("text",)) if row["text"].strip()]
 
 
 def load_texts(spec: str, max_docs: int | None = None) -> list[dict]:
