@@ -13,14 +13,24 @@ claim's null value x0 and direction (x > x0 or x < x0):
   does not hold   x is on the other side of x0, or equal to it
 
     python -m forgetlab.headline write     # metrics/headline.json (the one file `dvc metrics show` displays)
-    python -m forgetlab.headline readme    # the README's results table, between its markers
+    python -m forgetlab.headline readme    # the README's results table and findings paragraphs, between markers
     python -m forgetlab.headline check     # exit 1 if either differs from what the metrics give (a test runs it)
+
+The README's findings paragraphs are templates (src/forgetlab/findings/<id>.md) whose numbers are placeholders
+filled from the metrics, so prose never drifts from them:
+
+    {{ selective_pruning | headline | gap_top1 ; 100 ; .1f }}     metrics/selective_pruning.json, x 100, 1 decimal
+    {{ seeds/selective_pruning | metrics | <key> | sd ; 100 ; .1f }}   benchmarks/seeds/selective_pruning.json
+    {{ params | selective_pruning | n_eval_seqs }}                  params.yaml
+    {{ text: sp_retain_costs }}                                     a sentence computed by TEXT_FUNCTIONS
+A list (an interval) is written as [lo, hi].
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Callable
@@ -215,11 +225,120 @@ def readme_block(heads: dict, references: str | Path = REFERENCES) -> str:
     return f"{BEGIN}\n{table(heads, references)}{END}"
 
 
-def replace_block(text: str, block: str) -> str:
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"README has no results markers ({BEGIN!r} ... {END!r})")
-    head, rest = text.split(BEGIN, 1)
-    return head + block + rest.split(END, 1)[1]
+def replace_block(text: str, block: str, begin: str = BEGIN, end: str = END) -> str:
+    if begin not in text or end not in text:
+        raise ValueError(f"README has no markers {begin!r} ... {end!r}")
+    head, rest = text.split(begin, 1)
+    return head + block + rest.split(end, 1)[1]
+
+
+# ================================================================ findings paragraphs from templates
+FINDINGS = Path(__file__).with_name("findings")
+_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.S)
+
+
+def sp_scoring(root: Path) -> str:
+    """The one-shot scoring-function comparison of FF neurons, weakest to strongest forget drop (one run)."""
+    rows = [r for r in json.loads((root / "metrics" / "selective_pruning.json").read_text())["scoring_comparison"]
+            if r["kind"] == "ff" and r["scoring"] != "random"]
+    rows.sort(key=lambda r: r["forget_drop"])
+    return ", ".join(f"{r['scoring']} {100 * r['forget_drop']:.1f} pp" for r in rows)
+
+
+def sp_retain_costs(root: Path) -> str:
+    """How selective pruning's retain-side costs compare with random pruning's of the same size."""
+    m = json.loads((root / "metrics" / "selective_pruning.json").read_text())
+    h = m["headline"]
+    rnd = m["curves"][h["pair"].rsplit("/", 1)[0] + "/random"]
+    names = {"retain_perplexity": "perplexity", "retain_top1_drop": "top-1",
+             "retain_top1_skip_drop": "top-1 without the 50 commonest tokens",
+             "retain_topk_skip_drop": "top-10 without the 50 commonest tokens"}
+    worse = [n for k, n in names.items() if h[k] > rnd[k]]
+    better = [n for k, n in names.items() if h[k] <= rnd[k]]
+    if not worse:
+        return "the retain set pays less than under random pruning of the same share on every measure"
+    if not better:
+        return ("the retain set is **not** spared more than by random pruning of the same share: its cost is larger "
+                f"on every measure ({', '.join(worse)})")
+    return (f"the retain set pays more than under random pruning of the same share on {', '.join(worse)}, "
+            f"less on {', '.join(better)}")
+
+
+TEXT_FUNCTIONS: dict[str, Callable[[Path], str]] = {"sp_retain_costs": sp_retain_costs, "sp_scoring": sp_scoring}
+
+
+def lookup(root: Path, source: str, keys: list[str]):
+    """A value from metrics/<source>.json (benchmarks/<source>.json for seeds/..., params.yaml for params), by
+    keys; a digit key indexes a list."""
+    if source == "params":
+        value = yaml.safe_load((root / "params.yaml").read_text())
+    else:
+        path = root / ("benchmarks" if source.startswith("seeds/") else "metrics") / f"{source}.json"
+        value = json.loads(path.read_text())
+    for k in keys:
+        value = value[int(k)] if isinstance(value, list) else value[k]
+    return value
+
+
+def fill(template: str, root: str | Path = ".") -> str:
+    """Replace every {{ source | key | ... ; scale ; format }} and {{ text: name }} of a template; a placeholder
+    that does not resolve is an error naming it."""
+    root = Path(root)
+
+    def one(m):
+        spec = m.group(1).strip()
+        try:
+            if spec.startswith("text:"):
+                return TEXT_FUNCTIONS[spec[5:].strip()](root)
+            parts = [p.strip() for p in spec.split(";")]
+            source, *keys = [k.strip() for k in parts[0].split("|")]
+            scale = float(parts[1]) if len(parts) > 1 and parts[1] else 1.0
+            fmt = parts[2] if len(parts) > 2 else ""
+            value = lookup(root, source, keys)
+            if isinstance(value, list):
+                return "[" + ", ".join(format(v * scale, fmt) for v in value) + "]"
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return format(value * scale if scale != 1 else value, fmt)
+            return str(value)
+        except (KeyError, IndexError, ValueError, FileNotFoundError, TypeError) as e:
+            raise ValueError(f"placeholder {{{{{spec}}}}}: {type(e).__name__}: {e}") from None
+    return _PLACEHOLDER.sub(one, template)
+
+
+def wrap(text: str, width: int = 118) -> str:
+    """Re-flow each paragraph (blank-line separated) of filled text to `width` columns; list items (- ...) are
+    wrapped one by one, lines starting with ! or | are kept as they are."""
+    import textwrap
+    out = []
+    for para in text.strip("\n").split("\n\n"):
+        if para.lstrip().startswith(("!", "|")):
+            out.append(para)
+        elif para.lstrip().startswith("- "):
+            items = re.split(r"\n(?=- )", para)
+            out.append("\n".join(textwrap.fill(" ".join(i.split()), width, subsequent_indent="  ",
+                                                break_on_hyphens=False) for i in items))
+        else:
+            out.append(textwrap.fill(" ".join(para.split()), width, break_on_hyphens=False))
+    return "\n\n".join(out)
+
+
+def findings(root: str | Path = ".") -> dict[str, str]:
+    """{id: filled, re-flowed paragraphs} of every template in src/forgetlab/findings/."""
+    return {p.stem: wrap(fill(p.read_text(), root)) for p in sorted(FINDINGS.glob("*.md"))}
+
+
+def findings_markers(name: str) -> tuple[str, str]:
+    return (f"<!-- findings:{name} (generated from src/forgetlab/findings/{name}.md; do not edit) -->",
+            f"<!-- /findings:{name} -->")
+
+
+def readme_text(text: str, heads: dict, root: str | Path = ".") -> str:
+    """The README with its results table and every findings paragraph regenerated."""
+    text = replace_block(text, readme_block(heads))
+    for name, body in findings(root).items():
+        begin, end = findings_markers(name)
+        text = replace_block(text, f"{begin}\n{body}\n{end}", begin, end)
+    return text
 
 
 def main(argv=None) -> None:
@@ -241,14 +360,14 @@ def main(argv=None) -> None:
         for path, obj in outputs.items():
             write_json(path, obj)
     elif args.action == "readme":
-        readme.write_text(replace_block(readme.read_text(), readme_block(heads)))
+        readme.write_text(readme_text(readme.read_text(), heads))
     else:
         from .utils import to_builtin
         problems = [f"{path} differs from what the metrics give: run `python -m forgetlab.headline write`"
                     for path, obj in outputs.items()
                     if not path.exists() or path.read_text() != json.dumps(to_builtin(obj), indent=2, sort_keys=True) + "\n"]
-        if replace_block(readme.read_text(), readme_block(heads)) != readme.read_text():
-            problems.append(f"{readme}'s results table differs: run `python -m forgetlab.headline readme`")
+        if readme_text(readme.read_text(), heads) != readme.read_text():
+            problems.append(f"{readme}'s results table or findings differ: run `python -m forgetlab.headline readme`")
         if problems:
             sys.exit("\n".join(problems))
 
