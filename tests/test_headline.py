@@ -74,3 +74,18 @@ def test_headline_stage_reads_the_smoke_metrics(smoke):
     sp = heads["headlines"]["selective_pruning"]["gap"]
     assert sp["value"] == pytest.approx(read_metrics(smoke, "selective_pruning")["headline"]["gap_top1"])
     assert not any(isinstance(v, float) and math.isnan(v) for v in compact.values())
+
+
+def test_findings_placeholders_by_hand(tmp_path):
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "benchmarks" / "seeds").mkdir(parents=True)
+    (tmp_path / "metrics" / "p.json").write_text(json.dumps({"a": {"b": 0.12345, "ci": [0.1, 0.2], "n": 16},
+                                                             "name": "x/y"}))
+    (tmp_path / "benchmarks" / "seeds" / "p.json").write_text(json.dumps({"metrics": {"p:a.b": {"sd": 0.031}}}))
+    (tmp_path / "params.yaml").write_text("sec:\n  k: 7\n")
+    text = ("{{ p | a | b ; 100 ; .1f }} pp {{ p | a | ci ; 100 ; .0f }} n={{ p | a | n }} {{ p | name }} "
+            "sd {{ seeds/p | metrics | p:a.b | sd ; 100 ; .1f }} k={{ params | sec | k }}")
+    assert h.fill(text, tmp_path) == "12.3 pp [10, 20] n=16 x/y sd 3.1 k=7"
+    with pytest.raises(ValueError, match=r"placeholder \{\{p \| a \| missing\}\}: KeyError"):
+        h.fill("{{ p | a | missing }}", tmp_path)
+    assert h.wrap("a  b\nc\n\n- item one\n- item two") == "a b c\n\n- item one\n- item two"
