@@ -264,7 +264,65 @@ def sp_retain_costs(root: Path) -> str:
             f"less on {', '.join(better)}")
 
 
-TEXT_FUNCTIONS: dict[str, Callable[[Path], str]] = {"sp_retain_costs": sp_retain_costs, "sp_scoring": sp_scoring}
+def _vision(root: Path) -> dict:
+    return json.loads((root / "metrics" / "selective_pruning_vision_toxicity.json").read_text())["vision"]
+
+
+def vit_random(root: Path) -> str:
+    """Random pruning of the same FF share: its range of forget-class accuracy in the sweep."""
+    v = _vision(root)
+    ff = v["methods"]["prune"]["details"]["ff"]
+    rows = [r["forget_acc"] for r in v["sweep"] if r["scoring"] == "random" and r["ff_frac"] > 0]
+    same = [r["forget_acc"] for r in v["sweep"] if r["scoring"] == "random" and abs(r["ff_frac"] - ff) < 1e-3]
+    return (f"random pruning of the same share: {same[0]:.2f}; of 5-30%: {min(rows):.2f}-{max(rows):.2f}" if same
+            else f"random pruning: {min(rows):.2f}-{max(rows):.2f}")
+
+
+def vit_compute(root: Path) -> str:
+    m = _vision(root)["methods"]
+    return f"{100 * m['prune']['compute'] / m['retrain']['compute']:.0f}%"
+
+
+def vit_better(root: Path) -> str:
+    """Baselines that forget the class at least as well as pruning while keeping more retain accuracy."""
+    m = _vision(root)["methods"]
+    sp = m["prune"]
+    names = {"amnesiac": "amnesiac relabelling", "finetune": "fine-tuning on the retain set", "ga": "gradient ascent",
+             "unsir": "UNSIR", "ssd": "SSD", "ssd_tuned": "SSD at alpha 5", "teacher": "bad teaching"}
+    better = [f"{names.get(k, k)} ({r['forget_acc']:.2f} / {r['retain_acc']:.2f})" for k, r in m.items()
+              if k in names and r["forget_acc"] <= sp["forget_acc"] and r["retain_acc"] >= sp["retain_acc"]]
+    return ("forget / retain accuracy " + ", ".join(better) + " all remove the class at least as well with more "
+            "retain accuracy") if better else "no baseline forgets as much with more retain accuracy"
+
+
+def vit_mia(root: Path) -> str:
+    m = _vision(root)["methods"]
+    aucs = [r["mia_auc"] for r in m.values()]
+    return f"{min(aucs):.2f}-{max(aucs):.2f}"
+
+
+def _qr(root: Path) -> dict:
+    return json.loads((root / "metrics" / "quantization_recovery.json").read_text())
+
+
+def qr_kept_at_1e5(root: Path) -> str:
+    """The forget VerbMem the six methods kept at the paper's learning rate (share of the target's)."""
+    kept = [r["full"] for r in _qr(root)["recovery"]["verbmem"].values()]
+    lo, hi = f"{min(kept):.3f}", f"{max(kept):.3f}"
+    return f"each keeps {lo if lo == hi else lo + '-' + hi} of the target's forget VerbMem at full precision"
+
+
+def qr_sweep(root: Path) -> str:
+    rows = {(r["name"], r["precision"]): r["verbmem"] for r in _qr(root)["lr_sweep"] if not r["sure"]}
+    names = sorted({n for n, _ in rows}, key=lambda n: float(n.split("@")[1]))
+    return "; ".join(f"{n.split('@')[1]}: VerbMem {rows[(n, 'full')]:.2f} at full precision, "
+                     f"{rows[(n, 'nf4')]:.2f} under nf4" for n in names if (n, "nf4") in rows)
+
+
+TEXT_FUNCTIONS: dict[str, Callable[[Path], str]] = {
+    "sp_retain_costs": sp_retain_costs, "sp_scoring": sp_scoring, "vit_random": vit_random,
+    "vit_compute": vit_compute, "vit_better": vit_better, "vit_mia": vit_mia, "qr_kept_at_1e5": qr_kept_at_1e5,
+    "qr_sweep": qr_sweep}
 
 
 def lookup(root: Path, source: str, keys: list[str]):
