@@ -23,7 +23,7 @@ filled from the metrics, so prose never drifts from them:
     {{ seeds/selective_pruning | metrics | <key> | sd ; 100 ; .1f }}   benchmarks/seeds/selective_pruning.json
     {{ params | selective_pruning | n_eval_seqs }}                  params.yaml
     {{ text: sp_retain_costs }}                                     a sentence computed by TEXT_FUNCTIONS
-A list (an interval) is written as [lo, hi].
+A list (an interval) is written as [lo, hi]; a dict (per_seed) as "a, b, c" in key order.
 """
 from __future__ import annotations
 
@@ -319,7 +319,80 @@ def qr_sweep(root: Path) -> str:
                      f"{rows[(n, 'nf4')]:.2f} under nf4" for n in names if (n, "nf4") in rows)
 
 
+def salem_profile(root: Path) -> str:
+    """How the classifier's layer saliency runs with depth."""
+    sal = json.loads((root / "metrics" / "salem.json").read_text())["classify"]["saliency"]
+    top = max(range(len(sal)), key=sal.__getitem__)
+    falls = all(a >= b for a, b in zip(sal, sal[1:]))
+    return f"highest in block {top}" + (" and falls with depth" if falls else "")
+
+
+def _fr(root: Path) -> dict:
+    return json.loads((root / "metrics" / "forgetting_robustness.json").read_text())
+
+
+def _span(values, fmt: str = ".2f", scale: float = 1.0) -> str:
+    lo, hi = format(min(values) * scale, fmt), format(max(values) * scale, fmt)
+    return lo if lo == hi else f"{lo} to {hi}"
+
+
+def fr_matching(root: Path) -> str:
+    """How well the removal methods matched the target drop."""
+    m = _fr(root)
+    rows = {k: r for k, r in m["removal"].items() if k not in ("original", "random_pruning")}
+    n_in = sum(r["in_band"] for r in rows.values())
+    return (f"{n_in} of {len(rows)} methods land in the band, forget drops {_span([r['forget_drop'] for r in rows.values()], '.1f', 100)}"
+            f" pp, retain drops {_span([r['retain_drop'] for r in rows.values()], '.1f', 100)} pp")
+
+
+def fr_steps(root: Path) -> str:
+    rows = [r["knob_value"] for r in _fr(root)["removal"].values() if r.get("knob") == "optimizer steps"]
+    return f"{_span(rows, '.0f')} optimizer steps"
+
+
+def fr_shares(root: Path, attack: str = "k=8|full") -> str:
+    """Every method's share for one attack, smallest first, with the interval of the two ends."""
+    rec = _fr(root)["recovery"]
+    rows = sorted(rec.items(), key=lambda kv: kv[1][attack]["share"])
+    parts = [f"{k} {r[attack]['share']:.2f}" for k, r in rows]
+    for i in (0, -1):
+        ci = rows[i][1][attack]["share_ci"]
+        parts[i] += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+    return ", ".join(parts)
+
+
+def fr_seed1(root: Path) -> str:
+    seeds = json.loads((root / "benchmarks" / "seeds" / "forgetting_robustness.json").read_text())["metrics"]
+    rows = {k.split(".")[1]: v["per_seed"]["1"] for k, v in seeds.items() if k.endswith("k=8|full.share")}
+    return ", ".join(f"{k} {v:.2f}" for k, v in sorted(rows.items(), key=lambda kv: kv[1]))
+
+
+def fr_seed_spread(root: Path) -> str:
+    seeds = json.loads((root / "benchmarks" / "seeds" / "forgetting_robustness.json").read_text())["metrics"]
+    spread = max(abs(v["per_seed"]["1"] - v["per_seed"]["0"]) for k, v in seeds.items() if k.endswith("k=8|full.share"))
+    return f"{spread:.2f}"
+
+
+def fr_nf4_seeds(root: Path) -> str:
+    seeds = json.loads((root / "benchmarks" / "seeds" / "forgetting_robustness.json").read_text())["metrics"]
+    return ", ".join(f"{v:.2f}" for _, v in sorted(seeds["forgetting_robustness:mean_share.k=0|nf4"]["per_seed"].items()))
+
+
+def fr_range(root: Path, attack: str) -> str:
+    return _span([r[attack]["share"] for r in _fr(root)["recovery"].values()])
+
+
+def fr_vs_attacked(root: Path) -> str:
+    rec = _fr(root)["recovery"]
+    rows = sorted(((k, r["k=32|full"]["share_of_attacked_original"]) for k, r in rec.items()), key=lambda kv: kv[1])
+    return ", ".join(f"{k} {v:.2f}" for k, v in rows)
+
+
 TEXT_FUNCTIONS: dict[str, Callable[[Path], str]] = {
+    "fr_matching": fr_matching, "fr_steps": fr_steps, "fr_shares_k8": fr_shares, "fr_seed1": fr_seed1,
+    "fr_range_k32": lambda root: fr_range(root, "k=32|full"), "fr_range_nf4": lambda root: fr_range(root, "k=0|nf4"),
+    "fr_range_rtn4": lambda root: fr_range(root, "k=0|rtn4"), "fr_vs_attacked": fr_vs_attacked, "fr_nf4_seeds": fr_nf4_seeds, "fr_seed_spread": fr_seed_spread,
+    "salem_profile": salem_profile,
     "sp_retain_costs": sp_retain_costs, "sp_scoring": sp_scoring, "vit_random": vit_random,
     "vit_compute": vit_compute, "vit_better": vit_better, "vit_mia": vit_mia, "qr_kept_at_1e5": qr_kept_at_1e5,
     "qr_sweep": qr_sweep}
@@ -355,6 +428,8 @@ def fill(template: str, root: str | Path = ".") -> str:
             value = lookup(root, source, keys)
             if isinstance(value, list):
                 return "[" + ", ".join(format(v * scale, fmt) for v in value) + "]"
+            if isinstance(value, dict):  # e.g. per_seed: the values in key order, "a, b, c"
+                return ", ".join(format(v * scale if scale != 1 else v, fmt) for _, v in sorted(value.items()))
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return format(value * scale if scale != 1 else value, fmt)
             return str(value)
