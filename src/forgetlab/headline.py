@@ -237,17 +237,17 @@ FINDINGS = Path(__file__).with_name("findings")
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.S)
 
 
-def sp_scoring(root: Path) -> str:
+def sp_scoring(root: "Sources") -> str:
     """The one-shot scoring-function comparison of FF neurons, weakest to strongest forget drop (one run)."""
-    rows = [r for r in json.loads((root / "metrics" / "selective_pruning.json").read_text())["scoring_comparison"]
+    rows = [r for r in root.metrics("selective_pruning")["scoring_comparison"]
             if r["kind"] == "ff" and r["scoring"] != "random"]
     rows.sort(key=lambda r: r["forget_drop"])
     return ", ".join(f"{r['scoring']} {100 * r['forget_drop']:.1f} pp" for r in rows)
 
 
-def sp_retain_costs(root: Path) -> str:
+def sp_retain_costs(root: "Sources") -> str:
     """How selective pruning's retain-side costs compare with random pruning's of the same size."""
-    m = json.loads((root / "metrics" / "selective_pruning.json").read_text())
+    m = root.metrics("selective_pruning")
     h = m["headline"]
     rnd = m["curves"][h["pair"].rsplit("/", 1)[0] + "/random"]
     names = {"retain_perplexity": "perplexity", "retain_top1_drop": "top-1",
@@ -264,11 +264,11 @@ def sp_retain_costs(root: Path) -> str:
             f"less on {', '.join(better)}")
 
 
-def _vision(root: Path) -> dict:
-    return json.loads((root / "metrics" / "selective_pruning_vision_toxicity.json").read_text())["vision"]
+def _vision(root: "Sources") -> dict:
+    return root.metrics("selective_pruning_vision_toxicity")["vision"]
 
 
-def vit_random(root: Path) -> str:
+def vit_random(root: "Sources") -> str:
     """Random pruning of the same FF share: its range of forget-class accuracy in the sweep."""
     v = _vision(root)
     ff = v["methods"]["prune"]["details"]["ff"]
@@ -278,12 +278,12 @@ def vit_random(root: Path) -> str:
             else f"random pruning: {min(rows):.2f}-{max(rows):.2f}")
 
 
-def vit_compute(root: Path) -> str:
+def vit_compute(root: "Sources") -> str:
     m = _vision(root)["methods"]
     return f"{100 * m['prune']['compute'] / m['retrain']['compute']:.0f}%"
 
 
-def vit_better(root: Path) -> str:
+def vit_better(root: "Sources") -> str:
     """Baselines that forget the class at least as well as pruning while keeping more retain accuracy."""
     m = _vision(root)["methods"]
     sp = m["prune"]
@@ -295,40 +295,48 @@ def vit_better(root: Path) -> str:
             "retain accuracy") if better else "no baseline forgets as much with more retain accuracy"
 
 
-def vit_mia(root: Path) -> str:
+def vit_mia(root: "Sources") -> str:
     m = _vision(root)["methods"]
     aucs = [r["mia_auc"] for r in m.values()]
     return f"{min(aucs):.2f}-{max(aucs):.2f}"
 
 
-def _qr(root: Path) -> dict:
-    return json.loads((root / "metrics" / "quantization_recovery.json").read_text())
+def _qr(root: "Sources") -> dict:
+    return root.metrics("quantization_recovery")
 
 
-def qr_kept_at_1e5(root: Path) -> str:
+def qr_verdict(root: "Sources") -> str:
+    """Whether the run can test the claim at all: did a utility-constrained method unlearn?"""
+    if quantization_recovery(root.metrics("quantization_recovery"))["checks"]["a_constrained_method_unlearned"]:
+        return "**a utility-constrained run unlearned**, so the 4-bit numbers below test the claim"
+    return ("**the claim is not tested yet**: no utility-constrained run kept 0.3 or less of the target's forget "
+            "VerbMem at full precision, so there was nothing for 4 bits to bring back")
+
+
+def qr_kept_at_1e5(root: "Sources") -> str:
     """The forget VerbMem the six methods kept at the paper's learning rate (share of the target's)."""
     kept = [r["full"] for r in _qr(root)["recovery"]["verbmem"].values()]
     lo, hi = f"{min(kept):.3f}", f"{max(kept):.3f}"
     return f"each keeps {lo if lo == hi else lo + '-' + hi} of the target's forget VerbMem at full precision"
 
 
-def qr_sweep(root: Path) -> str:
+def qr_sweep(root: "Sources") -> str:
     rows = {(r["name"], r["precision"]): r["verbmem"] for r in _qr(root)["lr_sweep"] if not r["sure"]}
     names = sorted({n for n, _ in rows}, key=lambda n: float(n.split("@")[1]))
     return "; ".join(f"{n.split('@')[1]}: VerbMem {rows[(n, 'full')]:.2f} at full precision, "
                      f"{rows[(n, 'nf4')]:.2f} under nf4" for n in names if (n, "nf4") in rows)
 
 
-def salem_profile(root: Path) -> str:
+def salem_profile(root: "Sources") -> str:
     """How the classifier's layer saliency runs with depth."""
-    sal = json.loads((root / "metrics" / "salem.json").read_text())["classify"]["saliency"]
+    sal = root.metrics("salem")["classify"]["saliency"]
     top = max(range(len(sal)), key=sal.__getitem__)
     falls = all(a >= b for a, b in zip(sal, sal[1:]))
     return f"highest in block {top}" + (" and falls with depth" if falls else "")
 
 
-def _fr(root: Path) -> dict:
-    return json.loads((root / "metrics" / "forgetting_robustness.json").read_text())
+def _fr(root: "Sources") -> dict:
+    return root.metrics("forgetting_robustness")
 
 
 def _span(values, fmt: str = ".2f", scale: float = 1.0) -> str:
@@ -336,7 +344,7 @@ def _span(values, fmt: str = ".2f", scale: float = 1.0) -> str:
     return lo if lo == hi else f"{lo} to {hi}"
 
 
-def fr_matching(root: Path) -> str:
+def fr_matching(root: "Sources") -> str:
     """How well the removal methods matched the target drop."""
     m = _fr(root)
     rows = {k: r for k, r in m["removal"].items() if k not in ("original", "random_pruning")}
@@ -345,7 +353,7 @@ def fr_matching(root: Path) -> str:
             f" pp, retain drops {_span([r['retain_drop'] for r in rows.values()], '.1f', 100)} pp")
 
 
-def fr_steps(root: Path) -> str:
+def fr_steps(root: "Sources") -> str:
     rows = [r["knob_value"] for r in _fr(root)["removal"].values() if r.get("knob") == "optimizer steps"]
     return f"{_span(rows, '.0f')} optimizer steps"
 
@@ -361,20 +369,20 @@ def fr_shares(root: Path, attack: str = "k=8|full") -> str:
     return ", ".join(parts)
 
 
-def fr_seed1(root: Path) -> str:
-    seeds = json.loads((root / "benchmarks" / "seeds" / "forgetting_robustness.json").read_text())["metrics"]
+def fr_seed1(root: "Sources") -> str:
+    seeds = root.seeds("forgetting_robustness")["metrics"]
     rows = {k.split(".")[1]: v["per_seed"]["1"] for k, v in seeds.items() if k.endswith("k=8|full.share")}
     return ", ".join(f"{k} {v:.2f}" for k, v in sorted(rows.items(), key=lambda kv: kv[1]))
 
 
-def fr_seed_spread(root: Path) -> str:
-    seeds = json.loads((root / "benchmarks" / "seeds" / "forgetting_robustness.json").read_text())["metrics"]
+def fr_seed_spread(root: "Sources") -> str:
+    seeds = root.seeds("forgetting_robustness")["metrics"]
     spread = max(abs(v["per_seed"]["1"] - v["per_seed"]["0"]) for k, v in seeds.items() if k.endswith("k=8|full.share"))
     return f"{spread:.2f}"
 
 
-def fr_nf4_seeds(root: Path) -> str:
-    seeds = json.loads((root / "benchmarks" / "seeds" / "forgetting_robustness.json").read_text())["metrics"]
+def fr_nf4_seeds(root: "Sources") -> str:
+    seeds = root.seeds("forgetting_robustness")["metrics"]
     return ", ".join(f"{v:.2f}" for _, v in sorted(seeds["forgetting_robustness:mean_share.k=0|nf4"]["per_seed"].items()))
 
 
@@ -382,39 +390,52 @@ def fr_range(root: Path, attack: str) -> str:
     return _span([r[attack]["share"] for r in _fr(root)["recovery"].values()])
 
 
-def fr_vs_attacked(root: Path) -> str:
+def fr_vs_attacked(root: "Sources") -> str:
     rec = _fr(root)["recovery"]
     rows = sorted(((k, r["k=32|full"]["share_of_attacked_original"]) for k, r in rec.items()), key=lambda kv: kv[1])
     return ", ".join(f"{k} {v:.2f}" for k, v in rows)
 
 
-TEXT_FUNCTIONS: dict[str, Callable[[Path], str]] = {
+TEXT_FUNCTIONS: dict[str, Callable[["Sources"], str]] = {
     "fr_matching": fr_matching, "fr_steps": fr_steps, "fr_shares_k8": fr_shares, "fr_seed1": fr_seed1,
     "fr_range_k32": lambda root: fr_range(root, "k=32|full"), "fr_range_nf4": lambda root: fr_range(root, "k=0|nf4"),
     "fr_range_rtn4": lambda root: fr_range(root, "k=0|rtn4"), "fr_vs_attacked": fr_vs_attacked, "fr_nf4_seeds": fr_nf4_seeds, "fr_seed_spread": fr_seed_spread,
     "salem_profile": salem_profile,
     "sp_retain_costs": sp_retain_costs, "sp_scoring": sp_scoring, "vit_random": vit_random,
     "vit_compute": vit_compute, "vit_better": vit_better, "vit_mia": vit_mia, "qr_kept_at_1e5": qr_kept_at_1e5,
-    "qr_sweep": qr_sweep}
+    "qr_sweep": qr_sweep, "qr_verdict": qr_verdict}
 
 
-def lookup(root: Path, source: str, keys: list[str]):
-    """A value from metrics/<source>.json (benchmarks/<source>.json for seeds/..., params.yaml for params), by
-    keys; a digit key indexes a list."""
-    if source == "params":
-        value = yaml.safe_load((root / "params.yaml").read_text())
-    else:
-        path = root / ("benchmarks" if source.startswith("seeds/") else "metrics") / f"{source}.json"
-        value = json.loads(path.read_text())
-    for k in keys:
-        value = value[int(k)] if isinstance(value, list) else value[k]
-    return value
+class Sources:
+    """Where placeholders read: metrics/<stem>.json (or another metrics folder, e.g. a notebook's scratch output),
+    benchmarks/seeds/<name>.json and params.yaml of the repository."""
+
+    def __init__(self, root: str | Path = ".", metrics_dir: str | Path | None = None):
+        self.root = Path(root)
+        self.metrics_dir = Path(metrics_dir) if metrics_dir is not None else self.root / "metrics"
+
+    def metrics(self, stem: str) -> dict:
+        return json.loads((self.metrics_dir / f"{stem}.json").read_text())
+
+    def seeds(self, name: str) -> dict:
+        return json.loads((self.root / "benchmarks" / "seeds" / f"{name}.json").read_text())
+
+    def params(self) -> dict:
+        return yaml.safe_load((self.root / "params.yaml").read_text())
+
+    def lookup(self, source: str, keys: list[str]):
+        """A value by keys (a digit key indexes a list) from params, seeds/<name> or a metrics stem."""
+        value = (self.params() if source == "params" else self.seeds(source[6:]) if source.startswith("seeds/")
+                 else self.metrics(source))
+        for k in keys:
+            value = value[int(k)] if isinstance(value, list) else value[k]
+        return value
 
 
-def fill(template: str, root: str | Path = ".") -> str:
+def fill(template: str, root: str | Path = ".", metrics_dir: str | Path | None = None) -> str:
     """Replace every {{ source | key | ... ; scale ; format }} and {{ text: name }} of a template; a placeholder
     that does not resolve is an error naming it."""
-    root = Path(root)
+    root = Sources(root, metrics_dir)
 
     def one(m):
         spec = m.group(1).strip()
@@ -425,7 +446,7 @@ def fill(template: str, root: str | Path = ".") -> str:
             source, *keys = [k.strip() for k in parts[0].split("|")]
             scale = float(parts[1]) if len(parts) > 1 and parts[1] else 1.0
             fmt = parts[2] if len(parts) > 2 else ""
-            value = lookup(root, source, keys)
+            value = root.lookup(source, keys)
             if isinstance(value, list):
                 return "[" + ", ".join(format(v * scale, fmt) for v in value) + "]"
             if isinstance(value, dict):  # e.g. per_seed: the values in key order, "a, b, c"
@@ -455,9 +476,14 @@ def wrap(text: str, width: int = 118) -> str:
     return "\n\n".join(out)
 
 
+def finding(name: str, root: str | Path = ".", metrics_dir: str | Path | None = None) -> str:
+    """One findings paragraph, filled and re-flowed (a notebook shows its own from the metrics it just wrote)."""
+    return wrap(fill((FINDINGS / f"{name}.md").read_text(), root, metrics_dir))
+
+
 def findings(root: str | Path = ".") -> dict[str, str]:
     """{id: filled, re-flowed paragraphs} of every template in src/forgetlab/findings/."""
-    return {p.stem: wrap(fill(p.read_text(), root)) for p in sorted(FINDINGS.glob("*.md"))}
+    return {p.stem: finding(p.stem, root) for p in sorted(FINDINGS.glob("*.md"))}
 
 
 def findings_markers(name: str) -> tuple[str, str]:
