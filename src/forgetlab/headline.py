@@ -23,7 +23,8 @@ filled from the metrics, so prose never drifts from them:
     {{ seeds/selective_pruning | metrics | <key> | sd ; 100 ; .1f }}   benchmarks/seeds/selective_pruning.json
     {{ params | selective_pruning | n_eval_seqs }}                  params.yaml
     {{ text: sp_retain_costs }}                                     a sentence computed by TEXT_FUNCTIONS
-A list (an interval) is written as [lo, hi]; a dict (per_seed) as "a, b, c" in key order.
+A list (an interval) is written as [lo, hi]; a dict (per_seed) as "a, b, c" in key order. Text between
+{% readme %} and {% endreadme %} (seed runs, params.yaml values) is left out where a notebook shows its own run.
 """
 from __future__ import annotations
 
@@ -288,7 +289,8 @@ def vit_better(root: "Sources") -> str:
     m = _vision(root)["methods"]
     sp = m["prune"]
     names = {"amnesiac": "amnesiac relabelling", "finetune": "fine-tuning on the retain set", "ga": "gradient ascent",
-             "unsir": "UNSIR", "ssd": "SSD", "ssd_tuned": "SSD at alpha 5", "teacher": "bad teaching"}
+             "unsir": "UNSIR", "ssd": "SSD", "teacher": "bad teaching",
+             "ssd_tuned": f"SSD at alpha {m.get('ssd_tuned', {}).get('details', {}).get('alpha', 'tuned'):g}"}
     better = [f"{names.get(k, k)} ({r['forget_acc']:.2f} / {r['retain_acc']:.2f})" for k, r in m.items()
               if k in names and r["forget_acc"] <= sp["forget_acc"] and r["retain_acc"] >= sp["retain_acc"]]
     return ("forget / retain accuracy " + ", ".join(better) + " all remove the class at least as well with more "
@@ -476,9 +478,15 @@ def wrap(text: str, width: int = 118) -> str:
     return "\n\n".join(out)
 
 
-def finding(name: str, root: str | Path = ".", metrics_dir: str | Path | None = None) -> str:
-    """One findings paragraph, filled and re-flowed (a notebook shows its own from the metrics it just wrote)."""
-    return wrap(fill((FINDINGS / f"{name}.md").read_text(), root, metrics_dir))
+_README_ONLY = re.compile(r"\{% readme %\}(.*?)\{% endreadme %\}", re.S)
+
+
+def finding(name: str, root: str | Path = ".", metrics_dir: str | Path | None = None, readme: bool = True) -> str:
+    """One findings paragraph, filled and re-flowed. A notebook shows its own from the metrics it just wrote, with
+    readme=False: the {% readme %}...{% endreadme %} parts (the committed seed runs and params.yaml values of the
+    default profile, which another profile's run does not share) go."""
+    template = _README_ONLY.sub(lambda m: m.group(1) if readme else "", (FINDINGS / f"{name}.md").read_text())
+    return wrap(fill(template, root, metrics_dir))
 
 
 def findings(root: str | Path = ".") -> dict[str, str]:
