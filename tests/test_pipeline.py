@@ -355,6 +355,8 @@ def test_a_dvc_experiment_with_the_smoke_profile_runs_and_exp_show_lists_its_hea
     env = stage_env()
     run = lambda cmd, **kw: subprocess.run(cmd, shell=True, cwd=clone, env=env, capture_output=True, text=True,  # noqa: E731
                                            **kw)
+    # make data puts data/ into this checkout's DVC cache; do it here too for a checkout whose data/ predates that
+    subprocess.run("dvc commit --quiet --force data.dvc", shell=True, cwd=ROOT, env=env, check=True)
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
     assert run(f"dvc cache dir --local {ROOT / '.dvc' / 'cache'}").returncode == 0
     sets = " ".join(profile.exp_sets("smoke", ROOT))
