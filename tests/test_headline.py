@@ -89,3 +89,12 @@ def test_findings_placeholders_by_hand(tmp_path):
     with pytest.raises(ValueError, match=r"placeholder \{\{p \| a \| missing\}\}: KeyError"):
         h.fill("{{ p | a | missing }}", tmp_path)
     assert h.wrap("a  b\nc\n\n- item one\n- item two") == "a b c\n\n- item one\n- item two"
+
+
+def test_dvc_metrics_show_prints_only_the_headline_table_within_160_columns():
+    from conftest import stage_env
+    out = subprocess.run(["dvc", "metrics", "show"], cwd=ROOT, env=stage_env(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.splitlines() if line.strip()]
+    assert len(lines) == 2 and lines[1].startswith("metrics/headline.json"), out.stdout
+    assert max(map(len, lines)) <= 160
