@@ -132,17 +132,45 @@ def neuroplasticity(m: dict) -> dict:
     return out
 
 
+def randomized_forgetting(m: dict) -> dict:
+    """The notebook decides its verdicts by rules stated in it (notebook_verdicts); the numbers behind them.
+    Undefined ratios are null in its metrics (NaN here)."""
+    nan = float("nan")
+    val = lambda v: nan if v is None else v  # noqa: E731
+    ci = lambda c: None if not c or c[0] is None else c  # noqa: E731
+    out = {"share_converged": number(m["share_converged"], None, "share",
+                                     "kept tasks whose forget set reached chance (within tol)"),
+           "n_kept": number(len(m["kept"]), None, "tasks", "tasks that pass the screen"),
+           "mean_forget_ratio": number(val(m["mean_forget_ratio_converged"]), None, "ratio",
+                                       "mean test forget ratio over converged tasks"),
+           "mean_normalized_ratio": number(val(m["mean_normalized_ratio_converged"]), None, "ratio",
+                                           "mean test / forget-set forget ratio over converged tasks"),
+           "offdiagonal": number(val(m["mean_forget_ratio_offdiagonal"]), ci(m["mean_forget_ratio_offdiagonal_ci"]),
+                                 "ratio", "mean forget ratio on the other tasks (cross-task cells)")}
+    ratios = [(t, m["tasks"][t]["forget_ratio"], m["tasks"][t].get("forget_ratio_ci")) for t in m["converged"]
+              if m["tasks"][t].get("forget_ratio") is not None]
+    if ratios:
+        lo = min(ratios, key=lambda r: r[1])
+        hi = max(ratios, key=lambda r: r[1])
+        out["lowest_ratio"] = number(lo[1], ci(lo[2]), "ratio", f"lowest test forget ratio ({lo[0]})")
+        out["highest_ratio"] = number(hi[1], ci(hi[2]), "ratio", f"highest test forget ratio ({hi[0]})")
+    out["notebook_verdicts"] = m["verdicts"]
+    out["checks"] = {"forgetting_converged": m["share_converged"] >= 0.8}
+    return out
+
+
 def quantization_recovery(m: dict) -> dict:
     """The claim needs a run that forgot at full precision (share of the target-retrain VerbMem gap kept <= 0.3)
     with a constrained method; the share at 4 bits is then the test."""
     constrained = ("GA_GDR", "GA_KLR", "NPO_GDR", "NPO_KLR")
     runs = {name: r for name, r in m["recovery"]["verbmem"].items() if name.split("@")[0] in constrained}
     forgot = {name: r for name, r in runs.items() if r["full"] <= 0.3}
-    best = min(runs, key=lambda n: runs[n]["full"])
+    best = min(runs, key=lambda n: runs[n]["full"]) if runs else None
+    kept = runs[best] if best else {}
     return {
-        "closest_full": number(runs[best]["full"], None, "share",
+        "closest_full": number(kept.get("full"), None, "share",
                                f"forget VerbMem kept at full precision by the run that forgot most ({best})"),
-        "closest_nf4": number(runs[best]["nf4"], None, "share", f"the same run under nf4 ({best})"),
+        "closest_nf4": number(kept.get("nf4"), None, "share", f"the same run under nf4 ({best})"),
         "target_nf4_verbmem_kept": number(m["target_quantized_verbmem_share"]["nf4"], None, "share",
                                           "target's VerbMem kept under nf4"),
         "checks": {"a_constrained_method_unlearned": bool(forgot)},
@@ -164,8 +192,9 @@ def salem(m: dict) -> dict:
 
 def forgetting_robustness(m: dict) -> dict:
     out = {}
+    quant = [f"k=0|{p}" for p in m["precisions"] if p != "full"][:1]  # the first 4-bit attack alone
     for method, attacks in m["recovery"].items():
-        for key in ("k=8|full", "k=0|nf4"):
+        for key in [m["headline_attack"], *quant]:
             a = attacks[key]
             out[f"{method}|{key}"] = number(a["share"], a["share_ci"], "share",
                                             f"share of the removed forget accuracy recovered by {key}, {method}")
@@ -217,10 +246,13 @@ def claims(heads: dict, references: str | Path = REFERENCES) -> list[dict]:
         failed = [c for c in ref.get("requires", []) if not checks.get(c, False)]
         x = head.get(ref["test"]) if ref.get("test") else None
         v = verdict(x, ref.get("direction", ">"), ref.get("null", 0.0), not failed)
-        if ref.get("notebook_verdict"):  # decided in the notebook by its own stated rule
-            v = NOTEBOOK_VERDICTS.get(head.get("notebook_verdicts", {}).get(ref["notebook_verdict"]), "not tested")
         why = [c.replace("_", " ") + ": no" for c in failed]
-        if not ref.get("test"):
+        if ref.get("notebook_verdict"):  # decided in the notebook by its own stated rule
+            v = "not tested" if failed else NOTEBOOK_VERDICTS.get(
+                head.get("notebook_verdicts", {}).get(ref["notebook_verdict"]), "not tested")
+            if v == "not tested" and not failed:
+                why.append("the notebook did not decide it")
+        elif not ref.get("test"):
             why.append("no single number with an interval tests it yet")
         elif x is None or x["ci"] is None:
             why.append("no interval")
