@@ -206,6 +206,7 @@ def forgetting_robustness(m: dict) -> dict:
 HEADLINES: dict[str, Callable[[dict], dict]] = {
     "selective_pruning": selective_pruning,
     "neuroplasticity": neuroplasticity,
+    "randomized_forgetting": randomized_forgetting,
     "selective_pruning_vision_toxicity": selective_pruning_vision_toxicity,
     "quantization_recovery": quantization_recovery,
     "salem": salem,
