@@ -329,7 +329,7 @@ def test_executed_notebooks_show_every_saved_figure_and_the_tracked_tutorials_ar
         nb = nbformat.read(report, as_version=4)
         n_saved = n_shown = 0
         for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
-            calls = len(re.findall(r"^\s*save_figure\(", cell.source, flags=re.M))
+            calls = len(re.findall(r"^\s*(?:plots\.)?save_figure\(", cell.source, flags=re.M))
             images = sum("image/png" in o.get("data", {}) for o in cell.outputs)
             assert images == calls or not calls, f"{report.name} code cell {i}: {calls} figures saved, {images} shown"
             assert not any("PosixPath" in str(o.get("data", {}).get("text/plain", "")) for o in cell.outputs), \
