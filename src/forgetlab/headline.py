@@ -497,6 +497,35 @@ def fr_vs_attacked(root: "Sources") -> str:
     return ", ".join(f"{k} {v:.2f}" for k, v in rows)
 
 
+NP_SEED_METRICS = {"neuroplasticity:relocation.raw.shift": "the raw-ranking shift of the mean layer",
+                   "neuroplasticity:relocation.std.shift": "the standardized-ranking shift",
+                   "neuroplasticity:concept_minus_random.pruned.PER.diff": "PERSON F1 after concept minus random pruning",
+                   "neuroplasticity:priming.similarity.same_layers.diff": "the priming similarity difference"}
+
+
+def seed_interval(summary: dict, alpha: float = 0.05) -> tuple[float, float]:
+    """Student-t interval of the mean over seeds (the seeds are the independent unit; n >= 2)."""
+    from scipy import stats
+    half = stats.t.ppf(1 - alpha / 2, summary["n"] - 1) * summary["sd"] / math.sqrt(summary["n"])
+    return summary["mean"] - half, summary["mean"] + half
+
+
+def np_seeds(root: "Sources") -> str:
+    try:
+        runs = root.seeds("neuroplasticity")
+    except FileNotFoundError:
+        return "Seed runs of these stages have not been made yet (`python -m forgetlab.seeds`, README: Several seeds)."
+    parts = []
+    for key, what in NP_SEED_METRICS.items():
+        s = runs["metrics"][key]
+        lo, hi = seed_interval(s)
+        parts.append(f"{what} {s['mean']:+.2f} (seeds {', '.join(f'{v:+.2f}' for _, v in sorted(s['per_seed'].items()))};"
+                     f" 95% t-interval over seeds [{lo:+.2f}, {hi:+.2f}])")
+    return (f"Over {runs['metrics'][next(iter(NP_SEED_METRICS))]['n']} seeds (each one redraws the sentences, the base "
+            f"fine-tune, the random neurons and the retraining; `benchmarks/seeds/neuroplasticity.json`): "
+            + "; ".join(parts) + ".")
+
+
 TEXT_FUNCTIONS: dict[str, Callable[["Sources"], str]] = {
     "fr_matching": fr_matching, "fr_steps": fr_steps, "fr_shares_k8": fr_shares, "fr_seed1": fr_seed1,
     "fr_range_k32": lambda root: fr_range(root, "k=32|full"), "fr_range_nf4": lambda root: fr_range(root, "k=0|nf4"),
@@ -505,7 +534,7 @@ TEXT_FUNCTIONS: dict[str, Callable[["Sources"], str]] = {
     "sp_retain_costs": sp_retain_costs, "sp_scoring": sp_scoring, "vit_random": vit_random,
     "vit_compute": vit_compute, "vit_better": vit_better, "vit_mia": vit_mia, "vit_ssd": vit_ssd,
     "tox_reading": tox_reading, "qr_kept_at_1e5": qr_kept_at_1e5,
-    "qr_sweep": qr_sweep, "qr_verdict": qr_verdict, "qr_group": qr_group}
+    "qr_sweep": qr_sweep, "qr_verdict": qr_verdict, "qr_group": qr_group, "np_seeds": np_seeds}
 
 
 class Sources:
