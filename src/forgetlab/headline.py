@@ -526,6 +526,58 @@ def np_seeds(root: "Sources") -> str:
             + "; ".join(parts) + ".")
 
 
+def _rf(root: "Sources") -> dict:
+    return root.metrics("randomized_forgetting")
+
+
+def _short(task: str) -> str:
+    return task.split("/")[-1].replace("_", " ")
+
+
+def _iv(x: float, ci, fmt: str = ".2f") -> str:
+    return f"{x:{fmt}}" + (f" [{ci[0]:{fmt}}, {ci[1]:{fmt}}]" if ci and ci[0] is not None else "")
+
+
+def rf_screen(root: "Sources") -> str:
+    m = _rf(root)
+    out = [f"{_short(t)} ({m['screen'][t]['pretrained_acc']:.2f} -> {m['screen'][t]['finetuned_acc']:.2f})"
+           for t in m["screened_out"]]
+    return (f"**{len(m['kept'])} of {len(m['candidates'])} candidates pass the screen on learning** (fine-tuned test "
+            f"accuracy at least {m['threshold']} and a gain of at least {m['margin']} over the pre-trained model); "
+            f"rejected (pre-trained -> fine-tuned): " + (", ".join(out) if out else "none"))
+
+
+def rf_converged(root: "Sources") -> str:
+    m = _rf(root)
+    epochs = [m["tasks"][t]["epochs"] for t in m["kept"]]
+    return (f"**Forgetting converged on {len(m['converged'])} of {len(m['kept'])} tasks** (forget set "
+            f"{m['mean_forgetset_acc_after']:.2f} on average, after {min(epochs)}-{max(epochs)} epochs)")
+
+
+def rf_ratios(root: "Sources") -> str:
+    m = _rf(root)
+    rows = sorted(((t, m["tasks"][t]) for t in m["converged"] if m["tasks"][t]["forget_ratio"] is not None),
+                  key=lambda r: r[1]["forget_ratio"])
+    if not rows:
+        return "no converged task has a defined test forget ratio"
+    (lo_t, lo), (hi_t, hi) = rows[0], rows[-1]
+    return (f"test forget ratio {_iv(lo['forget_ratio'], lo['forget_ratio_ci'])} ({_short(lo_t)}) to "
+            f"{_iv(hi['forget_ratio'], hi['forget_ratio_ci'])} ({_short(hi_t)}), mean "
+            f"{m['mean_forget_ratio_converged']:.2f} over the {len(rows)}, mean normalized ratio r_test / r_fs "
+            f"{m['mean_normalized_ratio_converged']:.2f}; on the lowest, {_short(lo_t)}, the forget set fell from "
+            f"{lo['forgetset_acc_before']:.2f} to {lo['forgetset_acc_after']:.2f} while its test items went from "
+            f"{lo['finetuned_acc']:.2f} to {lo['forget_acc']:.2f}")
+
+
+def rf_flipped(root: "Sources") -> str:
+    m = _rf(root)
+    reached = [t for t in m["kept"] if m["tasks"][t]["forgetset_acc_after_flipped"] <= m["tol"]]
+    below = [t for t in m["kept"] if m["tasks"][t]["flipped_ci"][1] < 0.5]
+    return (f"Flipped labels (forget set within {m['tol']} of accuracy 0 on {len(reached)} of {len(m['kept'])} tasks) "
+            f"push held-out accuracy below chance (the upper end of its 95% interval under 0.5) on {len(below)} tasks"
+            + (f" ({', '.join(_short(t) for t in below)})" if below else ""))
+
+
 TEXT_FUNCTIONS: dict[str, Callable[["Sources"], str]] = {
     "fr_matching": fr_matching, "fr_steps": fr_steps, "fr_shares_k8": fr_shares, "fr_seed1": fr_seed1,
     "fr_range_k32": lambda root: fr_range(root, "k=32|full"), "fr_range_nf4": lambda root: fr_range(root, "k=0|nf4"),
@@ -534,7 +586,8 @@ TEXT_FUNCTIONS: dict[str, Callable[["Sources"], str]] = {
     "sp_retain_costs": sp_retain_costs, "sp_scoring": sp_scoring, "vit_random": vit_random,
     "vit_compute": vit_compute, "vit_better": vit_better, "vit_mia": vit_mia, "vit_ssd": vit_ssd,
     "tox_reading": tox_reading, "qr_kept_at_1e5": qr_kept_at_1e5,
-    "qr_sweep": qr_sweep, "qr_verdict": qr_verdict, "qr_group": qr_group, "np_seeds": np_seeds}
+    "qr_sweep": qr_sweep, "qr_verdict": qr_verdict, "qr_group": qr_group, "np_seeds": np_seeds,
+    "rf_screen": rf_screen, "rf_converged": rf_converged, "rf_ratios": rf_ratios, "rf_flipped": rf_flipped}
 
 
 class Sources:
