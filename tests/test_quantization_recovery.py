@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from conftest import ROOT, read_metrics
 
-from forgetlab import muse, quantization as quant, unlearning
+from forgetlab import metrics, muse, quantization as quant, unlearning
 from forgetlab.models import tiny_model
 from forgetlab.train import TrainConfig, stack_collate, train
 
@@ -228,8 +228,9 @@ def test_min_k_and_rouge_and_recovery_share():
     assert muse.rouge_l_f1("the cat sat", "the cat sat") == 1.0
     assert muse.rouge_l_f1("a dog", "the cat sat") == 0.0
     assert muse.rouge_l_f1("the cat", "the cat sat") == pytest.approx(2 * (1 * 2 / 3) / (1 + 2 / 3))
-    assert muse.recovery_share(0.3, 0.9, 0.1) == pytest.approx(0.25)
-    assert math.isnan(muse.recovery_share(0.3, 0.5, 0.5))
+    # the shared share (forgetlab.metrics): (K_unlearned - K_retrain) / (K_target - K_retrain)
+    assert metrics.recovery_share(0.3, 0.1, 0.9) == pytest.approx(0.25)
+    assert math.isnan(metrics.recovery_share(0.3, 0.5, 0.5))
 
 
 def test_news_split_is_deterministic_and_disjoint(data_dir):
@@ -306,8 +307,8 @@ def test_quantization_recovery_smoke(smoke):
     # recovery shares are consistent with the table
     for run in runs:
         k = m["recovery"]["verbmem"][run]["full"]
-        assert k == pytest.approx(muse.recovery_share(t[run]["full"]["verbmem"], t["target"]["full"]["verbmem"],
-                                                      t["retrain"]["full"]["verbmem"]), rel=1e-5, nan_ok=True)
+        assert k == pytest.approx(metrics.recovery_share(t[run]["full"]["verbmem"], t["retrain"]["full"]["verbmem"],
+                                                         t["target"]["full"]["verbmem"]), rel=1e-5, nan_ok=True)
     # the sweep: a 100x larger learning rate changes more 4-bit codes
     sw = {(r["lr"], r["sure"]): r for r in m["lr_sweep"] if r["precision"] == "full"}
     # the sweep's learning rates plus the unlearn stage's run of the same method at its lr (the notebook joins it)

@@ -1,4 +1,5 @@
-"""Forgetting robustness (notebook 06): the recovery share, the tuning rules, the attacks, the smoke run."""
+"""Forgetting robustness (notebook 06): the shared recovery views, validation/test separation, the tuning rules,
+the attacks, the smoke run."""
 import json
 import math
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from conftest import read_metrics
-from forgetlab import neurons, robustness as rb
+from forgetlab import metrics, neurons, robustness as rb
 from forgetlab.models import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,28 +25,132 @@ def _same_params(a: dict, model) -> bool:
     return all(torch.equal(a[n], p) for n, p in model.named_parameters())
 
 
-# ---------------------------------------------------------------- the measure
-def test_recovery_share_on_hand_values():
-    assert rb.recovery_share(0.40, 0.40, 0.55) == 0.0  # nothing comes back
-    assert rb.recovery_share(0.55, 0.40, 0.55) == pytest.approx(1.0)  # all of it
-    assert rb.recovery_share(0.43, 0.40, 0.55) == pytest.approx(0.2)
-    assert rb.recovery_share(0.37, 0.40, 0.55) == pytest.approx(-0.2)  # the attack removes even more
-    assert math.isnan(rb.recovery_share(0.5, 0.55, 0.55))  # nothing was removed
+# ---------------------------------------------------------------- the shared measure (forgetlab.metrics)
+def test_recovery_share_by_hand_in_both_orientations():
+    # notebook 06: recovery_share(acc_attacked, acc_removed, acc_original) = (a - r) / (o - r)
+    a, r, o = 0.43, 0.40, 0.55
+    assert metrics.recovery_share(a, r, o) == pytest.approx((0.43 - 0.40) / (0.55 - 0.40)) == pytest.approx(0.2)
+    assert metrics.recovery_share(0.40, 0.40, 0.55) == 0.0  # nothing comes back
+    assert metrics.recovery_share(0.55, 0.40, 0.55) == pytest.approx(1.0)  # all of it
+    assert metrics.recovery_share(0.37, 0.40, 0.55) == pytest.approx(-0.2)  # the attack removes even more
+    assert math.isnan(metrics.recovery_share(0.5, 0.55, 0.55))  # nothing was removed
+    # notebook 04: recovery_share(K_unlearned, K_retrain, K_target) = (K_u - K_retrain) / (K_target - K_retrain)
+    k_u, k_retrain, k_target = 0.3, 0.1, 0.9
+    assert metrics.recovery_share(k_u, k_retrain, k_target) == pytest.approx((0.3 - 0.1) / (0.9 - 0.1))
+    # arrays, elementwise
+    assert metrics.recovery_share(np.array([0.43, 0.5]), 0.40, 0.55) == pytest.approx([0.2, 2 / 3])
 
 
-def test_bootstrap_recovery_share_is_exact_when_every_sequence_agrees():
+def test_the_three_views_by_hand():
+    a, r, o, oa = 0.37, 0.40, 0.55, 0.505  # 4 bits: the removed model 0.40 -> 0.37, the original 0.55 -> 0.505
+    assert metrics.recovery_view("share_full_gap", a, r, o, oa) == pytest.approx((0.37 - 0.40) / 0.15)
+    assert metrics.recovery_view("gap_closure", a, r, o, oa) == pytest.approx(1 - (0.505 - 0.37) / 0.15)
+    assert metrics.recovery_view("share_attacked_original", a, r, o, oa) == pytest.approx((0.37 - 0.40) / 0.105)
+    for v in metrics.RECOVERY_VIEWS:  # an attack that changes neither model: 0 in every view
+        assert metrics.recovery_view(v, r, r, o, o) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="view"):
+        metrics.recovery_view("share", a, r, o, oa)
+
+
+def test_bootstrap_recovery_is_exact_when_every_window_agrees():
     n = np.full(20, 10.0)
-    orig, removed = np.full(20, 6.0), np.full(20, 4.0)
-    assert rb.bootstrap_recovery_share(orig, removed, removed, n, n_boot=200) == pytest.approx((0.0, 0.0))
-    assert rb.bootstrap_recovery_share(orig, removed, orig, n, n_boot=200) == pytest.approx((1.0, 1.0))
-    half = np.full(20, 5.0)
-    assert rb.bootstrap_recovery_share(orig, removed, half, n, n_boot=200) == pytest.approx((0.5, 0.5))
-    # noisy per-sequence hits: the interval brackets the point estimate
-    rng = np.random.default_rng(0)
-    att = removed + rng.integers(0, 3, 20)
-    lo, hi = rb.bootstrap_recovery_share(orig, removed, att, n, n_boot=500)
-    point = rb.recovery_share(att.sum() / n.sum(), removed.sum() / n.sum(), orig.sum() / n.sum())
-    assert lo < point < hi
+    orig, removed, half = np.full(20, 6.0), np.full(20, 4.0), np.full(20, 5.0)
+    for att, want in ((removed, 0.0), (orig, 1.0), (half, 0.5)):
+        r = metrics.bootstrap_recovery("share_full_gap", att, removed, orig, orig, n, n_boot=200)
+        assert r["value"] == pytest.approx(want) and r["ci"] == pytest.approx([want, want])
+        assert r["gap"] == pytest.approx(0.2) and r["gap_ci"] == pytest.approx([0.2, 0.2])
+    # noisy per-window hits: the interval brackets the point estimate, which is recovery_share of the sums
+    att = removed + np.random.default_rng(0).integers(0, 3, 20)
+    r = metrics.bootstrap_recovery("share_full_gap", att, removed, orig, orig, n, n_boot=500)
+    assert r["value"] == pytest.approx(metrics.recovery_share(att.sum() / 200, 0.4, 0.6))
+    assert r["ci"][0] < r["value"] < r["ci"][1]
+
+
+def test_bootstrap_recovery_is_nan_when_the_gap_is_inside_its_interval():
+    rng = np.random.default_rng(1)
+    n = np.full(30, 10.0)
+    orig = rng.integers(3, 8, 30).astype(float)
+    removed = orig + np.tile([-1.0, 1.0], 15)  # the removal moved windows both ways: a gap of 0 +- noise
+    r = metrics.bootstrap_recovery("share_full_gap", orig, removed, orig, orig, n, n_boot=300)
+    assert r["gap_ci"][0] <= 0 <= r["gap_ci"][1]
+    assert math.isnan(r["value"]) and all(math.isnan(v) for v in r["ci"])
+    # a clear gap on the same windows is resolved
+    r = metrics.bootstrap_recovery("share_full_gap", orig, orig - 2, orig, orig, n, n_boot=300)
+    assert r["value"] == pytest.approx(1.0) and r["gap_ci"][0] > 0
+
+
+def test_bootstrap_paired_stat():
+    n = np.full(10, 4.0)
+    r = metrics.bootstrap_paired_stat(lambda a, b: a - b, [np.full(10, 3.0), np.full(10, 1.0)], n, n_boot=50)
+    assert r["value"] == pytest.approx(0.5) and r["ci"] == pytest.approx([0.5, 0.5])
+
+
+# ---------------------------------------------------------------- validation and test windows
+class _WordTokenizer:
+    """A stand-in tokenizer: one id per word (enough for make_sequences)."""
+    pad_token_id = 0
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [3 + sum(map(ord, w)) % 90 for w in text.split()]}
+
+
+def test_load_sets_draws_validation_and_test_windows_from_disjoint_documents(tmp_path):
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    for name, k in (("forget", 0), ("retain", 5)):
+        docs = [" ".join(words[(i + j + k) % len(words)] for j in range(20 + i % 7)) for i in range(60)]
+        (tmp_path / f"{name}.txt").write_text("\n\n".join(docs))
+    sets = rb.load_sets(_WordTokenizer(), forget=str(tmp_path / "forget.txt"), retain=str(tmp_path / "retain.txt"),
+                        data_dir="data", seq_len=8, n_train_seqs=6, n_val_seqs=7, n_eval_seqs=9, max_per_doc=2,
+                        test_fraction=0.5, max_docs=1000, batch_size=4, seed=0)
+    ids = sets["forget"]["ids"]
+    assert len(ids["val"]) == 7 and len(ids["test"]) == 9 and not set(ids["val"]) & set(ids["test"])
+    val_docs, test_docs = ({i.split("/")[0] for i in ids[p]} for p in ("val", "test"))
+    assert not val_docs & test_docs  # disjoint documents, not only windows
+    assert sum(len(b["input_ids"]) for b in sets["forget"]["val"]) == 7
+    assert sum(len(b["input_ids"]) for b in sets["forget"]["test"]) == 9
+    assert sets["retain"]["ids"]["val"] == [] and len(sets["retain"]["ids"]["test"]) == 9
+    with pytest.raises(ValueError, match="n_val_seqs"):
+        rb.load_sets(_WordTokenizer(), forget=str(tmp_path / "forget.txt"), retain=str(tmp_path / "retain.txt"),
+                     data_dir="data", seq_len=8, n_train_seqs=6, n_val_seqs=500, n_eval_seqs=9, max_per_doc=2,
+                     test_fraction=0.5, max_docs=1000, batch_size=4, seed=0)
+
+
+def test_split_held_out_never_puts_a_document_in_both():
+    seqs = {"doc": torch.tensor([5, 5, 2, 2, 9, 9, 4, 1, 1])}
+    val, test, ids = rb.split_held_out(seqs, 3, 10)
+    assert val == [0, 1, 2] and test == [4, 5, 6, 7, 8]  # document 2's surplus window (3) is dropped
+    assert ids[:4] == ["5/0", "5/1", "2/0", "2/1"]
+
+
+def test_tuning_never_sees_a_test_window(monkeypatch):
+    """Every removal method runs on a tiny model with validation windows of tokens < 50 and test windows of tokens
+    >= 50; every batch the tuning evaluates is recorded: none is a test batch."""
+    from forgetlab import eval as ev
+    model = tiny_model("llama", layers=2)
+    g = torch.Generator().manual_seed(0)
+
+    def batches(lo, hi, n):
+        ids = torch.randint(lo, hi, (n, 10), generator=g)
+        return [{"input_ids": ids[i:i + 4], "attention_mask": torch.ones_like(ids[i:i + 4])} for i in range(0, n, 4)]
+    sets = {r: {"val": batches(3, 50, 8), "test": batches(50, 97, 8), "stat_batches": batches(3, 50, 8)}
+            for r in ("forget", "retain")}
+    seen = []
+    real = ev.token_counts
+    monkeypatch.setattr(ev, "token_counts", lambda m, b, **kw: seen.extend(b) or real(m, b, **kw))
+    tuning = dict(acc_original=1.0, target=0.15, tolerance=0.02)
+    start = {n: p.detach().clone() for n, p in model.named_parameters()}
+    rb.remove_selective_pruning(model, sets, **tuning, step_frac=0.05, eps=1e-3, max_steps=2)
+    rb._restore_(model, start)
+    rb.remove_concept_pruning(model, sets, **tuning, max_frac=0.5, max_evals=3)["handle"].remove()
+    rb.remove_random_pruning(model, sets, seed=0, **tuning, max_frac=0.5, max_evals=3)
+    rb._restore_(model, start)
+    items = [{"input_ids": b["input_ids"][i], "attention_mask": b["attention_mask"][i]}
+             for b in batches(3, 50, 8) for i in range(len(b["input_ids"]))]
+    for it in items:
+        it["retain_input_ids"], it["retain_attention_mask"] = it["input_ids"], it["attention_mask"]
+    rb.remove_gradient(model, sets, items, method="GA_GDR", **tuning, lr=1e-3, batch_size=4, max_steps=3,
+                       eval_every=2, beta=0.1, sure_percentile=90, max_bisect=2, seed=0)
+    assert seen and all(int(b["input_ids"].max()) < 50 for b in seen)
 
 
 def test_in_band():
@@ -72,7 +177,7 @@ def test_bisect_count_stops_when_the_largest_set_is_not_enough():
 
 
 def test_gradient_tuning_stops_at_the_band_and_scales_an_overshooting_step_back(monkeypatch):
-    """forget_top1 is replaced by a function of the weights: the drop is the distance the parameters moved, so
+    """tuning_top1 is replaced by a function of the weights: the drop is the distance the parameters moved, so
     the stopping rule and the bisection between the two last iterates can be checked exactly."""
     model = tiny_model("llama", layers=1)
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -85,12 +190,12 @@ def test_gradient_tuning_stops_at_the_band_and_scales_an_overshooting_step_back(
         w = dict(m.named_parameters())["model.layers.0.mlp.down_proj.weight"]
         return 1.0 - float((w - w0).abs().max()) * 10  # acc falls by 0.1 per 0.01 of movement
 
-    monkeypatch.setattr(rb, "forget_top1", moved)
+    monkeypatch.setattr(rb, "tuning_top1", moved)
     items = [{"input_ids": w, "attention_mask": torch.ones_like(w)} for w in _windows(8)["input_ids"]]
     for it in items:
         it["retain_input_ids"], it["retain_attention_mask"] = it["input_ids"], it["attention_mask"]
     info = rb.remove_gradient(model, {}, items, method="GA", acc_original=1.0, target=0.15, tolerance=0.02,
-                              lr=0.004, batch_size=4, max_steps=20, beta=0.1, sure_percentile=90,
+                              lr=0.004, batch_size=4, max_steps=20, eval_every=1, beta=0.1, sure_percentile=90,
                               max_bisect=10, seed=0)
     steps = [h for h in info["history"] if h["knob"] > 0]
     # Adam moves every weight by ~lr = 0.004 per step, i.e. 0.04 of drop: it stops at the first step >= 0.14
@@ -108,11 +213,11 @@ def test_gradient_tuning_bisects_when_one_step_jumps_over_the_band(monkeypatch):
         w = dict(m.named_parameters())["model.layers.0.mlp.down_proj.weight"]
         return 1.0 - float((w - w0).abs().max()) * 100  # one Adam step of 0.01 drops 1.0: far over the band
 
-    monkeypatch.setattr(rb, "forget_top1", moved)
+    monkeypatch.setattr(rb, "tuning_top1", moved)
     items = [{"input_ids": w, "attention_mask": torch.ones_like(w)} for w in _windows(4)["input_ids"]]
     info = rb.remove_gradient(model, {}, items, method="random_labels", acc_original=1.0, target=0.15,
-                              tolerance=0.02, lr=0.01, batch_size=4, max_steps=5, beta=0.1, sure_percentile=90,
-                              max_bisect=12, seed=0)
+                              tolerance=0.02, lr=0.01, batch_size=4, max_steps=5, eval_every=1, beta=0.1,
+                              sure_percentile=90, max_bisect=12, seed=0)
     assert info["history"][1]["drop"] > 0.5  # the first step overshot ...
     assert rb.in_band(1.0 - moved(model, None), 0.15, 0.02)  # ... and was scaled back into the band
     assert 0 < info["history"][-1]["knob"] < 1  # a fraction of the first step
@@ -149,12 +254,17 @@ def test_baking_a_pruned_set_into_the_weights_equals_the_mask(family):
     assert torch.allclose(masked, baked, atol=1e-5)
 
 
-def test_random_pruning_zeroes_exactly_n_columns_seeded():
-    model = tiny_model("llama")
-    p1 = rb.random_pruning_(model, 10, seed=3)
-    assert int(p1.sum()) == 10 and torch.equal(p1, rb.random_pruning_(tiny_model("llama"), 10, seed=3))
-    zero_cols = sum(int((m.weight == 0).all(0).sum()) for m in neurons.neuron_modules(model, "ff"))
-    assert zero_cols == 10
+def test_random_pruning_control_zeroes_the_chosen_count_seeded(monkeypatch):
+    monkeypatch.setattr(rb, "bisect_count", lambda drop_at, n_max, *a, **kw: (10, 0.15))
+    out = []
+    for _ in range(2):
+        model = tiny_model("llama")
+        info = rb.remove_random_pruning(model, {}, seed=3, acc_original=1.0, target=0.15, tolerance=0.02,
+                                        max_frac=0.5, max_evals=3)
+        zero_cols = sum(int((m.weight == 0).all(0).sum()) for m in neurons.neuron_modules(model, "ff"))
+        assert info["knob_value"] == 10 == int(info["pruned"].sum()) == zero_cols
+        out.append(info["pruned"])
+    assert torch.equal(*out)  # seeded
 
 
 def test_random_label_loss_permutes_the_real_targets_and_is_seeded(monkeypatch):
@@ -207,7 +317,7 @@ def test_attack_grid_scores_every_attack_and_restores_the_removed_weights():
     assert _same_params(before, model)
     assert grid["k=0|full"]["forget"]["n"] == [11, 11, 11]
     # k=0 at full precision is the removed model itself
-    assert grid["k=0|full"]["forget"]["top1"] == pytest.approx(rb.forget_top1(model, sets))
+    assert grid["k=0|full"]["forget"]["top1"] == pytest.approx(rb.evaluate(model, sets)["forget"]["top1"])
     assert grid["k=2|full"]["forget"] != grid["k=0|full"]["forget"]
 
 
@@ -232,13 +342,24 @@ def test_forgetting_robustness_smoke(smoke):
     p = profile.load_params("smoke", ROOT)["forgetting_robustness_run"]
     m = read_metrics(smoke, "forgetting_robustness")
     res = rb.load_results(smoke / "checkpoints" / "forgetting_robustness" / "run")
-    methods = p["methods"].split(",")
-    assert set(m["recovery"]) == set(methods)
+    # the tuning's validation windows and the scored test windows come from disjoint documents
+    ids = res["ids"]["forget"]
+    assert len(ids["val"]) == p["n_val_seqs"] and len(ids["test"]) == p["n_eval_seqs"]
+    assert not {i.split("/")[0] for i in ids["val"]} & {i.split("/")[0] for i in ids["test"]}
+    assert m["val_test_disjoint"] and m["n_test_windows"] == p["n_eval_seqs"]
+    small = [rb.small_step_name(x, p["small_lr"]) for x in p["small_step_methods"].split(",")]
+    methods = p["methods"].split(",") + small
+    assert set(m["recovery"]) == set(methods) | {"random_pruning"}
     ks = [int(k) for k in str(p["relearn_ks"]).split(",")]
-    attacks = {f"k={k}|{q}" for k in ks for q in ["full", *p["precisions"].split(",")]} - {"k=0|full"}
+    quant = p["precisions"].split(",")
+    attacks = {f"k={k}|{q}" for k in ks for q in ["full", *quant]} - {"k=0|full"}
     acc0 = m["original"]["forget_top1"]
     assert acc0 == pytest.approx(res["base"]["forget"]["top1"])
-    for meth in methods:
+    for meth in methods + ["random_pruning"]:
+        info = res["methods"][meth]
+        assert m["removal"][meth]["knob_value"] == info["knob_value"]  # the attacked model's knob, not a bound
+        if meth in ("selective_pruning", "concept_pruning", "random_pruning"):
+            assert isinstance(info["knob_value"], int) and info["knob_name"].endswith(("neurons", "(random)"))
         assert set(m["recovery"][meth]) == attacks
         removed = res["attacks"][meth]["k=0|full"]["forget"]
         acc_rem = sum(removed["hits"]) / sum(removed["n"])
@@ -246,11 +367,16 @@ def test_forgetting_robustness_smoke(smoke):
         for a, v in m["recovery"][meth].items():
             att = res["attacks"][meth][a]["forget"]
             assert v["forget_top1"] == pytest.approx(sum(att["hits"]) / sum(att["n"]), abs=1e-6)
-            if acc0 > acc_rem:
-                assert v["share"] == pytest.approx(rb.recovery_share(v["forget_top1"], acc_rem, acc0), abs=1e-5)
+            if not math.isnan(v["share_full_gap"]):  # the shared definition (NaN where the gap is unresolved)
+                assert v["share_full_gap"] == pytest.approx(
+                    metrics.recovery_share(v["forget_top1"], acc_rem, acc0), abs=1e-5)
+        for q in quant:
+            assert m["quantization"][q]["methods"][meth]["verdict"] in (
+                "comes back", "uniform damage", "removal deepens", "undefined")
+    assert small[0] in m["small_step"] and res["methods"][small[0]]["lr"] == pytest.approx(p["small_lr"])
     # the original model is not changed by k = 0 at full precision, and is a control
     assert res["attacks"]["original"]["k=0|full"]["forget"]["top1"] == pytest.approx(acc0)
-    assert "original" in m["controls"]
-    for name in ("fig1_recovery_curves", "fig2_recovery_table", "fig3_tuning"):
+    assert {"original", "random_pruning"} <= set(m["controls"])
+    for name in ("fig1_recovery_curves", "fig2_recovery_table", "fig3_tuning", "fig4_quantization_views"):
         for fmt in ("png", "pdf"):
             assert (smoke / "figures" / "forgetting_robustness" / f"{name}.{fmt}").stat().st_size > 5000, name

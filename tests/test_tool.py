@@ -135,14 +135,14 @@ def test_attack_reproduces_notebook_06s_functions_and_its_shares_by_hand(pair, t
     assert res["attacks"]["k=4|full"]["share"] > 0  # relearning 4 forget windows brings some accuracy back
 
 
-def test_gap_closure_by_hand():
-    assert tool.gap_closure(0.5, 0.3, 0.6, 0.2) == pytest.approx(1 - 0.2 / 0.4)
-    assert math.isnan(tool.gap_closure(0.5, 0.3, 0.4, 0.4))  # nothing removed
+def test_attack_uses_the_shared_recovery_views():
+    """tool.attack's share and gap closure are forgetlab.metrics' (the views notebooks 04 and 06 use)."""
+    from forgetlab import metrics
     # two windows of 2 tokens: original 1.0, removed 0.0, original@P 0.5, removed@P 0.5 in both -> closure 1 - 0
-    assert tool.bootstrap_gap_closure([1, 1], [1, 1], [2, 2], [0, 0], [2, 2], n_boot=20, seed=0) == (1.0, 1.0)
-    lo, hi = tool.bootstrap_gap_closure([1, 1], [0, 1], [2, 2], [0, 0], [2, 2], n_boot=200, seed=0)
-    assert lo == pytest.approx(0.5) and hi == pytest.approx(1.0)  # removed@P is 0 or 0.5 per window: 0.75 overall
-    assert all(math.isnan(v) for v in tool.bootstrap_gap_closure([1], [1], [1], [1], [2], n_boot=20, seed=0))
+    r = metrics.bootstrap_recovery("gap_closure", [1, 1], [0, 0], [2, 2], [1, 1], [2, 2], n_boot=20, seed=0)
+    assert r["value"] == 1.0 and r["ci"] == [1.0, 1.0]
+    r = metrics.bootstrap_recovery("gap_closure", [0, 1], [0, 0], [2, 2], [1, 1], [2, 2], n_boot=200, seed=0)
+    assert r["ci"][0] == pytest.approx(0.5) and r["ci"][1] == pytest.approx(1.0)  # 0.75 overall
 
 
 # ---------------------------------------------------------------- prune

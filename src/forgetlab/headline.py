@@ -192,13 +192,20 @@ def salem(m: dict) -> dict:
 
 def forgetting_robustness(m: dict) -> dict:
     out = {}
-    quant = [f"k=0|{p}" for p in m["precisions"] if p != "full"][:1]  # the first 4-bit attack alone
+    key = m["headline_attack"]
+    quant = [p for p in m["precisions"] if p != "full"][:1]  # the first 4-bit attack alone
     for method, attacks in m["recovery"].items():
-        for key in [m["headline_attack"], *quant]:
-            a = attacks[key]
-            out[f"{method}|{key}"] = number(a["share"], a["share_ci"], "share",
-                                            f"share of the removed forget accuracy recovered by {key}, {method}")
-    matched = [r.get("in_band", False) for name, r in m["removal"].items() if name not in ("original", "random_pruning")]
+        a = attacks[key]
+        out[f"{method}|{key}"] = number(a["share_full_gap"], a["share_full_gap_ci"], "share",
+                                        f"share of the full-precision forget gap recovered by {key}, {method}")
+        for p in quant:
+            q = m["quantization"][p]["methods"][method]
+            out[f"{method}|k=0|{p}|gap_closure"] = number(q["gap_closure"], q["gap_closure_ci"], "share",
+                                                          f"same-precision gap closure under {p} alone, {method}")
+            out[f"{method}|k=0|{p}|excess_closure"] = number(
+                q["excess_closure"], q["excess_closure_ci"], "share",
+                f"gap closure under {p} minus the proportional closure 1 - oa / o, {method}")
+    matched = [r["in_band_val"] for name, r in m["removal"].items() if name not in ("original", "random_pruning")]
     out["checks"] = {"every_method_reached_the_drop": all(matched)}
     return out
 
@@ -445,62 +452,154 @@ def _span(values, fmt: str = ".2f", scale: float = 1.0) -> str:
     return lo if lo == hi else f"{lo} to {hi}"
 
 
+def _ci(v, ci, fmt: str = ".2f", scale: float = 1.0) -> str:
+    if v is None or math.isnan(v):
+        return "undefined"
+    return f"{v * scale:{fmt}} [{ci[0] * scale:{fmt}}, {ci[1] * scale:{fmt}}]"
+
+
+def _fr_methods(m: dict) -> dict:
+    """The removal methods and small-step arms (not the controls)."""
+    return {k: r for k, r in m["removal"].items() if k not in ("original", "random_pruning")}
+
+
+def _fr_kmax(m: dict) -> int:
+    return max(m["ks"])
+
+
+def _fr_quant(m: dict) -> str:
+    return [p for p in m["precisions"] if p != "full"][0]
+
+
 def fr_matching(root: "Sources") -> str:
-    """How well the removal methods matched the target drop."""
+    """How well the methods matched the target drop: on validation (tuned) and on test (estimated)."""
     m = _fr(root)
-    rows = {k: r for k, r in m["removal"].items() if k not in ("original", "random_pruning")}
-    n_in = sum(r["in_band"] for r in rows.values())
-    return (f"{n_in} of {len(rows)} methods land in the band, forget drops {_span([r['forget_drop'] for r in rows.values()], '.1f', 100)}"
-            f" pp, retain drops {_span([r['retain_drop'] for r in rows.values()], '.1f', 100)} pp")
+    rows = _fr_methods(m)
+    half = max((r["forget_drop_ci"][1] - r["forget_drop_ci"][0]) / 2 for r in rows.values())
+    return (f"{sum(r['in_band_val'] for r in rows.values())} of {len(rows)} methods land in the band on validation, "
+            f"{sum(r['in_band'] for r in rows.values())} on test, where the drops are "
+            f"{_span([r['forget_drop'] for r in rows.values()], '.1f', 100)} pp (95% intervals at most +-{half * 100:.1f}"
+            f" pp wide) and the retain drops {_span([r['retain_drop'] for r in rows.values()], '.1f', 100)} pp")
 
 
-def fr_steps(root: "Sources") -> str:
-    rows = [r["knob_value"] for r in _fr(root)["removal"].values() if r.get("knob") == "optimizer steps"]
-    return f"{_span(rows, '.0f')} optimizer steps"
-
-
-def fr_shares(root: Path, attack: str = "k=8|full") -> str:
-    """Every method's share for one attack, smallest first, with the interval of the two ends."""
-    rec = _fr(root)["recovery"]
-    rows = sorted(rec.items(), key=lambda kv: kv[1][attack]["share"])
-    parts = [f"{k} {r[attack]['share']:.2f}" for k, r in rows]
-    for i in (0, -1):
-        ci = rows[i][1][attack]["share_ci"]
-        parts[i] += f" [{ci[0]:.2f}, {ci[1]:.2f}]"
+def fr_knobs(root: "Sources") -> str:
+    r = _fr(root)["removal"]
+    parts = [f"{label} {r[k]['knob_value']} FF neurons" for k, label in
+             (("selective_pruning", "selective pruning zeroes"), ("concept_pruning", "concept pruning masks"),
+              ("random_pruning", "random pruning (the control, tuned alike) zeroes")) if k in r]
     return ", ".join(parts)
 
 
-def fr_seed1(root: "Sources") -> str:
-    seeds = root.seeds("forgetting_robustness")["metrics"]
-    rows = {k.split(".")[1]: v["per_seed"]["1"] for k, v in seeds.items() if k.endswith("k=8|full.share")}
-    return ", ".join(f"{k} {v:.2f}" for k, v in sorted(rows.items(), key=lambda kv: kv[1]))
+def fr_steps(root: "Sources") -> str:
+    m = _fr(root)
+    big = [r["knob_value"] for r in _fr_methods(m).values() if r.get("lr") == m["lr"]]
+    small = [f"{k.rsplit('_lr', 1)[0]} {r['knob_value']:.0f} steps at lr {r['lr']:g}"
+             for k, r in _fr_methods(m).items() if r.get("lr") == m["small_lr"] and r.get("lr") != m["lr"]]
+    return (f"{_span(big, '.0f')} optimizer steps at lr {m['lr']:g}"
+            + (f"; the small-step arm takes {', '.join(small)}" if small else ""))
 
 
-def fr_seed_spread(root: "Sources") -> str:
-    seeds = root.seeds("forgetting_robustness")["metrics"]
-    spread = max(abs(v["per_seed"]["1"] - v["per_seed"]["0"]) for k, v in seeds.items() if k.endswith("k=8|full.share"))
-    return f"{spread:.2f}"
+def fr_shares(root: "Sources", attack: str | None = None) -> str:
+    """Every method's share of the full gap for one attack (default: the headline attack), smallest first, each
+    with its interval."""
+    m = _fr(root)
+    attack = attack or m["headline_attack"]
+    rows = sorted(((k, r[attack]) for k, r in m["recovery"].items() if k != "random_pruning"),
+                  key=lambda kv: (kv[1]["share_full_gap"] is None or math.isnan(kv[1]["share_full_gap"]),
+                                  kv[1]["share_full_gap"]))
+    return "; ".join(f"{k} {_ci(r['share_full_gap'], r['share_full_gap_ci'])}" for k, r in rows)
 
 
-def fr_nf4_seeds(root: "Sources") -> str:
-    seeds = root.seeds("forgetting_robustness")["metrics"]
-    return ", ".join(f"{v:.2f}" for _, v in sorted(seeds["forgetting_robustness:mean_share.k=0|nf4"]["per_seed"].items()))
+def fr_order(root: "Sources") -> str:
+    m = _fr(root)
+    rec = {k: r[m["headline_attack"]] for k, r in m["recovery"].items() if k != "random_pruning"}
+    rows = [(k, r["share_full_gap_ci"]) for k, r in rec.items() if not math.isnan(r["share_full_gap"])]
+    pairs = [(a, b) for a, ca in rows for b, cb in rows if ca[1] < cb[0]]
+    if not pairs:
+        return "no method's interval lies below another's, so no two methods are ordered"
+    return (f"{len(pairs)} of {len(rows) * (len(rows) - 1) // 2} pairs are ordered (one interval below the other), "
+            "e.g. " + ", ".join(f"{a} below {b}" for a, b in pairs[:3]))
 
 
-def fr_range(root: Path, attack: str) -> str:
-    return _span([r[attack]["share"] for r in _fr(root)["recovery"].values()])
+def fr_random(root: "Sources") -> str:
+    m = _fr(root)
+    a = m["headline_attack"]
+    r, s = m["recovery"].get("random_pruning"), m["recovery"].get("selective_pruning")
+    if r is None:
+        return "not run"
+    return (f"{_ci(r[a]['share_full_gap'], r[a]['share_full_gap_ci'])} (drop on test "
+            f"{_ci(m['removal']['random_pruning']['forget_drop'], m['removal']['random_pruning']['forget_drop_ci'], '.1f', 100)} pp"
+            + (f"; selective pruning {_ci(s[a]['share_full_gap'], s[a]['share_full_gap_ci'])})" if s else ")"))
 
 
-def fr_vs_attacked(root: "Sources") -> str:
-    rec = _fr(root)["recovery"]
-    rows = sorted(((k, r["k=32|full"]["share_of_attacked_original"]) for k, r in rec.items()), key=lambda kv: kv[1])
+def fr_range(root: "Sources", attack: str) -> str:
+    vals = [r[attack]["share_full_gap"] for k, r in _fr(root)["recovery"].items() if k != "random_pruning"]
+    return _span([v for v in vals if not math.isnan(v)])
+
+
+def fr_original(root: "Sources", attack: str, role: str = "forget") -> str:
+    m = _fr(root)
+    return f"{m['original'][f'{role}_top1']:.3f} to {m['controls']['original'][attack][role]:.3f}"
+
+
+def fr_quant_views(root: "Sources") -> str:
+    """Under the first 4-bit precision alone: every method's three views and its verdict."""
+    m = _fr(root)
+    q = m["quantization"][_fr_quant(m)]["methods"]
+    return "; ".join(f"{k}: {_ci(r['share_full_gap'], r['share_full_gap_ci'])} of the full gap, closure "
+                     f"{_ci(r['gap_closure'], r['gap_closure_ci'])}, excess {_ci(r['excess_closure'], r['excess_closure_ci'])}"
+                     f" ({r['verdict']})" for k, r in q.items())
+
+
+def fr_quant_original(root: "Sources") -> str:
+    m = _fr(root)
+    p = _fr_quant(m)
+    q = m["quantization"][p]
+    pc = q["proportional_closure"]
+    return (f"{p} lowers the original model too (forget top-1 {m['original']['forget_top1']:.3f} -> "
+            f"{q['original_forget_top1']:.3f}, retain {m['original']['retain_top1']:.3f} -> "
+            f"{q['original_retain_top1']:.3f}), so a proportional loss of both models alone would close "
+            f"{_ci(pc['value'], pc['ci'])} of any gap")
+
+
+def fr_quant_verdicts(root: "Sources") -> str:
+    m = _fr(root)
+    q = m["quantization"][_fr_quant(m)]["methods"]
+    counts = {}
+    for k, r in q.items():
+        counts.setdefault(r["verdict"], []).append(k)
+    return "; ".join(f"{v} for {len(ks)} ({', '.join(ks)})" for v, ks in sorted(counts.items()))
+
+
+def fr_retain_control(root: "Sources") -> str:
+    m = _fr(root)
+    q = m["quantization"][_fr_quant(m)]["methods"]
+    vals = [r["retain_gap_change"] for r in q.values()]
+    zero = sum(r["retain_gap_change_ci"][0] <= 0 <= r["retain_gap_change_ci"][1] for r in q.values())
+    return (f"changes by {_span(vals, '+.1f', 100)} pp, its interval including 0 for {zero} of {len(q)} models")
+
+
+def fr_small_step(root: "Sources") -> str:
+    m = _fr(root)
+    p = _fr_quant(m)
+    parts = []
+    for arm, d in m["small_step"].items():
+        if p not in d:
+            continue
+        x = d[p]
+        parts.append(f"{d['method']} at lr {d['lr']:g} ({d['steps']:.0f} steps against {d['large_lr_steps']:.0f} at "
+                     f"{d['large_lr']:g}) has a {p} gap closure of {_ci(x['gap_closure'], x['gap_closure_ci'])} against "
+                     f"{_ci(x['large_lr_gap_closure'], x['large_lr_gap_closure_ci'])}, a difference of "
+                     f"{_ci(x['difference'], x['difference_ci'])}: by the notebook's rule the small steps "
+                     f"{x['comparison'].replace('not told apart', 'are not told apart')}, and against proportional "
+                     f"damage the verdict is {x['verdict']}")
+    return "; ".join(parts) or "no small-step arm in this run"
+
+
+def fr_vs_attacked(root: "Sources", attack: str) -> str:
+    rec = {k: r for k, r in _fr(root)["recovery"].items() if k != "random_pruning"}
+    rows = sorted(((k, r[attack]["share_attacked_original"]) for k, r in rec.items()), key=lambda kv: kv[1])
     return ", ".join(f"{k} {v:.2f}" for k, v in rows)
-
-
-NP_SEED_METRICS = {"neuroplasticity:relocation.raw.shift": "the raw-ranking shift of the mean layer",
-                   "neuroplasticity:relocation.std.shift": "the standardized-ranking shift",
-                   "neuroplasticity:concept_minus_random.pruned.PER.diff": "PERSON F1 after concept minus random pruning",
-                   "neuroplasticity:priming.similarity.same_layers.diff": "the priming similarity difference"}
 
 
 def seed_interval(summary: dict, alpha: float = 0.05) -> tuple[float, float]:
@@ -579,9 +678,13 @@ def rf_flipped(root: "Sources") -> str:
 
 
 TEXT_FUNCTIONS: dict[str, Callable[["Sources"], str]] = {
-    "fr_matching": fr_matching, "fr_steps": fr_steps, "fr_shares_k8": fr_shares, "fr_seed1": fr_seed1,
-    "fr_range_k32": lambda root: fr_range(root, "k=32|full"), "fr_range_nf4": lambda root: fr_range(root, "k=0|nf4"),
-    "fr_range_rtn4": lambda root: fr_range(root, "k=0|rtn4"), "fr_vs_attacked": fr_vs_attacked, "fr_nf4_seeds": fr_nf4_seeds, "fr_seed_spread": fr_seed_spread,
+    "fr_matching": fr_matching, "fr_knobs": fr_knobs, "fr_steps": fr_steps, "fr_shares": fr_shares,
+    "fr_order": fr_order, "fr_random": fr_random, "fr_kmax": lambda root: str(_fr_kmax(_fr(root))),
+    "fr_range_kmax": lambda root: fr_range(root, f"k={_fr_kmax(_fr(root))}|full"),
+    "fr_original_kmax": lambda root: fr_original(root, f"relearn k={_fr_kmax(_fr(root))}"),
+    "fr_vs_attacked": lambda root: fr_vs_attacked(root, f"k={_fr_kmax(_fr(root))}|full"),
+    "fr_quant_original": fr_quant_original, "fr_quant_views": fr_quant_views, "fr_quant_verdicts": fr_quant_verdicts,
+    "fr_retain_control": fr_retain_control, "fr_small_step": fr_small_step,
     "salem_profile": salem_profile,
     "sp_retain_costs": sp_retain_costs, "sp_scoring": sp_scoring, "vit_random": vit_random,
     "vit_compute": vit_compute, "vit_better": vit_better, "vit_mia": vit_mia, "vit_ssd": vit_ssd,

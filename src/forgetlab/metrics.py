@@ -1,4 +1,4 @@
-"""Statistics shared by the notebooks: bootstrap intervals, curve areas."""
+"""Statistics shared by the notebooks: bootstrap intervals, curve areas, recovery shares."""
 from __future__ import annotations
 
 import numpy as np
@@ -34,6 +34,88 @@ def bootstrap_mean(values, *, n_boot: int = 1000, seed: int = 0, alpha: float = 
     """Percentile interval of the mean of `values`."""
     values = _np(values)
     return bootstrap_ratio(values, np.ones_like(values), n_boot=n_boot, seed=seed, alpha=alpha)
+
+
+# ================================================================ recovery of removed knowledge (notebooks 04, 06)
+# One formula, three views of an attack on a removed model, named apart. Accuracies on the same items: o the
+# original, r the removed (unlearned) model, a the removed model attacked, oa the original attacked the same way.
+#   share_full_gap           (a - r) / (o - r)          share of the full-precision gap an attack brings back
+#   gap_closure              1 - (oa - a) / (o - r)     same precision: how much of the gap is gone when both
+#                                                       models are attacked alike (the removed model's change
+#                                                       minus the original's, over the gap)
+#   share_attacked_original  (a - r) / (oa - r)         the removed model's gain against the attacked original
+# A uniform degradation of both models also closes the gap; read gap_closure beside the retain set's gap under
+# the same attack and beside the closure a proportional loss would give, 1 - oa / o.
+RECOVERY_VIEWS = ("share_full_gap", "gap_closure", "share_attacked_original")
+
+
+def recovery_share(value, floor, ceiling):
+    """(value - floor) / (ceiling - floor): where `value` sits between a floor (0) and a ceiling (1); NaN when the
+    ceiling is not above the floor (nothing to recover). Notebook 04: recovery_share(K_unlearned, K_retrain,
+    K_target); notebook 06: recovery_share(acc_attacked, acc_removed, acc_original). Scalars or arrays."""
+    value, floor, ceiling = (np.asarray(x, dtype=float) for x in (value, floor, ceiling))
+    gap = ceiling - floor
+    out = np.where(gap > 0, (value - floor) / np.where(gap > 0, gap, 1.0), np.nan)
+    return float(out) if out.ndim == 0 else out
+
+
+def recovery_view(view: str, attacked, removed, original, original_attacked):
+    """One of RECOVERY_VIEWS from the four accuracies (scalars or arrays); each is recovery_share of suitable
+    arguments, so every view is 0 when the attack changes nothing and NaN when its gap is not positive."""
+    if view == "share_full_gap":
+        return recovery_share(attacked, removed, original)
+    if view == "gap_closure":  # the attacked model shifted back by the original's own change under the attack
+        return recovery_share(np.asarray(attacked, float) + original - np.asarray(original_attacked, float),
+                              removed, original)
+    if view == "share_attacked_original":
+        return recovery_share(attacked, removed, original_attacked)
+    raise ValueError(f"view must be one of {', '.join(RECOVERY_VIEWS)}, got {view!r}")
+
+
+def _view_gap(view: str, removed, original, original_attacked):
+    return (original_attacked if view == "share_attacked_original" else original) - removed
+
+
+def bootstrap_recovery(view: str, attacked, removed, original, original_attacked, n, *, n_boot: int = 1000,
+                       seed: int = 0, alpha: float = 0.05) -> dict:
+    """A recovery view with its percentile interval, resampling items (windows) with replacement; the four
+    models' per-item hits and the item sizes `n` are paired (the same items score all four).
+
+    Returns {"value", "ci", "gap", "gap_ci"}: the view on the summed hits, its interval, and the gap it divides
+    by (o - r, or oa - r for share_attacked_original) with the gap's own interval. When that interval reaches
+    0 (the removed gap is not told from noise), value and ci are NaN: a share of an unresolved gap means
+    nothing."""
+    arrays = [_np(x) for x in (attacked, removed, original, original_attacked, n)]
+    if len({len(x) for x in arrays}) != 1:
+        raise ValueError("bootstrap_recovery: attacked, removed, original, original_attacked and n must have "
+                         "one entry per item each")
+    *hits, n = arrays
+    acc = [h.sum() / max(n.sum(), 1e-12) for h in hits]
+    idx = np.random.default_rng(seed).integers(0, len(n), size=(n_boot, len(n)))
+    den = np.maximum(n[idx].sum(1), 1e-12)
+    boot = [h[idx].sum(1) / den for h in hits]
+    q = (alpha / 2, 1 - alpha / 2)
+    gap, gaps = _view_gap(view, *acc[1:]), _view_gap(view, *boot[1:])
+    gap_ci = [float(v) for v in np.quantile(gaps, q)]
+    value, values = recovery_view(view, *acc), recovery_view(view, *boot)
+    if gap_ci[0] <= 0 or np.isnan(values).all():
+        return {"value": float("nan"), "ci": [float("nan")] * 2, "gap": float(gap), "gap_ci": gap_ci}
+    return {"value": float(value), "ci": [float(v) for v in np.nanquantile(values, q)], "gap": float(gap),
+            "gap_ci": gap_ci}
+
+
+def bootstrap_paired_stat(stat, hits: list, n, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict:
+    """{"value", "ci"} of stat(*accuracies), where each accuracy is sum(hits_i) / sum(n) over items scored by
+    every model (e.g. a gap's change under an attack, (oa - a) - (o - r)); items resampled with replacement,
+    NaN draws skipped."""
+    hits, n = [_np(h) for h in hits], _np(n)
+    idx = np.random.default_rng(seed).integers(0, len(n), size=(n_boot, len(n)))
+    den = np.maximum(n[idx].sum(1), 1e-12)
+    values = np.asarray(stat(*(h[idx].sum(1) / den for h in hits)), dtype=float)
+    value = float(stat(*(h.sum() / max(n.sum(), 1e-12) for h in hits)))
+    if np.isnan(values).all():
+        return {"value": value, "ci": [float("nan")] * 2}
+    return {"value": value, "ci": [float(v) for v in np.nanquantile(values, (alpha / 2, 1 - alpha / 2))]}
 
 
 def area_between(x, upper, lower) -> float:

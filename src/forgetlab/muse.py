@@ -269,13 +269,6 @@ def summarize(scores: dict, retrain_scores: dict) -> dict:
             "auc": auc, "privleak": privleak(auc, auc_ret)}
 
 
-def recovery_share(k_model: float, k_target: float, k_retrain: float) -> float:
-    """(K_model - K_retrain) / (K_target - K_retrain): the share of the target's knowledge (above the retrain
-    model's level) that a model keeps."""
-    den = k_target - k_retrain
-    return float("nan") if abs(den) < 1e-12 else (k_model - k_retrain) / den
-
-
 def sequence_logprob(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Sum of the token log-probabilities of each sequence (positions 1..), [B]."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]

@@ -1,15 +1,16 @@
 """How robust is each kind of forgetting? One benchmark over the methods of the other notebooks (notebook 06).
 
 Remove one capability (forget set: code; retain set: prose) with every removal method the repository implements,
-each tuned to the same forget top-1 drop (`target` +- `tolerance`), then attack the result:
+each tuned to the same forget top-1 drop (`target` +- `tolerance`) on VALIDATION windows, then attack the result
+and score it on TEST windows from other documents (the tuning never sees a test window: `load_sets` draws the
+two from disjoint held-out documents and records their ids):
 
-* relearning: fine-tune on k forget sequences (k = 0 is no attack);
+* relearning: fine-tune on k forget training windows (k = 0 is no attack);
 * quantization: 4-bit weights (bitsandbytes nf4, round-to-nearest), simulated exactly by forgetlab.quantization;
 * both: relearn, then quantize.
 
-    recovery share = (acc_attacked - acc_removed) / (acc_original - acc_removed)   on the forget set,
-
-0 when the attack brings nothing back, 1 when it brings the whole removed accuracy back (it can exceed 1).
+What comes back is read with the shared views of forgetlab.metrics (share of the full-precision gap, the
+same-precision gap closure, the share against the attacked original; one definition each, as in notebook 04).
 
 Methods (all from src): selective pruning (forgetlab.pruning, FF neurons, I_abs; the pruned columns of the down
 projections are zeroed in the weights, so the released model is a plain checkpoint that fine-tuning can move
@@ -17,14 +18,17 @@ again), concept pruning (the probeless ranking of forgetlab.neuroplasticity on F
 are held at zero by activation masks that stay in place during relearning, as in the neuroplasticity paper),
 GA, GA_GDR, NPO_GDR (forgetlab.unlearning), SURE (GA_GDR updating only the salient rows), and random labels
 (fine-tuning on the forget sequences with shuffled next-token targets, the language-model form of
-randomized forgetting). Controls: the original model and a random pruning of as many FF neurons as selective
-pruning removed (zeroed weights), attacked the same way.
+randomized forgetting); a small-step arm re-runs chosen gradient methods at a small learning rate
+(`small_step_methods` at `small_lr`, named e.g. "NPO_GDR_lr1e-05"), the many-small-steps regime in which the
+quantization paper finds 4 bits bring knowledge back. Controls: the original model, and random pruning of FF
+neurons (a seeded random ranking, zeroed weights) tuned to the same drop like the others, attacked the same way.
 
-Tuning (on the held-out forget windows that the attacks are scored on: the drop is a matched strength, not an
-estimate): selective pruning grows the pruned set step by step, gradient methods take optimizer steps at a fixed
-learning rate, each evaluated after every step until the drop reaches target - tolerance / 2; a gradient step that
-jumps over the band is scaled back by bisection between the two last iterates (a fraction of the update).
-Concept pruning bisects the number of top-ranked neurons.
+Tuning (validation forget windows only): selective pruning grows the pruned set step by step, gradient methods
+take optimizer steps at a fixed learning rate, evaluated every `eval_every` steps until the drop reaches
+target - tolerance / 2; an evaluation that jumps over the band is scaled back by bisection between the two last
+evaluated iterates (a fraction of the update). Concept and random pruning bisect the number of top-ranked
+neurons. Every method's knob value in the results is the one of the model that is attacked (neurons pruned or
+masked, optimizer steps).
 
     python -m forgetlab.robustness run --model smollm2-135m --out checkpoints/forgetting_robustness/run
 """
@@ -53,54 +57,63 @@ GRADIENT_LOSSES = {"GA": "GA", "GA_GDR": "GA_GDR", "NPO_GDR": "NPO_GDR", "SURE":
 RESULTS_FILE = "results.json"
 
 
-# ================================================================ the measure
-def recovery_share(acc_attacked: float, acc_removed: float, acc_original: float) -> float:
-    """Share of the removed accuracy that an attack brings back; NaN when nothing was removed."""
-    gap = acc_original - acc_removed
-    if gap <= 0:
-        return float("nan")
-    return (acc_attacked - acc_removed) / gap
-
-
-def bootstrap_recovery_share(original, removed, attacked, n, *, n_boot: int = 1000, seed: int = 0,
-                             alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile interval of recovery_share, resampling test sequences (the three models are scored on the same
-    sequences: per-sequence top-1 hits `original`, `removed`, `attacked` out of `n` tokens)."""
-    o, r, a, n = (np.asarray(x, dtype=float) for x in (original, removed, attacked, n))
-    idx = np.random.default_rng(seed).integers(0, len(n), size=(n_boot, len(n)))
-    den = np.maximum(n[idx].sum(1), 1e-12)
-    acc = {k: v[idx].sum(1) / den for k, v in (("o", o), ("r", r), ("a", a))}
-    gap = acc["o"] - acc["r"]
-    share = np.where(gap > 0, (acc["a"] - acc["r"]) / np.where(gap > 0, gap, 1.0), np.nan)
-    if np.isnan(share).all():
-        return float("nan"), float("nan")
-    return float(np.nanquantile(share, alpha / 2)), float(np.nanquantile(share, 1 - alpha / 2))
-
-
+# ================================================================ tuning
 def in_band(drop: float, target: float, tolerance: float) -> bool:
     return abs(drop - target) <= tolerance + 1e-9
 
 
 # ================================================================ data and evaluation
+def split_held_out(seqs: dict, n_val: int, n_test: int) -> tuple[list[int], list[int], list[str]]:
+    """Indices of validation and test windows among make_sequences' windows of the held-out documents, from
+    DISJOINT documents: the first documents in make_sequences' seeded order feed the validation windows until
+    there are n_val, every later one the test windows (a document's surplus windows are dropped, never moved to
+    the other set). Also each window's id, "<document>/<window within it>"."""
+    docs = seqs["doc"].tolist()
+    ids = [f"{d}/{docs[:i].count(d)}" for i, d in enumerate(docs)]
+    val_docs: set[int] = set()
+    for d in dict.fromkeys(docs):  # documents in visiting order
+        if sum(x in val_docs for x in docs) >= n_val:
+            break
+        val_docs.add(d)
+    val = [i for i, d in enumerate(docs) if d in val_docs][:n_val]
+    test = [i for i, d in enumerate(docs) if d not in val_docs][:n_test]
+    return val, test, ids
+
+
+def _take(seqs: dict, idx: list[int]) -> dict:
+    return {k: v[idx] for k, v in seqs.items()}
+
+
 def load_sets(tokenizer, *, forget: str, retain: str, data_dir: str, seq_len: int, n_train_seqs: int,
               n_eval_seqs: int, max_per_doc: int, test_fraction: float, max_docs: int, batch_size: int,
-              seed: int) -> dict:
-    """Full-length token windows: training documents (pruning statistics, unlearning, relearning) and held-out
-    documents (evaluation) of the forget and retain corpora."""
+              seed: int, n_val_seqs: int = 0) -> dict:
+    """Full-length token windows: training documents (pruning statistics, unlearning, relearning pool) and
+    held-out documents split by document into validation windows (the forget set's n_val_seqs: the only score
+    tuning sees) and test windows (n_eval_seqs per corpus: every reported score). sets[role]["ids"] holds the
+    window ids of each part; validation and test ids are checked disjoint."""
     from .tokens import iter_batches, make_sequences
     sets = {}
     for role, corpus in (("forget", forget), ("retain", retain)):
+        n_val = n_val_seqs if role == "forget" else 0
         train_docs, test_docs = load_split(corpus, test_fraction, seed, data_dir, max_docs=max_docs)
         tr = make_sequences(tokenizer, train_docs, seq_len, n_train_seqs, max_per_doc=max_per_doc,
                             min_len=seq_len, seed=seed)
-        te = make_sequences(tokenizer, test_docs, seq_len, n_eval_seqs, max_per_doc=max_per_doc,
-                            min_len=seq_len, seed=seed)
-        for name, s, want in (("train", tr, n_train_seqs), ("test", te, n_eval_seqs)):
-            if len(s["input_ids"]) < want:
-                raise ValueError(f"corpus {corpus!r} has only {len(s['input_ids'])} {name} windows of {seq_len} "
-                                 f"tokens (wanted {want}): lower n_train_seqs/n_eval_seqs or seq_len")
-        sets[role] = {"corpus": corpus, "train": tr, "test": list(iter_batches(te, batch_size)),
-                      "stat_batches": list(iter_batches(tr, batch_size))}
+        held = make_sequences(tokenizer, test_docs, seq_len, n_val + n_eval_seqs + 2 * max_per_doc,
+                              max_per_doc=max_per_doc, min_len=seq_len, seed=seed)
+        val_idx, test_idx, ids = split_held_out(held, n_val, n_eval_seqs)
+        for name, got, want, param in (("train", len(tr["input_ids"]), n_train_seqs, "n_train_seqs"),
+                                       ("validation", len(val_idx), n_val, "n_val_seqs"),
+                                       ("test", len(test_idx), n_eval_seqs, "n_eval_seqs")):
+            if got < want:
+                raise ValueError(f"corpus {corpus!r} has only {got} {name} windows of {seq_len} tokens (wanted "
+                                 f"{want}): lower parameter {param!r} or 'seq_len'")
+        part = {"val": [ids[i] for i in val_idx], "test": [ids[i] for i in test_idx]}
+        if set(part["val"]) & set(part["test"]) or {held["doc"][i].item() for i in val_idx} & \
+                {held["doc"][i].item() for i in test_idx}:
+            raise AssertionError(f"{corpus!r}: validation and test windows share a document")
+        sets[role] = {"corpus": corpus, "train": tr, "test": list(iter_batches(_take(held, test_idx), batch_size)),
+                      "val": list(iter_batches(_take(held, val_idx), batch_size)) if val_idx else [],
+                      "stat_batches": list(iter_batches(tr, batch_size)), "ids": part}
     return sets
 
 
@@ -110,12 +123,15 @@ def sequence_items(seqs: dict, n: int | None = None) -> list[dict]:
     return [{"input_ids": seqs["input_ids"][i], "attention_mask": seqs["attention_mask"][i]} for i in range(n)]
 
 
-def forget_top1(model, sets: dict) -> float:
-    return ev.summarize(ev.token_counts(model, sets["forget"]["test"], desc=None))["top1"]
+def tuning_top1(model, sets: dict) -> float:
+    """Forget top-1 on the VALIDATION windows: the only score the tuning of a method's strength sees."""
+    if not sets["forget"]["val"]:
+        raise ValueError("no validation windows: parameter 'n_val_seqs' must be positive to tune a method")
+    return ev.summarize(ev.token_counts(model, sets["forget"]["val"], desc=None))["top1"]
 
 
 def evaluate(model, sets: dict) -> dict:
-    """Per-sequence top-1 hits and token counts on the held-out forget and retain windows, and accuracies."""
+    """Per-sequence top-1 hits and token counts on the TEST forget and retain windows, and accuracies."""
     out = {}
     for role in ("forget", "retain"):
         counts = ev.token_counts(model, sets[role]["test"], desc=None)
@@ -135,21 +151,22 @@ def zero_pruned_columns_(model, pruned: torch.Tensor, kind: str = "ff") -> None:
 
 def remove_selective_pruning(model, sets: dict, *, acc_original: float, target: float, tolerance: float,
                              step_frac: float, eps: float, max_steps: int) -> dict:
-    """Iterative selective pruning of FF neurons (I_abs) until the forget drop reaches the band; then the pruned
-    columns are zeroed in the weights and the hooks removed."""
+    """Iterative selective pruning of FF neurons (I_abs) until the validation forget drop reaches the band; then
+    the pruned columns are zeroed in the weights and the hooks removed. Knob: the number of pruned neurons."""
     cfg = pruning.PruneConfig(ff_frac=step_frac, attn_frac=0.0, scoring="abs", eps_ff=eps)
     pruner = pruning.Pruner(model, kinds=("ff",))
-    history = [{"knob": 0.0, "drop": 0.0}]
+    history = [{"knob": 0, "drop": 0.0}]
     for _ in tqdm(range(max_steps), desc="selective pruning", leave=False):
         pruner.step(sets["forget"]["stat_batches"], sets["retain"]["stat_batches"], cfg)
-        drop = acc_original - forget_top1(model, sets)
-        history.append({"knob": pruner.fraction("ff"), "drop": drop})
+        drop = acc_original - tuning_top1(model, sets)
+        history.append({"knob": int(pruner.pruned["ff"].sum()), "drop": drop})
         if drop >= target - tolerance / 2:
             break
     pruned = pruner.pruned["ff"].clone()
     pruner.remove()
     zero_pruned_columns_(model, pruned)
-    return {"history": history, "knob_name": "pruned FF fraction", "pruned": pruned}
+    return {"history": history, "knob_name": "pruned FF neurons", "knob_value": int(pruned.sum()),
+            "pruned": pruned}
 
 
 def probeless_ff_scores(forget: neurons.NeuronStats, retain: neurons.NeuronStats) -> torch.Tensor:
@@ -180,35 +197,40 @@ def bisect_count(drop_at: Callable[[int], float], n_max: int, target: float, tol
     return best
 
 
-def remove_concept_pruning(model, sets: dict, *, acc_original: float, target: float, tolerance: float,
-                           max_frac: float, max_evals: int) -> dict:
-    """Rank FF neurons once by the probeless score, then bisect the number k of top neurons masked to zero until
-    the forget drop is in the band. The mask stays on the model (a MaskHandle in the result)."""
+def remove_by_ranking(model, sets: dict, scores: torch.Tensor, *, acc_original: float, target: float,
+                      tolerance: float, max_frac: float, max_evals: int) -> dict:
+    """Bisect the number k of top-scored FF neurons masked to zero (activation masks) until the validation
+    forget drop is in the band; the masks are removed again. Knob: k, the number of neurons masked."""
     from .neuroplasticity import top_k_mask
-    stats_f = neurons.collect_stats(model, sets["forget"]["stat_batches"], ("ff",), desc=None)["ff"]
-    stats_r = neurons.collect_stats(model, sets["retain"]["stat_batches"], ("ff",), desc=None)["ff"]
-    scores = probeless_ff_scores(stats_f, stats_r)
-    history = [{"knob": 0.0, "drop": 0.0}]
+    history = [{"knob": 0, "drop": 0.0}]
 
     def drop_at(k):
         with neurons.apply_masks(model, {"ff": (~top_k_mask(scores, k)).float()}):
-            d = acc_original - forget_top1(model, sets)
-        history.append({"knob": k / scores.numel(), "drop": d})
+            d = acc_original - tuning_top1(model, sets)
+        history.append({"knob": k, "drop": d})
         return d
 
     k, _ = bisect_count(drop_at, round(max_frac * scores.numel()), target, tolerance, max_evals)
-    pruned = top_k_mask(scores, k)
-    handle = neurons.apply_masks(model, {"ff": (~pruned).float()})
-    return {"history": sorted(history, key=lambda h: h["knob"]), "knob_name": "masked FF fraction",
-            "pruned": pruned, "handle": handle}
+    return {"history": sorted(history, key=lambda h: h["knob"]), "knob_value": k, "pruned": top_k_mask(scores, k)}
 
 
-def random_pruning_(model, n_pruned: int, seed: int) -> torch.Tensor:
-    """Control: zero the weight columns of n_pruned FF neurons drawn uniformly over all layers."""
-    from .neuroplasticity import random_mask
-    pruned = random_mask(neurons.n_neurons(model, "ff"), n_pruned, seed)
-    zero_pruned_columns_(model, pruned)
-    return pruned
+def remove_concept_pruning(model, sets: dict, **tuning) -> dict:
+    """Rank FF neurons once by the probeless score, bisect the number masked (remove_by_ranking); the mask then
+    stays on the model during the attacks (a MaskHandle in the result, "handle")."""
+    stats_f = neurons.collect_stats(model, sets["forget"]["stat_batches"], ("ff",), desc=None)["ff"]
+    stats_r = neurons.collect_stats(model, sets["retain"]["stat_batches"], ("ff",), desc=None)["ff"]
+    info = remove_by_ranking(model, sets, probeless_ff_scores(stats_f, stats_r), **tuning)
+    info["handle"] = neurons.apply_masks(model, {"ff": (~info["pruned"]).float()})
+    return {**info, "knob_name": "masked FF neurons"}
+
+
+def remove_random_pruning(model, sets: dict, *, seed: int, **tuning) -> dict:
+    """Control: FF neurons in a seeded random order (over all layers), as many as bring the validation drop into
+    the band (remove_by_ranking), their weight columns then zeroed like selective pruning's."""
+    g = torch.Generator().manual_seed(seed)
+    info = remove_by_ranking(model, sets, torch.rand(tuple(neurons.n_neurons(model, "ff")), generator=g), **tuning)
+    zero_pruned_columns_(model, info["pruned"])
+    return {**info, "knob_name": "pruned FF neurons (random)"}
 
 
 # ================================================================ removal: gradient methods
@@ -251,11 +273,13 @@ def _restore_(model, params: dict) -> None:
 
 
 def remove_gradient(model, sets: dict, ref_items: list[dict], *, method: str, acc_original: float, target: float,
-                    tolerance: float, lr: float, batch_size: int, max_steps: int, beta: float,
+                    tolerance: float, lr: float, batch_size: int, max_steps: int, eval_every: int, beta: float,
                     sure_percentile: float, max_bisect: int, seed: int) -> dict:
-    """Optimizer steps of an unlearning method until the forget drop reaches the band (evaluated after every
-    step); an overshooting last step is scaled back by bisection between the two last iterates."""
+    """Optimizer steps of an unlearning method until the validation forget drop reaches the band (evaluated
+    every `eval_every` steps and after the last); an evaluation past the band is scaled back by bisection
+    between the two last evaluated iterates. Knob: optimizer steps (fractional after a bisection)."""
     check_choice("method", method, (*GRADIENT_LOSSES, "random_labels"))
+    check_positive_int("eval_every", eval_every)
     hook = None
     if method == "random_labels":
         loss_fn = random_label_loss(seed)
@@ -267,16 +291,18 @@ def remove_gradient(model, sets: dict, ref_items: list[dict], *, method: str, ac
         hook = unlearning.mask_hook(unlearning.saliency_mask(
             unlearning.row_saliency(model, forget_loss, batches), sure_percentile))
     history = [{"knob": 0, "drop": 0.0}]
-    state = {"prev": _params(model)}
+    state = {"prev": _params(model), "prev_step": 0}
 
     def on_step(step, loss):
+        if step % eval_every and step < max_steps:
+            return
         model.eval()  # train() left the model in train mode: no dropout while measuring (OPT, GPT-2 have it)
-        drop = acc_original - forget_top1(model, sets)
+        drop = acc_original - tuning_top1(model, sets)
         model.train()
         history.append({"knob": step, "drop": drop, "loss": loss})
         if drop >= target - tolerance / 2:
             raise _Reached
-        state["prev"] = _params(model)
+        state["prev"], state["prev_step"] = _params(model), step
 
     cfg = TrainConfig(lr=lr, epochs=math.ceil(max_steps * batch_size / len(ref_items)), batch_size=batch_size,
                       max_steps=max_steps, weight_decay=0.0, grad_clip=1.0, seed=seed)
@@ -286,17 +312,17 @@ def remove_gradient(model, sets: dict, ref_items: list[dict], *, method: str, ac
         pass
     model.eval()
     last = history[-1]
-    if last["drop"] > target + tolerance:  # scale the last update back
+    if last["drop"] > target + tolerance:  # scale the last evaluated stretch of updates back
         now, lo, hi = _params(model), 0.0, 1.0
         for _ in range(max_bisect):
             alpha = (lo + hi) / 2
             _interpolate_(model, state["prev"], now, alpha)
-            drop = acc_original - forget_top1(model, sets)
-            history.append({"knob": last["knob"] - 1 + alpha, "drop": drop})
+            drop = acc_original - tuning_top1(model, sets)
+            history.append({"knob": state["prev_step"] + alpha * (last["knob"] - state["prev_step"]), "drop": drop})
             if in_band(drop, target, tolerance):
                 break
             lo, hi = (lo, alpha) if drop > target else (alpha, hi)
-    return {"history": history, "knob_name": "optimizer steps"}
+    return {"history": history, "knob_name": "optimizer steps", "knob_value": history[-1]["knob"], "lr": lr}
 
 
 # ================================================================ attacks
@@ -333,20 +359,32 @@ def attack_grid(model, sets: dict, items: list[dict], *, ks: list[int], precisio
 
 
 # ================================================================ the stage
+def small_step_name(method: str, lr: float) -> str:
+    """The small-step arm's name of a gradient method, e.g. "NPO_GDR_lr1e-05"."""
+    return f"{method}_lr{lr:g}"
+
+
 def run(model: str = "smollm2-135m", data_dir: str = "data", forget: str = "code", retain: str = "text",
-        seq_len: int = 64, n_train_seqs: int = 32, n_eval_seqs: int = 16, max_per_doc: int = 2,
-        test_fraction: float = 0.3, max_docs: int = 20000, batch_size: int = 8, methods: str = ",".join(METHODS),
-        target: float = 0.15, tolerance: float = 0.02, prune_step: float = 0.004, eps_ff: float = 0.001,
-        max_prune_steps: int = 20, concept_max_frac: float = 0.2, max_evals: int = 10, lr: float = 1e-4,
-        unlearn_batch_size: int = 4, max_unlearn_steps: int = 40, beta: float = 0.1,
-        sure_percentile: float = 90.0, relearn_ks: str = "0,8,32", relearn_lr: float = 1e-4,
-        relearn_epochs: int = 2, relearn_batch_size: int = 4, precisions: str = "nf4,rtn4", seed: int = 0,
+        seq_len: int = 64, n_train_seqs: int = 32, n_val_seqs: int = 32, n_eval_seqs: int = 64,
+        max_per_doc: int = 2, test_fraction: float = 0.3, max_docs: int = 20000, batch_size: int = 8,
+        methods: str = ",".join(METHODS), target: float = 0.15, tolerance: float = 0.02, prune_step: float = 0.004,
+        eps_ff: float = 0.001, max_prune_steps: int = 20, concept_max_frac: float = 0.2,
+        random_max_frac: float = 0.5, max_evals: int = 10, lr: float = 1e-4, unlearn_batch_size: int = 4,
+        max_unlearn_steps: int = 40, beta: float = 0.1, sure_percentile: float = 90.0,
+        small_step_methods: str = "NPO_GDR", small_lr: float = 1e-5, small_max_steps: int = 120,
+        small_eval_every: int = 4, relearn_ks: str = "0,8,32", relearn_lr: float = 1e-4, relearn_epochs: int = 2,
+        relearn_batch_size: int = 4, precisions: str = "nf4", seed: int = 0,
         out: str = "checkpoints/forgetting_robustness/run") -> dict:
-    """Remove the forget capability with every method, tuned to the same drop, and attack each result."""
+    """Remove the forget capability with every method, tuned to the same drop on validation windows, and attack
+    each result (scored on test windows). `small_step_methods`: gradient methods re-run at `small_lr` ("none":
+    no small-step arm)."""
     from .models import load_lm
     meths = parse_list("methods", methods)
     for m in meths:
         check_choice("methods", m, METHODS)
+    small = [] if small_step_methods == "none" else parse_list("small_step_methods", small_step_methods)
+    for m in small:
+        check_choice("small_step_methods", m, tuple(GRADIENT_LOSSES))
     ks = parse_list("relearn_ks", relearn_ks, int)
     for k in ks:
         check_positive_int("relearn_ks", k, allow_zero=True)
@@ -356,8 +394,12 @@ def run(model: str = "smollm2-135m", data_dir: str = "data", forget: str = "code
     for p in precs:
         quantization.parse_precision(p)
     for name, v in (("target", target), ("tolerance", tolerance), ("prune_step", prune_step),
-                    ("concept_max_frac", concept_max_frac), ("test_fraction", test_fraction)):
+                    ("concept_max_frac", concept_max_frac), ("random_max_frac", random_max_frac),
+                    ("test_fraction", test_fraction), ("lr", lr), ("small_lr", small_lr)):
         check_fraction(name, v)
+    for name, v in (("n_val_seqs", n_val_seqs), ("n_eval_seqs", n_eval_seqs), ("small_max_steps", small_max_steps),
+                    ("small_eval_every", small_eval_every), ("max_unlearn_steps", max_unlearn_steps)):
+        check_positive_int(name, v)
     if max(ks) > n_train_seqs:
         raise ValueError(f"parameter 'relearn_ks' asks for {max(ks)} windows, more than n_train_seqs = "
                          f"{n_train_seqs}")
@@ -365,55 +407,63 @@ def run(model: str = "smollm2-135m", data_dir: str = "data", forget: str = "code
     seed_everything(seed)
     lm, tok = load_lm(model, data_dir=data_dir)
     sets = load_sets(tok, forget=forget, retain=retain, data_dir=data_dir, seq_len=seq_len,
-                     n_train_seqs=n_train_seqs, n_eval_seqs=n_eval_seqs, max_per_doc=max_per_doc,
-                     test_fraction=test_fraction, max_docs=max_docs, batch_size=batch_size, seed=seed)
+                     n_train_seqs=n_train_seqs, n_val_seqs=n_val_seqs, n_eval_seqs=n_eval_seqs,
+                     max_per_doc=max_per_doc, test_fraction=test_fraction, max_docs=max_docs,
+                     batch_size=batch_size, seed=seed)
     forget_items = sequence_items(sets["forget"]["train"])
     ref_items = unlearning.unlearning_items(
         lm, [{"ids": it["input_ids"].tolist()} for it in forget_items],
         [{"ids": it["input_ids"].tolist()} for it in sequence_items(sets["retain"]["train"])])
     original = _params(lm)
     base = evaluate(lm, sets)
-    acc0 = base["forget"]["top1"]
+    acc0 = tuning_top1(lm, sets)  # the tuning's reference: the original on the validation windows
     attack = dict(ks=ks, precisions=precs, lr=relearn_lr, epochs=relearn_epochs, batch_size=relearn_batch_size,
                   seed=seed)
-    results = {"base": base, "methods": {}, "attacks": {}}
-    n_sp = None
-    for name in tqdm([*CONTROLS[:1], *meths, *CONTROLS[1:]], desc="methods"):
+    tuning = dict(acc_original=acc0, target=target, tolerance=tolerance)
+    gradient = dict(batch_size=unlearn_batch_size, beta=beta, sure_percentile=sure_percentile,
+                    max_bisect=max_evals, seed=seed)
+    plan = [("original", None), *((m, m) for m in meths),
+            *((small_step_name(m, small_lr), m) for m in small), ("random_pruning", "random_pruning")]
+    results = {"base": base, "base_val_top1": acc0, "ids": {r: sets[r]["ids"] for r in ("forget", "retain")},
+               "methods": {}, "attacks": {}}
+    for name, method in tqdm(plan, desc="methods"):
         t0 = time.perf_counter()
         _restore_(lm, original)
         seed_everything(seed)
-        info, handle = {"history": [], "knob_name": ""}, None
-        if name == "selective_pruning":
-            info = remove_selective_pruning(lm, sets, acc_original=acc0, target=target, tolerance=tolerance,
-                                            step_frac=prune_step, eps=eps_ff, max_steps=max_prune_steps)
-            n_sp = int(info.pop("pruned").sum())
-        elif name == "concept_pruning":
-            info = remove_concept_pruning(lm, sets, acc_original=acc0, target=target, tolerance=tolerance,
-                                          max_frac=concept_max_frac, max_evals=max_evals)
-            info["n_pruned"] = int(info.pop("pruned").sum())
+        info, handle = {"history": [], "knob_name": "", "knob_value": 0}, None
+        if method is None:
+            pass  # the original model
+        elif method == "selective_pruning":
+            info = remove_selective_pruning(lm, sets, **tuning, step_frac=prune_step, eps=eps_ff,
+                                            max_steps=max_prune_steps)
+        elif method == "concept_pruning":
+            info = remove_concept_pruning(lm, sets, **tuning, max_frac=concept_max_frac, max_evals=max_evals)
             handle = info.pop("handle")
-        elif name == "random_pruning":
-            if n_sp is None:
-                continue  # the control matches selective pruning's count
-            random_pruning_(lm, n_sp, seed)
-            info["n_pruned"] = n_sp
-        elif name != "original":
-            info = remove_gradient(lm, sets, ref_items, method=name, acc_original=acc0, target=target,
-                                   tolerance=tolerance, lr=lr, batch_size=unlearn_batch_size,
-                                   max_steps=max_unlearn_steps, beta=beta, sure_percentile=sure_percentile,
-                                   max_bisect=max_evals, seed=seed)
+        elif method == "random_pruning":
+            info = remove_random_pruning(lm, sets, seed=seed, **tuning, max_frac=random_max_frac,
+                                         max_evals=max_evals)
+        elif name != method:  # the small-step arm
+            info = remove_gradient(lm, sets, ref_items, method=method, **tuning, **gradient, lr=small_lr,
+                                   max_steps=small_max_steps, eval_every=small_eval_every)
+        else:
+            info = remove_gradient(lm, sets, ref_items, method=method, **tuning, **gradient, lr=lr,
+                                   max_steps=max_unlearn_steps, eval_every=1)
+        info.pop("pruned", None)
+        val_drop = acc0 - tuning_top1(lm, sets)
         info["removal_s"] = time.perf_counter() - t0
         grid = attack_grid(lm, sets, forget_items, **attack)
         if handle is not None:
             handle.remove()
         removed = grid["k=0|full"]
-        drop = acc0 - removed["forget"]["top1"]
-        info.update(drop=drop, retain_drop=base["retain"]["top1"] - removed["retain"]["top1"],
+        drop = base["forget"]["top1"] - removed["forget"]["top1"]
+        info.update(method=method or name, val_drop=val_drop, in_band_val=in_band(val_drop, target, tolerance),
+                    drop=drop, retain_drop=base["retain"]["top1"] - removed["retain"]["top1"],
                     in_band=in_band(drop, target, tolerance), time_s=time.perf_counter() - t0)
         results["methods"][name] = info
         results["attacks"][name] = grid
     results["config"] = {"forget": forget, "retain": retain, "target": target, "tolerance": tolerance, "ks": ks,
-                         "precisions": precs, "model": model}
+                         "precisions": precs, "model": model, "lr": lr, "small_lr": small_lr,
+                         "small_step_methods": small, "n_val_seqs": n_val_seqs, "n_eval_seqs": n_eval_seqs}
     # timings and the thread count live here, never in metrics/ (trained results depend on the thread count)
     results["run"] = {"torch_threads": torch.get_num_threads(), "time_s": time.perf_counter() - t_start}
     with atomic_path(out) as tmp:

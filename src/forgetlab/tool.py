@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import robustness
+from . import metrics, robustness
 from .utils import check_fraction, check_positive_int
 
 # notebook 06's defaults are robustness.run's (tests/test_tool.py checks they equal params.yaml's)
@@ -104,28 +104,6 @@ def parse_ints(name: str, text: str) -> list[int]:
 
 
 # ================================================================ attack
-def gap_closure(orig_q: float, removed_q: float, orig: float, removed: float) -> float:
-    """Same-precision view: share of the full-precision gap (orig - removed) that is gone when both models are
-    attacked the same way, 1 - (orig_q - removed_q) / (orig - removed); NaN when nothing was removed. A uniform
-    degradation of both models also closes the gap, so read it beside the attacked original's own accuracy."""
-    gap = orig - removed
-    return float("nan") if gap <= 0 else 1 - (orig_q - removed_q) / gap
-
-
-def bootstrap_gap_closure(orig_q, removed_q, orig, removed, n, *, n_boot: int, seed: int,
-                          alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile interval of gap_closure, resampling the held-out windows (the same windows score all four)."""
-    arrays = [np.asarray(x, dtype=float) for x in (orig_q, removed_q, orig, removed, n)]
-    idx = np.random.default_rng(seed).integers(0, len(arrays[-1]), size=(n_boot, len(arrays[-1])))
-    den = np.maximum(arrays[-1][idx].sum(1), 1e-12)
-    oq, rq, o, r = (a[idx].sum(1) / den for a in arrays[:4])
-    gap = o - r
-    closure = np.where(gap > 0, 1 - (oq - rq) / np.where(gap > 0, gap, 1.0), np.nan)
-    if np.isnan(closure).all():
-        return float("nan"), float("nan")
-    return float(np.nanquantile(closure, alpha / 2)), float(np.nanquantile(closure, 1 - alpha / 2))
-
-
 def attack(original: str, unlearned: str, forget: str, retain: str, *, relearn_k: str = NB06["relearn_ks"],
            precisions: str = "full," + NB06["precisions"], seq_len: int = NB06["seq_len"],
            n_train_seqs: int = NB06["n_train_seqs"], n_eval_seqs: int = NB06["n_eval_seqs"],
@@ -139,11 +117,11 @@ def attack(original: str, unlearned: str, forget: str, retain: str, *, relearn_k
     For every attack "k=K|P" (relearn on K forget training windows, then quantize with precision P): forget and
     retain top-1 accuracy on the held-out windows of the unlearned model attacked so, the original quantized the
     same way (not relearned), and
-      share        = (acc_attacked - acc_unlearned) / (acc_original - acc_unlearned)   notebook 06's measure
-      gap_closure  = 1 - (acc_original@P - acc_attacked) / (acc_original - acc_unlearned)  same-precision view
-    on the forget set, each with a bootstrap interval over windows; both NaN when the unlearned model is not
-    below the original on the forget set (nothing was removed). The retain columns tell knowledge coming back
-    from uniform damage."""
+      share        = (acc_attacked - acc_unlearned) / (acc_original - acc_unlearned)   metrics "share_full_gap"
+      gap_closure  = 1 - (acc_original@P - acc_attacked) / (acc_original - acc_unlearned)  same precision
+    on the forget set (forgetlab.metrics.bootstrap_recovery, notebook 06's and 04's definitions), each with a
+    bootstrap interval over windows; both NaN when the removed gap's own interval reaches 0 (nothing told apart
+    from noise was removed). The retain columns tell knowledge coming back from uniform damage."""
     from . import quantization
     from .plots import save_figure
     from .utils import seed_everything, write_json
@@ -188,19 +166,15 @@ def attack(original: str, unlearned: str, forget: str, retain: str, *, relearn_k
     n = o["forget"]["n"]
     rows = {}
     for key, res in grid.items():
-        prec = key.split("|")[1]
-        oq = originals[prec]
+        oq = originals[key.split("|")[1]]
+        views = {v: metrics.bootstrap_recovery(v, res["forget"]["hits"], u["forget"]["hits"], o["forget"]["hits"],
+                                               oq["forget"]["hits"], n, n_boot=n_boot, seed=seed)
+                 for v in ("share_full_gap", "gap_closure")}
         rows[key] = {
             "forget": res["forget"]["top1"], "retain": res["retain"]["top1"],
             "original_forget": oq["forget"]["top1"], "original_retain": oq["retain"]["top1"],
-            "share": robustness.recovery_share(res["forget"]["top1"], u["forget"]["top1"], o["forget"]["top1"]),
-            "share_ci": robustness.bootstrap_recovery_share(o["forget"]["hits"], u["forget"]["hits"],
-                                                            res["forget"]["hits"], n, n_boot=n_boot, seed=seed),
-            "gap_closure": gap_closure(oq["forget"]["top1"], res["forget"]["top1"], o["forget"]["top1"],
-                                       u["forget"]["top1"]),
-            "gap_closure_ci": bootstrap_gap_closure(oq["forget"]["hits"], res["forget"]["hits"],
-                                                    o["forget"]["hits"], u["forget"]["hits"], n, n_boot=n_boot,
-                                                    seed=seed)}
+            "share": views["share_full_gap"]["value"], "share_ci": views["share_full_gap"]["ci"],
+            "gap_closure": views["gap_closure"]["value"], "gap_closure_ci": views["gap_closure"]["ci"]}
     result = {
         "original": original, "unlearned": unlearned, "forget": forget, "retain": retain,
         "removed_gap": {"forget": o["forget"]["top1"] - u["forget"]["top1"],
