@@ -1,6 +1,7 @@
 """SaLEM / MEND editing: unit tests on tiny random models, then a smoke run of the stages and the notebook."""
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import ROOT, read_metrics
@@ -127,14 +128,13 @@ def test_an_edit_on_one_layer_changes_no_other_parameter():
 
 def test_locality_loss_is_zero_when_the_edit_is_zero():
     model = tiny_classifier()
-    editor = ed.MEND(model, ed.mlp_layers(model)[2], rank=4, edit_lr=0.0, norm=False)
+    editor = ed.MEND(model, ed.mlp_layers(model)[2], rank=4, edit_lr=1.0, norm=False)
     loc = ed.collate(items(5, seed=3))
-    new = editor.edit(model, ed.collate(items(3)))
+    new = editor.edit(model, ed.collate(items(3)), scale=0.0)  # an edit scaled to nothing
     with torch.no_grad():
         pre, post = ed.forward(model, loc), ed.forward(model, loc, new)
     assert ed.locality_kl(pre, post).item() == 0.0
     # and positive for a real edit; LM version averages over unmasked tokens
-    editor.edit_lrs.data.fill_(1.0)
     with torch.no_grad():
         post = ed.forward(model, loc, editor.edit(model, ed.collate(items(3))))
     assert ed.locality_kl(pre, post).item() > 0
@@ -174,7 +174,7 @@ def test_training_the_editor_makes_edits_succeed():
         before = ed.edit_loss(ed.forward(model, batch, editor.edit(model, batch)), batch["labels"]).item()
     log = ed.train_mend(model, editor, edits, its[16:], steps=60, edit_batch=4, loc_batch=4, lr=1e-2, lr_lr=1e-2,
                         c_edit=1.0, seed=0, desc=None)
-    assert len(log) == 60
+    assert log["n_steps"] == 60 and not log["stopped_early"] and log["val"] == []  # no held-out edits: no stopping
     with torch.no_grad():
         after = ed.edit_loss(ed.forward(model, batch, editor.edit(model, batch)), batch["labels"]).item()
     assert after < before
@@ -248,25 +248,195 @@ def test_summarize_drawdown_and_adapt_weighting():
     assert s["n_edits"] == 4 and s["time_per_edit_s"] == pytest.approx(0.2)
 
 
-def test_edit_intervals_pair_the_methods_on_the_same_edits_and_pass_samples():
+def test_edit_intervals_resample_whole_edit_batches_and_pair_the_methods():
     # 2 batches x 2 edits; 4 pass samples, all right before editing
     rows = {"a": [{"fail_hits": [1, 1], "pass_hits": [1, 1, 1, 0]}, {"fail_hits": [1, 0], "pass_hits": [1, 1, 1, 1]}],
             "b": [{"fail_hits": [0, 1], "pass_hits": [0, 0, 1, 0]}, {"fail_hits": [0, 0], "pass_hits": [0, 1, 1, 0]}]}
     res = {"rows": rows, "base_pass_hits": [1, 1, 1, 1]}
-    out = ed.edit_intervals(res, n_boot=2000, seed=0, pair=("a", "b"))
+    out = ed.edit_intervals(res, n_boot=2000, seed=0, pairs=[("a", "b")])
+    assert out["n_clusters"] == 2
     # point estimates: a fixes 3/4, b 1/4; drawdowns 1/8 and 5/8 (what summarize reports)
     d = out["a_minus_b"]
     assert d["fail_acc"] == pytest.approx(0.5) and d["pass_drawdown"] == pytest.approx(0.125 - 0.625)
-    for name, fail, draw in (("a", 0.75, 0.125), ("b", 0.25, 0.625)):
-        lo, hi = out["methods"][name]["fail_acc_ci"]
-        assert 0 <= lo <= fail <= hi <= 1
-        lo, hi = out["methods"][name]["pass_drawdown_ci"]
-        assert lo <= draw <= hi
-    assert d["pass_drawdown_ci"][0] <= -0.5 <= d["pass_drawdown_ci"][1] and d["pass_drawdown_ci"][1] <= 0
+    # two clusters: a resample is batch 0 twice, batch 1 twice or one of each, so a's edit success is 1, 1/2 or 3/4
+    assert out["methods"]["a"]["fail_acc_ci"] == [0.5, 1.0]
+    assert out["methods"]["a"]["pass_drawdown_ci"] == [0.0, 0.25]  # batch drawdowns 1/4 and 0
+    # paired: per batch, a - b is +1/2 in edit success both times, so the interval is that one value
+    assert d["fail_acc_ci"] == [pytest.approx(0.5), pytest.approx(0.5)]
     # identical methods: every difference is exactly zero
     same = ed.edit_intervals({"rows": {"a": rows["a"], "b": rows["a"]}, "base_pass_hits": [1, 1, 1, 1]},
-                             pair=("a", "b"))["a_minus_b"]
+                             pairs=[("a", "b")])["a_minus_b"]
     assert same["fail_acc_ci"] == [0.0, 0.0] and same["pass_drawdown_ci"] == [0.0, 0.0]
+
+
+def test_evaluate_edits_scores_every_batch_and_no_edit_equals_the_base_model():
+    model = tiny_classifier()
+    its = items(12, seed=4)
+    edits = [{"fail": it, "adapt": [its[(i + 1) % 6]]} for i, it in enumerate(its[:6])]
+    base_pass = ed.predictions(model, its[6:]).int().tolist()
+    rows = ed.evaluate_edits(model, lambda b: {}, edits, its[6:], its[:3], edit_batch=4)
+    assert [r["n_edits"] for r in rows] == [4, 2] and all(r["pass_hits"] == base_pass for r in rows)
+    assert rows[0]["heldout_acc"] == ed.accuracy(model, its[:3]) and rows[0]["edited_params"] == 0
+    editor = ed.MEND(model, ed.mlp_layers(model)[1], rank=4, edit_lr=1.0, norm=False)
+    light = ed.evaluate_edits(model, ed.mend_method(model, editor, 2.0), edits, its[6:], (), edit_batch=4,
+                              with_adapt=False)
+    assert light[0]["n_adapt"] == 0 and np.isnan(light[0]["heldout_acc"]) and light[0]["edited_params"] == 2 * 16 * 24
+
+
+def test_clustered_bootstrap_on_a_hand_made_example():
+    from forgetlab.metrics import bootstrap_clustered_mean, bootstrap_mean
+    # every cluster has mean 1/2 although its items are 0 and 1: whole clusters resampled, the mean never moves
+    assert bootstrap_clustered_mean([0, 1, 0, 1, 0, 1], ["a", "a", "b", "b", "c", "c"]) == (0.5, 0.5)
+    # two clusters of four identical items: a resample is aa (1), ab (1/2) or bb (0), so the 95% interval is
+    # [0, 1]; resampling the 8 items as if independent gives a much narrower one
+    values, clusters = [1] * 4 + [0] * 4, ["a"] * 4 + ["b"] * 4
+    assert bootstrap_clustered_mean(values, clusters, n_boot=2000) == (0.0, 1.0)
+    lo, hi = bootstrap_mean(values, n_boot=2000)
+    assert 0.1 <= lo and hi <= 0.9
+    # unequal cluster sizes: the mean is over items (sum / count), so {a: [1], b: [0, 0, 0]} drawn as ab is 1/4
+    from forgetlab.metrics import bootstrap_clusters
+    sums, counts = np.array([1.0, 0.0]), np.array([1.0, 3.0])
+    # (resamples: aa 1 with probability 1/4, ab 1/4 with 1/2, bb 0 with 1/4: the middle 40% are all ab)
+    lo, hi = bootstrap_clusters(lambda i: sums[i].sum() / counts[i].sum(), 2, n_boot=4000, alpha=0.6)
+    assert (lo, hi) == (0.25, 0.25)
+    with pytest.raises(ValueError, match="length"):
+        bootstrap_clustered_mean([1, 2], ["a"])
+
+
+def test_matched_strength_reads_each_curve_at_the_same_edit_success():
+    # one batch of 2 edits, 2 pass samples right before editing. a: scale 1 fixes both edits and breaks one pass
+    # sample, scale 0.5 fixes one edit and breaks nothing. b: scale 1 fixes one edit and breaks both pass samples.
+    def row(fail, passed):
+        return [{"fail_hits": fail, "pass_hits": passed}]
+    sweep = {"a": {0.5: row([1, 0], [1, 1]), 1.0: row([1, 1], [1, 0])}, "b": {1.0: row([1, 0], [0, 0])}}
+    res = {"sweep": sweep, "base_pass_hits": [1, 1]}
+    assert ed.strength_curve(sweep["a"], 1.0) == [(0.0, 0.0, 0.0), (0.5, 0.5, 0.0), (1.0, 1.0, 0.5)]
+    assert ed.drawdown_at(ed.strength_curve(sweep["b"], 1.0), 0.25) == pytest.approx(0.5)  # halfway from (0, 0)
+    assert np.isnan(ed.drawdown_at(ed.strength_curve(sweep["b"], 1.0), 0.9))  # b never gets there
+    out = ed.matched_strength(res, "a", "b", n_boot=50)
+    # the level is b's edit success (1/2): a reaches it at scale 0.5 with no drawdown, b has drawdown 1
+    assert out["level"] == 0.5 and out["a_drawdown"] == 0.0 and out["b_drawdown"] == 1.0
+    assert out["diff"] == -1.0 and out["diff_ci"] == [-1.0, -1.0]  # one batch: every resample is the same
+    with pytest.raises(ValueError, match="scale 1"):
+        ed.matched_strength({"sweep": {"a": {0.5: []}, "b": {}}, "base_pass_hits": [1]}, "a", "b")
+
+
+# ---------------------------------------------------------------- editor training: early stopping, step sizes
+def test_editor_early_stopping_stops_after_patience_evaluations_without_improvement():
+    model = tiny_classifier(layers=2)
+    its = items(24, seed=5)
+    edits = [{"fail": it, "adapt": []} for it in its[:12]]
+    val = [{"fail": it, "adapt": []} for it in its[12:16]]
+    # an editor that cannot change (learning rates 0, no normalization): the held-out loss never improves on the
+    # first evaluation, so training stops after eval_every * (1 + patience) steps and keeps the first evaluation
+    editor = ed.MEND(model, ed.mlp_layers(model)[1], rank=4, edit_lr=1e-3, norm=False)
+    log = ed.train_mend(model, editor, edits, its[16:], steps=500, edit_batch=4, loc_batch=4, lr=0.0, lr_lr=0.0,
+                        val_edits=val, eval_every=5, patience=3, desc=None)
+    assert log["stopped_early"] and log["n_steps"] == 20 and len(log["val"]) == 4 and log["best_step"] == 5
+    assert len({round(v["val_loss"], 6) for v in log["val"]}) == 1
+    # a learning editor: stopping restores the best evaluation's editor, whose held-out loss is the logged best
+    editor = ed.MEND(model, ed.mlp_layers(model)[1], rank=4, edit_lr=1e-3)
+    log = ed.train_mend(model, editor, edits, its[16:], steps=20, edit_batch=4, loc_batch=4, lr=1e-2, lr_lr=1e-2,
+                        val_edits=val, eval_every=4, patience=2, desc=None)
+    best = min(log["val"], key=lambda v: v["val_loss"])
+    assert best["step"] == log["best_step"]
+    with torch.no_grad():
+        pre = ed.forward(model, ed.collate(its[16:20]))
+        e, kl = ed.editor_objective(model, editor, val, ed.collate(its[16:20]), pre)
+    assert (e.item(), kl.item()) == pytest.approx((best["val_edit_loss"], best["val_loc_kl"]), rel=1e-4)
+    with pytest.raises(ValueError, match="patience"):
+        ed.train_mend(model, editor, edits, its[16:], patience=0, desc=None)
+
+
+def test_learned_edit_step_sizes_move_and_stay_positive():
+    model = tiny_classifier(layers=2)
+    its = items(24, seed=5)
+    edits = [{"fail": it, "adapt": []} for it in its[:16]]
+    editor = ed.MEND(model, ed.mlp_layers(model)[1], rank=8, edit_lr=1e-3)
+    assert torch.allclose(editor.edit_lrs, torch.full((2,), 1e-3))
+    ed.train_mend(model, editor, edits, its[16:], steps=20, edit_batch=4, loc_batch=4, lr=1e-2, lr_lr=0.05,
+                  c_edit=1.0, desc=None)
+    change = (editor.edit_lrs / 1e-3).log().abs()
+    assert (editor.edit_lrs > 0).all() and change.max() > 0.3  # moved by more than a third of their size
+    with pytest.raises(ValueError, match="edit_lr"):
+        ed.MEND(model, ed.mlp_layers(model)[1], edit_lr=0.0)
+
+
+# ---------------------------------------------------------------- per-edit saliency and the layer controls
+class KnownBlocks(torch.nn.Module):
+    """A 3-class classifier whose answer lives in a known block: the input embedding spans dims 0-3; block k's MLP
+    reads them and writes only into its own dims (block 1 into 4-7, block 2 into 8-11, block 0 into 12-15, which
+    no logit reads); class 1's logit reads dims 4-7, class 2's dims 8-11, class 0's the input dims (and a bias
+    makes it the prediction). So the edit toward class 1 must go through block 1, toward class 2 through block 2."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.emb = torch.nn.Embedding(50, 16)
+        self.blocks = torch.nn.ModuleList()
+        up = torch.zeros(8, 16)
+        up[:, :4] = torch.randn(8, 4, generator=g)
+        for k, rows in enumerate((slice(12, 16), slice(4, 8), slice(8, 12))):
+            block = torch.nn.ModuleDict({"up": torch.nn.Linear(16, 8, bias=False),
+                                         "down": torch.nn.Linear(8, 16, bias=False)})
+            down = torch.zeros(16, 8)
+            down[rows] = torch.randn(4, 8, generator=g)
+            block["up"].weight.data, block["down"].weight.data = up.clone(), down
+            self.blocks.append(block)
+        self.head = torch.nn.Linear(16, 3)
+        head = torch.zeros(3, 16)
+        head[0, :4], head[1, 4:8], head[2, 8:12] = (torch.randn(4, generator=g) for _ in range(3))
+        self.head.weight.data, self.head.bias.data = head, torch.tensor([4.0, 0.0, 0.0])
+        with torch.no_grad():
+            self.emb.weight[:, 4:] = 0
+
+    def forward(self, input_ids, attention_mask=None, **_):
+        from types import SimpleNamespace
+        mask = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).unsqueeze(-1).float()
+        x = (self.emb(input_ids) * mask).sum(1) / mask.sum(1)
+        h = x + sum(b["down"](torch.relu(b["up"](x))) for b in self.blocks)
+        return SimpleNamespace(logits=self.head(h))
+
+
+def test_per_edit_saliency_moves_with_the_target_to_the_block_that_holds_the_answer():
+    model = KnownBlocks()
+    layers = [[f"blocks.{k}.up.weight", f"blocks.{k}.down.weight"] for k in range(3)]
+    its = items(12, seed=2)
+    to = lambda c: [{**it, "labels": c} for it in its]  # noqa: E731
+    one, two = (ed.layer_saliency(model, to(c), layers, batch_size=1, desc=None) for c in (1, 2))
+    assert one.argmax(1).tolist() == [1] * 12 and two.argmax(1).tolist() == [2] * 12
+    shift = ed.saliency_shift(one, two)
+    assert shift["argmax_gold"] == [0, 12, 0] and shift["argmax_permuted"] == [0, 0, 12]
+    assert shift["share_argmax_moved"] == 1.0 and shift["profile_l1_min"] > 0.5
+    # no shift against itself
+    same = ed.saliency_shift(one, one)
+    assert same["share_argmax_moved"] == 0.0 and same["profile_l1_mean"] == 0.0
+    # mixed targets: each edit's argmax is its own target's block
+    mixed = [{**it, "labels": 1 + i % 2} for i, it in enumerate(its)]
+    per_edit = ed.layer_saliency(model, mixed, layers, batch_size=1, desc=None)
+    assert per_edit.argmax(1).tolist() == [1 + i % 2 for i in range(12)]
+
+
+def test_permuted_targets_are_wrong_and_come_from_the_other_examples():
+    pairs = [{"claim": f"c{i}", "evidence": "e", "label": i % 3} for i in range(30)]
+    wrong = ed.permuted_targets(pairs, seed=0)
+    assert all(w["label"] != p["label"] and 0 <= w["label"] < 3 for w, p in zip(wrong, pairs))
+    qa = [{"context": "c", "question": f"q{i}", "answer": f"a{i}"} for i in range(7)]
+    moved = ed.permuted_targets(qa, seed=1)
+    assert sorted(m["answer"] for m in moved) == sorted(q["answer"] for q in qa)  # a permutation
+    assert all(m["answer"] != q["answer"] for m, q in zip(moved, qa))  # nobody keeps their own
+    with pytest.raises(ValueError, match="2 examples"):
+        ed.permuted_targets(qa[:1])
+
+
+def test_choose_layers_for_salem_mend_and_the_controls():
+    sal = torch.tensor([0.2, 0.9, 0.1, 0.5, 0.3])
+    got = ed.choose_layers(sal, top_k=3, seed=0)
+    assert got["salem"] == [1] and got["mend_top"] == [2, 3, 4] and got["least"] == [2] and got["last"] == [4]
+    assert len(got["random"]) == 1 and got["random"] != [1]
+    assert ed.choose_layers(sal, top_k=1, controls=["least"]).keys() == {"salem", "mend_top", "least"}
+    with pytest.raises(ValueError, match="controls"):
+        ed.choose_layers(sal, top_k=1, controls=["middle"])
 
 
 def test_bad_parameters_fail_with_clear_messages(tmp_path):
@@ -291,28 +461,45 @@ def test_salem_smoke(smoke):
     from forgetlab import profile
     p = profile.load_params("smoke", ROOT)["salem"]
     m = read_metrics(smoke, "salem")
-    for setting, n_layers in (("classify", 6), ("qa", 30)):
+    for setting, n_layers, controls in (("classify", 6, p["controls"]), ("qa", 30, p["qa_controls"])):
         s = m[setting]
         assert len(s["saliency"]) == n_layers
         assert s["salient_layer"] == max(range(n_layers), key=lambda i: s["saliency"][i])
         assert max(s["saliency"]) == 1.0 and s["saliency_scale_1e6"] > 0  # relative to the most salient layer
-        assert set(s["methods"]) == {"salem", "mend_top", "fine_tune", "no_edit"}
+        assert set(s["methods"]) == {"salem", "mend_top", "fine_tune", "no_edit", *controls.split(",")}
         assert s["methods"]["no_edit"]["pass_drawdown"] == 0.0 and s["methods"]["no_edit"]["edited_params"] == 0
         assert s["methods"]["no_edit"]["fail_acc"] == 0.0  # fail samples are the ones the base model gets wrong
         assert s["methods"]["salem"]["edited_params"] * p["top_k"] == s["methods"]["mend_top"]["edited_params"]
-    assert m["classify"]["methods"]["no_edit"]["pass_acc"] == 1.0
-    for setting in ("classify", "qa"):
-        ci = m[setting]["intervals"]
-        for name, s in m[setting]["methods"].items():
+        assert s["methods"]["least"]["edited_params"] == s["methods"]["salem"]["edited_params"]
+        # per-edit saliency with gold and permuted targets: every profile moves, the argmax counts add up
+        sh = s["per_edit_shift"]
+        assert sh["profile_l1_min"] > 0 and sum(sh["argmax_gold"]) == sum(sh["argmax_permuted"]) == sh["n_edits"]
+        # early stopping ran: held-out evaluations, at most the step budget, step sizes positive
+        steps = p["editor_steps"] if setting == "classify" else p["qa_editor_steps"]
+        for log in s["training"].values():
+            assert log["val"] and 1 <= log["best_step"] <= log["n_steps"] <= steps
+            assert all(v["edit_lr_min"] > 0 for v in log["val"])
+        # matched strength: both comparisons, read at the smaller unscaled edit success
+        for other in ("mend_top", "least"):
+            mt = s["matched"][f"salem_vs_{other}"]
+            assert mt["level"] == pytest.approx(min(s["methods"]["salem"]["fail_acc"], s["methods"][other]["fail_acc"]),
+                                                abs=1e-6)
+            assert [c["scale"] for c in mt["curves"]["salem"]] == [0.0, *m["scales"]]
+        # clustered intervals: one cluster per edit batch, the point estimates inside
+        ci = s["intervals"]
+        assert ci["n_clusters"] == -(-s["methods"]["salem"]["n_edits"] // s["edit_batch"])
+        for name, r in s["methods"].items():
             lo, hi = ci["methods"][name]["fail_acc_ci"]
-            assert lo <= s["fail_acc"] <= hi
+            assert lo - 1e-6 <= r["fail_acc"] <= hi + 1e-6
             lo, hi = ci["methods"][name]["pass_drawdown_ci"]
-            assert lo - 1e-6 <= s["pass_drawdown"] <= hi + 1e-6
-        salem, mend = m[setting]["methods"]["salem"], m[setting]["methods"]["mend_top"]
+            assert lo - 1e-6 <= r["pass_drawdown"] <= hi + 1e-6
+        salem, mend = s["methods"]["salem"], s["methods"]["mend_top"]
         diff = ci["salem_minus_mend_top"]
         assert diff["fail_acc"] == pytest.approx(salem["fail_acc"] - mend["fail_acc"], abs=1e-6)
         assert diff["pass_drawdown"] == pytest.approx(salem["pass_drawdown"] - mend["pass_drawdown"], abs=1e-6)
-    for fig in ("saliency", "edit_vs_drawdown"):
+    assert m["classify"]["methods"]["no_edit"]["pass_acc"] == 1.0
+    assert 0 < m["classify"]["majority_rate"] <= 1
+    for fig in ("saliency", "per_edit_saliency", "editor_training", "edit_vs_drawdown", "matched_strength"):
         assert (smoke / "figures" / "salem" / f"{fig}.png").stat().st_size > 5000
     executed = json.loads((smoke / "reports" / "05_salem_editing.ipynb").read_text())
     assert executed["metadata"]["papermill"]["parameters"]["seed"] == p["seed"]

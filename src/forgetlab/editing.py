@@ -241,6 +241,53 @@ def pick_layers(saliency: torch.Tensor, k: int = 1) -> list[int]:
     return torch.argsort(s, descending=True, stable=True)[:k].tolist()
 
 
+CONTROLS = ("least", "random", "last")  # single-layer controls, each trained like SaLEM's editor
+
+
+def choose_layers(saliency: torch.Tensor, top_k: int, controls: Sequence[str] = CONTROLS, seed: int = 0
+                  ) -> dict[str, list[int]]:
+    """The blocks each editor edits: "salem" the most salient one; "mend_top" the last `top_k` (MEND's heuristic);
+    the single-block controls "least" (the least salient block), "random" (a seeded block other than the most
+    salient) and "last" (the last block). Two names may get the same block (e.g. least = last)."""
+    s = saliency.mean(0) if saliency.dim() == 2 else saliency
+    n = len(s)
+    salient = pick_layers(s, 1)[0]
+    out = {"salem": [salient], "mend_top": list(range(n - top_k, n))}
+    for c in controls:
+        check_choice("controls", c, CONTROLS)
+        out[c] = ([int(torch.argsort(s, stable=True)[0])] if c == "least" else [n - 1] if c == "last" else
+                  [random.Random(seed).choice([i for i in range(n) if i != salient] or [salient])])
+    return out
+
+
+def permuted_targets(examples: Sequence[dict], seed: int = 0) -> list[dict]:
+    """The same raw examples with wrong targets, for a saliency that should move with the target: a fact pair
+    gets another label (seeded), a question the answer of another question (a seeded cycle, so none keeps its
+    own)."""
+    rng = random.Random(seed)
+    if examples and "claim" in examples[0]:
+        return [{**e, "label": (int(e["label"]) + rng.randrange(1, len(LABELS))) % len(LABELS)} for e in examples]
+    if len(examples) < 2:
+        raise ValueError("permuting answers needs at least 2 examples")
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    donor = {order[i]: order[(i + 1) % len(order)] for i in range(len(order))}
+    return [{**e, "answer": examples[donor[i]]["answer"]} for i, e in enumerate(examples)]
+
+
+def saliency_shift(gold: torch.Tensor, permuted: torch.Tensor) -> dict:
+    """How per-edit saliency profiles ([n_edits, n_layers]) change from the gold targets to permuted ones: the
+    argmax block's count per block under each, the share of edits whose argmax block moves, and the L1 distance
+    between each edit's two profiles normalized to sum 1 (0 = unchanged, 2 = disjoint), mean and minimum."""
+    n = gold.shape[1]
+    a_gold, a_perm = gold.argmax(1), permuted.argmax(1)
+    dist = (gold / gold.sum(1, keepdim=True) - permuted / permuted.sum(1, keepdim=True)).abs().sum(1)
+    return {"argmax_gold": torch.bincount(a_gold, minlength=n).tolist(),
+            "argmax_permuted": torch.bincount(a_perm, minlength=n).tolist(),
+            "share_argmax_moved": (a_gold != a_perm).float().mean().item(),
+            "profile_l1_mean": dist.mean().item(), "profile_l1_min": dist.min().item(), "n_edits": len(gold)}
+
+
 # ============================================================================ MEND
 class LowRankIDMLP(nn.Module):
     """x + (B relu(A x + a) + b) * scale[mode] + shift[mode]; B = 0, b = 0, shift = 0 at init, so it is the identity."""
@@ -318,7 +365,15 @@ class MEND(nn.Module):
                         f"{model.get_submodule(n.rsplit('.', 1)[0]).out_features}" for n in self.names}
         self.nets = nn.ModuleDict({k: GradientTransform(*map(int, k.split("x")), rank, len(v), norm)
                                    for k, v in shapes.items()})
-        self.edit_lrs = nn.Parameter(torch.full((len(self.names),), float(edit_lr)))
+        if not edit_lr > 0:
+            raise ValueError(f"parameter 'edit_lr' must be > 0, got {edit_lr}")
+        # the learned edit step sizes live in log space, so that they stay positive whatever `lr_lr` does
+        self.log_edit_lrs = nn.Parameter(torch.full((len(self.names),), math.log(edit_lr)))
+
+    @property
+    def edit_lrs(self) -> torch.Tensor:
+        """The learned edit step size of each edited matrix (exp of the trained log step size)."""
+        return self.log_edit_lrs.exp()
 
     def config(self) -> dict:
         return {"names": self.names, "rank": self.rank, "norm": self.norm}
@@ -349,17 +404,19 @@ class MEND(nn.Module):
             out[n] = (u[keep], d[keep])
         return out
 
-    def deltas(self, model, batch: dict) -> dict[str, torch.Tensor]:
-        """Per edited matrix, the parameter change -lr * sum_rows delta~ u~^T (differentiable w.r.t. the editor)."""
+    def deltas(self, model, batch: dict, scale: float = 1.0) -> dict[str, torch.Tensor]:
+        """Per edited matrix, the parameter change -scale * lr * sum_rows delta~ u~^T (differentiable w.r.t. the
+        editor). `scale` (1 in training) strengthens or weakens an edit, for comparisons at equal edit success."""
         out = {}
+        lrs = self.edit_lrs
         for i, (n, (u, d)) in enumerate(self.factors(model, batch).items()):
             u_t, d_t = self.nets[self.keys[n]](u, d, self.modes[n])
-            out[n] = -self.edit_lrs[i] * (d_t.T @ u_t)
+            out[n] = -scale * lrs[i] * (d_t.T @ u_t)
         return out
 
-    def edit(self, model, batch: dict) -> dict[str, torch.Tensor]:
-        """The edited weights {name: W + change} for functional_call; every other parameter is untouched."""
-        return {n: model.get_parameter(n).detach() + dw for n, dw in self.deltas(model, batch).items()}
+    def edit(self, model, batch: dict, scale: float = 1.0) -> dict[str, torch.Tensor]:
+        """The edited weights {name: W + scale * change} for functional_call; every other parameter is untouched."""
+        return {n: model.get_parameter(n).detach() + dw for n, dw in self.deltas(model, batch, scale).items()}
 
 
 def save_editor(editor: MEND, path: str | Path, extra: dict | None = None) -> None:
@@ -377,38 +434,83 @@ def load_editor(model, path: str | Path) -> MEND:
     return editor
 
 
+def editor_objective(model, editor: MEND, chunk: Sequence[dict], loc: dict, pre: torch.Tensor, *, pad_id: int = 0
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(edit loss, locality KL) of one edit: the editor edits on the fail samples of `chunk`; the edit loss is the
+    edited model's loss on those fail samples and their adapt samples, the KL is on the batch `loc` (whose
+    unedited logits are `pre`)."""
+    edit_b = collate([e["fail"] for e in chunk], pad_id)
+    outer = collate([e["fail"] for e in chunk] + [a for e in chunk for a in e["adapt"]], pad_id)
+    new = editor.edit(model, edit_b)
+    l_edit = edit_loss(forward(model, outer, new), outer["labels"])
+    return l_edit, locality_kl(pre, forward(model, loc, new), loc["attention_mask"])
+
+
 def train_mend(model, editor: MEND, edits: Sequence[dict], loc_items: Sequence[dict], *, steps: int = 100,
-               edit_batch: int = 1, loc_batch: int = 8, lr: float = 1e-4, lr_lr: float = 1e-4,
-               c_edit: float = 0.1, c_loc: float = 1.0, pad_id: int = 0, seed: int = 0,
-               desc: str | None = "MEND") -> list[dict]:
+               edit_batch: int = 1, loc_batch: int = 8, lr: float = 1e-4, lr_lr: float = 1e-2,
+               c_edit: float = 0.1, c_loc: float = 1.0, val_edits: Sequence[dict] = (),
+               val_loc: Sequence[dict] = (), eval_every: int = 10, patience: int = 3, pad_id: int = 0,
+               seed: int = 0, desc: str | None = "MEND") -> dict:
     """Train the editor: per step, edit on `edit_batch` fail samples, then loss = c_edit * edit loss of the edited
     model on those samples and their adapt samples + c_loc * KL(pre || post) on `loc_batch` pass samples.
-    edits: [{"fail": item, "adapt": [items]}]. Returns the per-step log."""
+    edits: [{"fail": item, "adapt": [items]}]. `lr_lr` is the Adam learning rate of the log edit step sizes.
+
+    Early stopping, as MEND trains: every `eval_every` steps the same loss on the held-out `val_edits` (in batches
+    of `edit_batch`, locality on the `val_loc` items, no training); after `patience` evaluations without a new
+    best, training stops and the editor goes back to its best evaluation. Without val_edits it runs `steps`.
+    Returns {"steps": per-step log, "val": per-evaluation log (with the edit step sizes), "best_step",
+    "n_steps", "stopped_early"}."""
     check_positive_int("steps", steps)
+    check_positive_int("eval_every", eval_every)
+    check_positive_int("patience", patience)
     rng = random.Random(seed)
     for p in model.parameters():
         p.requires_grad_(False)
-    editor.train()
-    opt = torch.optim.Adam([{"params": [p for n, p in editor.named_parameters() if n != "edit_lrs"], "lr": lr},
-                            {"params": [editor.edit_lrs], "lr": lr_lr}])
-    log = []
-    for step in tqdm(range(steps), desc=desc, disable=desc is None):
+    opt = torch.optim.Adam([{"params": [p for n, p in editor.named_parameters() if n != "log_edit_lrs"], "lr": lr},
+                            {"params": [editor.log_edit_lrs], "lr": lr_lr}])
+    if val_edits:
+        v_loc = collate(list(val_loc) or list(loc_items)[:loc_batch], pad_id)
+        with torch.no_grad():
+            v_pre = forward(model, v_loc)
+
+    def validate(step: int) -> dict:
+        editor.eval()
+        with torch.no_grad():
+            parts = [editor_objective(model, editor, val_edits[i:i + edit_batch], v_loc, v_pre, pad_id=pad_id)
+                     for i in range(0, len(val_edits), edit_batch)]
+        e, kl = float(np.mean([a.item() for a, _ in parts])), float(np.mean([b.item() for _, b in parts]))
+        lrs = editor.edit_lrs.detach()
+        return {"step": step, "val_edit_loss": e, "val_loc_kl": kl, "val_loss": c_edit * e + c_loc * kl,
+                "edit_lr_min": lrs.min().item(), "edit_lr_max": lrs.max().item()}
+
+    log, val, best, best_state, since = [], [], float("inf"), None, 0
+    for step in tqdm(range(1, steps + 1), desc=desc, disable=desc is None):
+        editor.train()
         chosen = rng.sample(list(edits), min(edit_batch, len(edits)))
-        edit_b = collate([e["fail"] for e in chosen], pad_id)
-        outer = collate([e["fail"] for e in chosen] + [a for e in chosen for a in e["adapt"]], pad_id)
         loc = collate(rng.sample(list(loc_items), min(loc_batch, len(loc_items))), pad_id)
-        new = editor.edit(model, edit_b)
-        l_edit = edit_loss(forward(model, outer, new), outer["labels"])
         with torch.no_grad():
             pre = forward(model, loc)
-        l_loc = locality_kl(pre, forward(model, loc, new), loc["attention_mask"])
+        l_edit, l_loc = editor_objective(model, editor, chosen, loc, pre, pad_id=pad_id)
         loss = c_edit * l_edit + c_loc * l_loc
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        log.append({"step": step + 1, "edit_loss": l_edit.item(), "loc_kl": l_loc.item()})
+        log.append({"step": step, "edit_loss": l_edit.item(), "loc_kl": l_loc.item()})
+        if val_edits and step % eval_every == 0:
+            val.append(validate(step))
+            if val[-1]["val_loss"] < best:
+                best, since = val[-1]["val_loss"], 0
+                best_state = {k: v.detach().clone() for k, v in editor.state_dict().items()}
+            else:
+                since += 1
+                if since >= patience:
+                    break
+    if best_state is not None:
+        editor.load_state_dict(best_state)
     editor.eval()
-    return log
+    best_step = min(val, key=lambda r: r["val_loss"])["step"] if val else len(log)
+    return {"steps": log, "val": val, "best_step": best_step, "n_steps": len(log),
+            "stopped_early": len(log) < steps}
 
 
 # ============================================================================ fine-tuning baseline
@@ -431,30 +533,35 @@ def fine_tune_edit(model, batch: dict, names: Sequence[str] | None = None, *, st
 # ============================================================================ evaluation of an editing method
 def evaluate_edits(model, method: Callable[[dict], dict], edits: Sequence[dict], pass_items: Sequence[dict],
                    heldout_items: Sequence[dict], *, edit_batch: int = 10, text_batches: Sequence[dict] = (),
-                   pad_id: int = 0, eval_batch: int = 32, desc: str | None = None) -> list[dict]:
+                   pad_id: int = 0, eval_batch: int = 32, with_adapt: bool = True, desc: str | None = None
+                   ) -> list[dict]:
     """Apply `method` (fail batch -> edited parameter dict) to successive batches of `edit_batch` edits, each on a
     fresh copy of the base weights; per batch, post-edit accuracy on the fail and adapt samples, on the pass
     samples and the held-out set, perplexity on text (if given), time per edit and edited parameter count; the
-    per-item hits on the fail and pass samples (`fail_hits`, `pass_hits`) feed `edit_intervals`."""
-    rows = []
+    per-item hits on the fail and pass samples (`fail_hits`, `pass_hits`) feed `edit_intervals`. Empty held-out
+    items and text, and with_adapt=False, skip those measures (NaN), for the cheaper scale sweep."""
+    rows, unedited = [], {}
     for i in tqdm(range(0, len(edits), edit_batch), desc=desc, disable=desc is None):
         chunk = edits[i:i + edit_batch]
         fail = [e["fail"] for e in chunk]
-        adapt = [a for e in chunk for a in e["adapt"]]
+        adapt = [a for e in chunk for a in e["adapt"]] if with_adapt else []
         t0 = time.perf_counter()
         new = method(collate(fail, pad_id))
         seconds = time.perf_counter() - t0
+        if new or not unedited:  # the measures on fixed items; an empty edit (no edit) gives the same every time
+            fixed = {"pass_hits": predictions(model, pass_items, eval_batch, pad_id, params=new).int().tolist(),
+                     "heldout_acc": accuracy(model, heldout_items, new, eval_batch, pad_id)}
+            if text_batches:
+                fixed["ppl"] = perplexity(model, text_batches, new)
+            if not new:
+                unedited.update(fixed)
         row = {"batch": i // edit_batch, "n_edits": len(chunk), "n_adapt": len(adapt),
                "time_per_edit_s": seconds / len(chunk),
                "edited_params": int(sum(v.numel() for v in new.values())),
                "fail_hits": predictions(model, fail, eval_batch, pad_id, params=new).int().tolist(),
-               "pass_hits": predictions(model, pass_items, eval_batch, pad_id, params=new).int().tolist(),
-               "adapt_acc": accuracy(model, adapt, new, eval_batch, pad_id),
-               "heldout_acc": accuracy(model, heldout_items, new, eval_batch, pad_id)}
+               "adapt_acc": accuracy(model, adapt, new, eval_batch, pad_id), **(fixed if new else unedited)}
         row["fail_acc"] = float(np.mean(row["fail_hits"]))
         row["pass_acc"] = float(np.mean(row["pass_hits"])) if pass_items else float("nan")
-        if text_batches:
-            row["ppl"] = perplexity(model, text_batches, new)
         rows.append(row)
     return rows
 
@@ -479,17 +586,30 @@ def summarize(rows: Sequence[dict], base: dict) -> dict:
     return out
 
 
-METHODS = ("salem", "mend_top", "fine_tune", "no_edit")
+METHODS = ("salem", "mend_top", *CONTROLS, "fine_tune", "no_edit")
+
+
+def mend_method(model, editor: MEND, scale: float = 1.0) -> Callable[[dict], dict]:
+    """A trained editor as an editing method (fail batch -> edited parameters), its edit scaled by `scale`."""
+    def run(batch):
+        with torch.no_grad():
+            return editor.edit(model, batch, scale)
+    return run
 
 
 def compare_methods(model, sets: dict, editors: dict[str, MEND], *, edit_batch: int = 10, max_edits: int = 50,
                     ft_steps: int = 10, ft_lr: float = 1e-4, ft_names: Sequence[str] | None = None,
-                    text: Sequence[dict] = (), pad_id: int = 0, desc: bool = True) -> dict:
-    """SaLEM, MEND on the top layers, fine-tuning on the fail samples and no edit, on the first `max_edits` test
-    edits in batches of `edit_batch`. Returns {"base": unedited accuracies, "methods": {name: summary},
-    "rows": {name: per-batch rows}}."""
+                    text: Sequence[dict] = (), scales: Sequence[float] = (), sweep: Sequence[str] = (),
+                    pad_id: int = 0, desc: bool = True) -> dict:
+    """Every trained editor (SaLEM, MEND on the top layers, the single-layer controls), fine-tuning on the fail
+    samples and no edit, on the first `max_edits` test edits in batches of `edit_batch`; then, for matched
+    strength, the editors named in `sweep` again with their edits scaled by each of `scales` (edit success and
+    pass samples only). Returns {"base": unedited accuracies, "methods": {name: summary}, "rows": {name: per-batch
+    rows}, "sweep": {name: {scale: per-batch rows}}, "base_pass_hits"}."""
     check_positive_int("edit_batch", edit_batch)
     check_positive_int("max_edits", max_edits)
+    for name in sweep:
+        check_choice("sweep", name, list(editors))
     edits = sets["test"][:max_edits]
     if not edits:
         raise ValueError("no test edits: the edit dataset has no fail samples in its test split")
@@ -498,48 +618,119 @@ def compare_methods(model, sets: dict, editors: dict[str, MEND], *, edit_batch: 
             "heldout_acc": accuracy(model, sets["heldout"], pad_id=pad_id)}
     if text:
         base["ppl"] = perplexity(model, text)
-
-    def mend(editor):
-        def run(batch):
-            with torch.no_grad():
-                return editor.edit(model, batch)
-        return run
-
-    methods = {"salem": mend(editors["salem"]), "mend_top": mend(editors["mend_top"]),
+    methods = {**{name: mend_method(model, e) for name, e in editors.items()},
                "fine_tune": lambda b: fine_tune_edit(model, b, ft_names, steps=ft_steps, lr=ft_lr),
                "no_edit": lambda b: {}}
-    rows = {name: evaluate_edits(model, fn, edits, sets["pass_test"], sets["heldout"], edit_batch=edit_batch,
-                                 text_batches=text, pad_id=pad_id, desc=name if desc else None)
-            for name, fn in methods.items()}
+    rows, done = {}, {}  # an editor shared by two names (the same blocks) is evaluated once
+    for name, fn in methods.items():
+        key = id(editors[name]) if name in editors else name
+        if key not in done:
+            done[key] = evaluate_edits(model, fn, edits, sets["pass_test"], sets["heldout"], edit_batch=edit_batch,
+                                       text_batches=text, pad_id=pad_id, desc=name if desc else None)
+        rows[name] = done[key]
+    swept, done = {}, {}
+    for name in sweep:
+        swept[name] = {}
+        for s in scales:
+            key = (id(editors[name]), float(s))
+            if key not in done:
+                done[key] = rows[name] if s == 1 else evaluate_edits(
+                    model, mend_method(model, editors[name], s), edits, sets["pass_test"], (), edit_batch=edit_batch,
+                    pad_id=pad_id, with_adapt=False, desc=f"{name} x{s:g}" if desc else None)
+            swept[name][float(s)] = done[key]
     return {"base": base, "methods": {n: summarize(r, base) for n, r in rows.items()}, "rows": rows,
-            "base_pass_hits": base_pass_hits}
+            "sweep": swept, "base_pass_hits": base_pass_hits}
+
+
+def _batch_arrays(rows: Sequence[dict], base_pass: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per edit batch: fail hits, number of edits, pass-sample drawdown (base pass accuracy minus the batch's)."""
+    hits = np.array([float(np.sum(r["fail_hits"])) for r in rows])
+    n = np.array([float(len(r["fail_hits"])) for r in rows])
+    draw = np.array([base_pass - float(np.mean(r["pass_hits"])) for r in rows])
+    return hits, n, draw
 
 
 def edit_intervals(result: dict, *, n_boot: int = 1000, seed: int = 0,
-                   pair: tuple[str, str] = ("salem", "mend_top")) -> dict:
-    """Bootstrap intervals for a compare_methods result: per method, the edit success (resampling the test
-    edits) and the pass-sample drawdown (resampling the pass samples, which every batch is scored on); and for
-    `pair` = (a, b) the paired differences a - b of both (same edits, same pass samples)."""
-    from .metrics import bootstrap_mean
+                   pairs: Sequence[tuple[str, str]] = (("salem", "mend_top"),)) -> dict:
+    """Clustered bootstrap intervals for a compare_methods result, resampling whole edit batches (the edits of
+    one batch share one weight change, so they are not independent): per method the edit success and the
+    pass-sample drawdown, and for each pair (a, b) the paired differences a - b of both (same batches, same pass
+    samples). The pass samples themselves are not resampled (every batch is scored on the same ones), and there is
+    one trained editor per method: the intervals are conditional on both."""
+    from .metrics import bootstrap_clusters
 
-    base = np.asarray(result["base_pass_hits"], dtype=float)
+    base = float(np.mean(result["base_pass_hits"]))
+    arrays = {name: _batch_arrays(rows, base) for name, rows in result["rows"].items()}
+    n_b = len(next(iter(arrays.values()))[0])
 
-    def fail_hits(name):
-        return np.concatenate([r["fail_hits"] for r in result["rows"][name]]).astype(float)
+    def ci(stat):
+        return list(bootstrap_clusters(stat, n_b, n_boot=n_boot, seed=seed))
 
-    def item_drawdown(name):  # per pass sample: base hit minus its mean hit over the edit batches
-        return base - np.mean([r["pass_hits"] for r in result["rows"][name]], axis=0)
+    def success(name, idx):
+        hits, n, _ = arrays[name]
+        return hits[idx].sum() / n[idx].sum()
 
-    def ci(values):
-        return list(bootstrap_mean(values, n_boot=n_boot, seed=seed))
+    def drawdown(name, idx):
+        return arrays[name][2][idx].mean()
 
-    out = {"methods": {name: {"fail_acc_ci": ci(fail_hits(name)), "pass_drawdown_ci": ci(item_drawdown(name))}
-                       for name in result["rows"]}}
-    a, b = pair
-    fail_diff, draw_diff = fail_hits(a) - fail_hits(b), item_drawdown(a) - item_drawdown(b)
-    out[f"{a}_minus_{b}"] = {"fail_acc": float(fail_diff.mean()), "fail_acc_ci": ci(fail_diff),
-                             "pass_drawdown": float(draw_diff.mean()), "pass_drawdown_ci": ci(draw_diff)}
+    out = {"methods": {name: {"fail_acc_ci": ci(lambda i, m=name: success(m, i)),
+                              "pass_drawdown_ci": ci(lambda i, m=name: drawdown(m, i))} for name in arrays},
+           "n_clusters": n_b}
+    every = np.arange(n_b)
+    for a, b in pairs:
+        if a not in arrays or b not in arrays:
+            continue
+        fd = lambda i: success(a, i) - success(b, i)  # noqa: E731
+        dd = lambda i: drawdown(a, i) - drawdown(b, i)  # noqa: E731
+        out[f"{a}_minus_{b}"] = {"fail_acc": float(fd(every)), "fail_acc_ci": ci(fd),
+                                 "pass_drawdown": float(dd(every)), "pass_drawdown_ci": ci(dd)}
     return out
+
+
+# ============================================================================ matched edit strength
+def strength_curve(by_scale: dict[float, Sequence[dict]], base_pass: float, idx=None) -> list[tuple]:
+    """(scale, edit success, pass drawdown) along a scale sweep, over the edit batches `idx` (default all); scale 0
+    (no edit: the fail samples are wrong by construction, nothing is lost) anchors the curve at (0, 0)."""
+    out = [(0.0, 0.0, 0.0)]
+    for scale in sorted(by_scale):
+        hits, n, draw = _batch_arrays(by_scale[scale], base_pass)
+        idx_ = np.arange(len(hits)) if idx is None else idx
+        out.append((float(scale), float(hits[idx_].sum() / n[idx_].sum()), float(draw[idx_].mean())))
+    return out
+
+
+def drawdown_at(curve: Sequence[tuple], level: float) -> float:
+    """Pass drawdown at edit success `level`, interpolated linearly on the first segment of the curve (in order of
+    scale) that reaches it; NaN if the curve never reaches it."""
+    for (_, s0, d0), (_, s1, d1) in zip(curve, curve[1:]):
+        if s0 <= level <= s1:
+            return d0 if s1 == s0 else d0 + (level - s0) / (s1 - s0) * (d1 - d0)
+    return float("nan")
+
+
+def matched_strength(result: dict, a: str, b: str, *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Drawdown of methods a and b at equal edit success: the level is the smaller of their unscaled (scale 1)
+    edit successes, and each method's drawdown there is read off its scale sweep; a - b with a clustered bootstrap
+    interval (whole edit batches resampled, the level recomputed in each resample)."""
+    from .metrics import bootstrap_clusters
+
+    base = float(np.mean(result["base_pass_hits"]))
+    sweep = result["sweep"]
+    for m in (a, b):
+        if 1.0 not in sweep.get(m, {}):
+            raise ValueError(f"matched strength needs a scale sweep of {m!r} that includes scale 1")
+
+    def stat(idx=None):
+        ca, cb = strength_curve(sweep[a], base, idx), strength_curve(sweep[b], base, idx)
+        level = min(dict((s, v) for s, v, _ in ca)[1.0], dict((s, v) for s, v, _ in cb)[1.0])
+        return level, drawdown_at(ca, level), drawdown_at(cb, level)
+
+    level, da, db = stat()
+    n_b = len(sweep[a][1.0])
+    lo, hi = bootstrap_clusters(lambda i: (lambda r: r[1] - r[2])(stat(i)), n_b, n_boot=n_boot, seed=seed)
+    return {"level": level, f"{a}_drawdown": da, f"{b}_drawdown": db, "diff": da - db, "diff_ci": [lo, hi],
+            "curves": {m: [{"scale": s, "fail_acc": v, "pass_drawdown": d} for s, v, d in strength_curve(sweep[m], base)]
+                       for m in (a, b)}}
 
 
 # ============================================================================ checkpoints: loading
@@ -800,41 +991,68 @@ def text_batches(tok, texts: Sequence[str], text_len: int, batch_size: int = 8) 
 
 
 # ============================================================================ stage: MEND editors
-def train_editors(edits: str, out: str, data_dir: str = "data", top_k: int = 3, rank: int = 64,
-                  steps: int = 100, edit_batch: int = 1, loc_batch: int = 8, lr: float = 1e-4,
-                  lr_lr: float = 1e-4, edit_lr: float = 1e-4, c_edit: float = 0.1, c_loc: float = 1.0,
-                  saliency_batch: int = 10, saliency_samples: int = 0, seed: int = 0) -> dict:
-    """Layer saliency on the editor-train fail samples (the first `saliency_samples`, 0 = all), then two MEND editors: SaLEM (the single most salient
-    layer) and MEND on the top `top_k` blocks (the last ones, the original heuristic). Writes
-    out/{salem,mend_top}/editor.{pt,json} and out/saliency.json."""
+def train_editors(edits: str, out: str, data_dir: str = "data", top_k: int = 3, controls: str = "least,random,last",
+                  rank: int = 64, steps: int = 100, edit_batch: int = 1, loc_batch: int = 8, lr: float = 1e-4,
+                  lr_lr: float = 1e-2, edit_lr: float = 1e-4, c_edit: float = 0.1, c_loc: float = 1.0,
+                  val_edits: int = 10, eval_every: int = 10, patience: int = 3, saliency_batch: int = 10,
+                  saliency_samples: int = 0, seed: int = 0) -> dict:
+    """Layer saliency on the editor-train fail samples (the first `saliency_samples`, 0 = all): per mini-batch of
+    `saliency_batch` (SaLEM's choice of block) and per single edit, with the gold targets and with permuted
+    (wrong) ones. Then MEND editors, each trained to early stopping on `val_edits` held-out training edits: SaLEM
+    (the most salient block), MEND on the last `top_k` blocks, and the single-block `controls` (comma-separated,
+    of CONTROLS). A block set two names share is trained once. Writes out/<name>/editor.{pt,json} and
+    out/saliency.json (profiles, chosen blocks, training curves)."""
+    from .utils import parse_list
     check_positive_int("top_k", top_k)
+    check_positive_int("val_edits", val_edits)
+    check_positive_int("saliency_samples", saliency_samples, allow_zero=True)
+    controls = parse_list("controls", controls)
     seed_everything(seed)
     model, tok, data, sets = load_setting(edits, data_dir=data_dir)
     pad = pad_id_of(tok)
     layers = mlp_layers(model)
     if top_k > len(layers):
         raise ValueError(f"parameter 'top_k' must be <= the number of layers ({len(layers)}), got {top_k}")
-    check_positive_int("saliency_samples", saliency_samples, allow_zero=True)
-    fails = [e["fail"] for e in sets["train"]][:saliency_samples or None]
+    order = list(range(len(sets["train"])))
+    random.Random(seed).shuffle(order)
+    if val_edits >= len(order):
+        raise ValueError(f"parameter 'val_edits' must be < the number of editor-train edits ({len(order)}), "
+                         f"got {val_edits}")
+    val = [sets["train"][i] for i in sorted(order[:val_edits])]
+    train = [sets["train"][i] for i in sorted(order[val_edits:])]
+    n_sal = saliency_samples or None
+    fails = [e["fail"] for e in sets["train"]][:n_sal]
     sal = layer_saliency(model, fails, layers, saliency_batch, pad)
-    salient = pick_layers(sal, 1)[0]
-    chosen = {"salem": [salient], "mend_top": list(range(len(layers) - top_k, len(layers)))}
+    permuted = [encode(tok, e, data["max_len"]) for e in permuted_targets([r["fail"] for r in data["train"]][:n_sal],
+                                                                          seed)]
+    per_edit = {"gold": layer_saliency(model, fails, layers, 1, pad, desc="saliency per edit"),
+                "permuted": layer_saliency(model, permuted, layers, 1, pad, desc="saliency per edit, permuted")}
+    chosen = choose_layers(sal, top_k, controls, seed)
     scale = sal.mean(0).max()  # saliencies are stored relative to the largest (JSON keeps 6 decimals)
     result = {"saliency_batches": (sal / scale).tolist(), "saliency": (sal.mean(0) / scale).tolist(),
-              "saliency_scale_1e6": scale.item() * 1e6, "salient_layer": salient,
-              "layers": chosen, "n_train_edits": len(sets["train"]), "n_loc": len(sets["pass_train"])}
-    logs = {}
+              "saliency_scale_1e6": scale.item() * 1e6, "salient_layer": chosen["salem"][0],
+              "argmax_batches": torch.bincount(sal.argmax(1), minlength=len(layers)).tolist(),
+              "per_edit": {k: (v / v.max(1, keepdim=True).values).tolist() for k, v in per_edit.items()},
+              "per_edit_shift": saliency_shift(per_edit["gold"], per_edit["permuted"]),
+              "layers": chosen, "n_train_edits": len(train), "n_val_edits": len(val), "n_loc": len(sets["pass_train"])}
+    logs, trained = {}, {}
     with atomic_path(out) as tmp:
         tmp.mkdir()
         for name, idx in chosen.items():
-            seed_everything(seed)
-            editor = MEND(model, [n for i in idx for n in layers[i]], rank=rank, edit_lr=edit_lr)
-            t0 = time.perf_counter()
-            logs[name] = train_mend(model, editor, sets["train"], sets["pass_train"], steps=steps,
-                                    edit_batch=edit_batch, loc_batch=loc_batch, lr=lr, lr_lr=lr_lr, c_edit=c_edit,
-                                    c_loc=c_loc, pad_id=pad, seed=seed, desc=f"MEND {name}")
-            save_editor(editor, tmp / name, {"layers": idx, "train_s": round(time.perf_counter() - t0, 1),
-                                             "edit_lrs": editor.edit_lrs.tolist()})
+            key = tuple(idx)
+            if key not in trained:
+                seed_everything(seed)
+                editor = MEND(model, [n for i in idx for n in layers[i]], rank=rank, edit_lr=edit_lr)
+                t0 = time.perf_counter()
+                log = train_mend(model, editor, train, sets["pass_train"], steps=steps, edit_batch=edit_batch,
+                                 loc_batch=loc_batch, lr=lr, lr_lr=lr_lr, c_edit=c_edit, c_loc=c_loc,
+                                 val_edits=val, val_loc=sets["pass_train"][:loc_batch], eval_every=eval_every,
+                                 patience=patience, pad_id=pad, seed=seed, desc=f"MEND {name}")
+                trained[key] = (name, editor, log, round(time.perf_counter() - t0, 1))
+            first, editor, log, seconds = trained[key]
+            logs[name] = {**log, "same_as": first if first != name else None, "edit_lr_init": edit_lr}
+            save_editor(editor, tmp / name, {"layers": idx, "train_s": seconds, "edit_lrs": editor.edit_lrs.tolist(),
+                                             "edit_lr_init": edit_lr, "same_as": logs[name]["same_as"]})
         write_json(tmp / "saliency.json", {**result, "train_logs": logs})
     return result
 

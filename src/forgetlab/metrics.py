@@ -141,3 +141,36 @@ def drop_gap_ci(forget_base, forget_pruned, retain_base, retain_pruned, *, key: 
     r = _drop_samples(retain_base[key], retain_pruned[key], retain_base["n"], rng, n_boot)
     gap = f - r
     return float(np.quantile(gap, alpha / 2)), float(np.quantile(gap, 1 - alpha / 2))
+
+
+def bootstrap_clusters(statistic, n_clusters: int, *, n_boot: int = 1000, seed: int = 0,
+                       alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile interval of `statistic(idx)` over resamples of whole clusters: idx is an int array of
+    n_clusters cluster indices drawn with replacement (e.g. edit batches that share one weight change, or
+    (seed, batch) pairs). For statistics that are not a plain mean, such as a value read off a curve."""
+    if n_clusters < 1:
+        raise ValueError("bootstrap_clusters needs at least one cluster")
+    rng = np.random.default_rng(seed)
+    stats = np.array([statistic(rng.integers(0, n_clusters, size=n_clusters)) for _ in range(n_boot)], dtype=float)
+    stats = stats[~np.isnan(stats)]
+    if not len(stats):
+        return float("nan"), float("nan")
+    return float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))
+
+
+def bootstrap_clustered_mean(values, clusters, *, n_boot: int = 1000, seed: int = 0,
+                             alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile interval of the mean of `values` (one per item) when items come in clusters (`clusters`: one
+    label per item): whole clusters are resampled with replacement and the mean is taken over every item of
+    the drawn clusters, so items of one cluster (the edits of one batch) never count as independent."""
+    values = _np(values)
+    labels = list(clusters)
+    if len(labels) != len(values):
+        raise ValueError(f"values ({len(values)}) and clusters ({len(labels)}) differ in length")
+    names = sorted(set(labels), key=labels.index)
+    index = {c: i for i, c in enumerate(names)}
+    ids = np.array([index[c] for c in labels])
+    sums = np.bincount(ids, weights=values, minlength=len(names))
+    counts = np.bincount(ids, minlength=len(names)).astype(float)
+    return bootstrap_clusters(lambda idx: sums[idx].sum() / counts[idx].sum(), len(names), n_boot=n_boot,
+                              seed=seed, alpha=alpha)
