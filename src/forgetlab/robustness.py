@@ -7,7 +7,7 @@ two from disjoint held-out documents and records their ids):
 
 * relearning: fine-tune on k forget training windows (k = 0 is no attack);
 * quantization: 4-bit weights (bitsandbytes nf4, round-to-nearest), simulated exactly by forgetlab.quantization;
-* both: relearn, then quantize.
+* both: relearn, then quantize (for the k in `quantized_ks`).
 
 What comes back is read with the shared views of forgetlab.metrics (share of the full-precision gap, the
 same-precision gap closure, the share against the attacked original; one definition each, as in notebook 04).
@@ -339,17 +339,19 @@ def relearn(model, items: list[dict], k: int, *, lr: float, epochs: int, batch_s
 
 
 def attack_grid(model, sets: dict, items: list[dict], *, ks: list[int], precisions: list[str], lr: float,
-                epochs: int, batch_size: int, seed: int, desc: str | None = None) -> dict:
+                epochs: int, batch_size: int, seed: int, quantized_ks: list[int] | None = None,
+                desc: str | None = None) -> dict:
     """Every (k, precision) attack of a removed model: relearn on k windows (from the removed weights each
-    time), then evaluate at full precision and under each quantization. Keys "k=8|nf4", "k=0|full"...
-    `desc` shows a progress bar over the attacks."""
+    time), then evaluate at full precision and under each quantization (only for the k in `quantized_ks`, when
+    given). Keys "k=8|nf4", "k=0|full"... `desc` shows a progress bar over the attacks."""
     start = _params(model)
     out = {}
-    with tqdm(total=len(ks) * (1 + len(precisions)), desc=desc, disable=desc is None) as bar:
+    quant_at = set(ks if quantized_ks is None else quantized_ks)
+    with tqdm(total=sum(1 + len(precisions) * (k in quant_at) for k in ks), desc=desc, disable=desc is None) as bar:
         for k in ks:
             _restore_(model, start)  # back to the removed weights
             relearn(model, items, k, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed)
-            for prec in ("full", *precisions):
+            for prec in ("full", *(precisions if k in quant_at else ())):
                 bar.set_postfix_str(f"k={k}|{prec}")
                 with quantization.quantized(model, prec):
                     out[f"k={k}|{prec}"] = evaluate(model, sets)
@@ -373,7 +375,7 @@ def run(model: str = "smollm2-135m", data_dir: str = "data", forget: str = "code
         max_unlearn_steps: int = 40, beta: float = 0.1, sure_percentile: float = 90.0,
         small_step_methods: str = "NPO_GDR", small_lr: float = 1e-5, small_max_steps: int = 120,
         small_eval_every: int = 4, relearn_ks: str = "0,8,32", relearn_lr: float = 1e-4, relearn_epochs: int = 2,
-        relearn_batch_size: int = 4, precisions: str = "nf4", seed: int = 0,
+        relearn_batch_size: int = 4, precisions: str = "nf4", quantized_ks: str = "0", seed: int = 0,
         out: str = "checkpoints/forgetting_robustness/run") -> dict:
     """Remove the forget capability with every method, tuned to the same drop on validation windows, and attack
     each result (scored on test windows). `small_step_methods`: gradient methods re-run at `small_lr` ("none":
@@ -393,6 +395,9 @@ def run(model: str = "smollm2-135m", data_dir: str = "data", forget: str = "code
     precs = parse_list("precisions", precisions)
     for p in precs:
         quantization.parse_precision(p)
+    qks = parse_list("quantized_ks", quantized_ks, int)
+    if not set(qks) <= set(ks) or 0 not in qks:
+        raise ValueError(f"parameter 'quantized_ks' must include 0 and be among relearn_ks {ks}, got {quantized_ks!r}")
     for name, v in (("target", target), ("tolerance", tolerance), ("prune_step", prune_step),
                     ("concept_max_frac", concept_max_frac), ("random_max_frac", random_max_frac),
                     ("test_fraction", test_fraction), ("lr", lr), ("small_lr", small_lr)):
@@ -417,8 +422,8 @@ def run(model: str = "smollm2-135m", data_dir: str = "data", forget: str = "code
     original = _params(lm)
     base = evaluate(lm, sets)
     acc0 = tuning_top1(lm, sets)  # the tuning's reference: the original on the validation windows
-    attack = dict(ks=ks, precisions=precs, lr=relearn_lr, epochs=relearn_epochs, batch_size=relearn_batch_size,
-                  seed=seed)
+    attack = dict(ks=ks, precisions=precs, quantized_ks=qks, lr=relearn_lr, epochs=relearn_epochs,
+                  batch_size=relearn_batch_size, seed=seed)
     tuning = dict(acc_original=acc0, target=target, tolerance=tolerance)
     gradient = dict(batch_size=unlearn_batch_size, beta=beta, sure_percentile=sure_percentile,
                     max_bisect=max_evals, seed=seed)
@@ -462,7 +467,7 @@ def run(model: str = "smollm2-135m", data_dir: str = "data", forget: str = "code
         results["methods"][name] = info
         results["attacks"][name] = grid
     results["config"] = {"forget": forget, "retain": retain, "target": target, "tolerance": tolerance, "ks": ks,
-                         "precisions": precs, "model": model, "lr": lr, "small_lr": small_lr,
+                         "precisions": precs, "quantized_ks": qks, "model": model, "lr": lr, "small_lr": small_lr,
                          "small_step_methods": small, "n_val_seqs": n_val_seqs, "n_eval_seqs": n_eval_seqs}
     # timings and the thread count live here, never in metrics/ (trained results depend on the thread count)
     results["run"] = {"torch_threads": torch.get_num_threads(), "time_s": time.perf_counter() - t_start}
