@@ -86,6 +86,8 @@ def test_findings_placeholders_by_hand(tmp_path):
     text = ("{{ p | a | b ; 100 ; .1f }} pp {{ p | a | ci ; 100 ; .0f }} n={{ p | a | n }} {{ p | name }} "
             "sd {{ seeds/p | metrics | p:a.b | sd ; 100 ; .1f }} k={{ params | sec | k }}")
     assert h.fill(text, tmp_path) == "12.3 pp [10, 20] n=16 x/y sd 3.1 k=7"
+    (tmp_path / "metrics" / "q.json").write_text(json.dumps({"r": None, "ci": [None, 0.5], "last": [1, 2, 3]}))
+    assert h.fill("{{ q | r ; 1 ; .2f }} {{ q | ci ; 1 ; .2f }} {{ q | last | -1 }}", tmp_path) == "n/a [n/a, 0.50] 3"
     with pytest.raises(ValueError, match=r"placeholder \{\{p \| a \| missing\}\}: KeyError"):
         h.fill("{{ p | a | missing }}", tmp_path)
     assert h.wrap("a  b\nc\n\n- item one\n- item two") == "a b c\n\n- item one\n- item two"
@@ -98,3 +100,9 @@ def test_dvc_metrics_show_prints_only_the_headline_table_within_160_columns():
     lines = [line for line in out.stdout.splitlines() if line.strip()]
     assert len(lines) == 2 and lines[1].startswith("metrics/headline.json"), out.stdout
     assert max(map(len, lines)) <= 160
+
+
+def test_seed_interval_is_the_student_t_interval_by_hand():
+    """Three seeds, mean 1, sd 1: 1 -+ t(0.975, 2) / sqrt(3) = 1 -+ 4.3027 / 1.7321."""
+    lo, hi = h.seed_interval({"n": 3, "mean": 1.0, "sd": 1.0})
+    assert lo == pytest.approx(1 - 2.48414, abs=1e-4) and hi == pytest.approx(1 + 2.48414, abs=1e-4)

@@ -609,6 +609,17 @@ def seed_interval(summary: dict, alpha: float = 0.05) -> tuple[float, float]:
     return summary["mean"] - half, summary["mean"] + half
 
 
+def np_retrained(root: "Sources") -> str:
+    """The concept's F1 after the last retraining stage, per pruned run (the number of stages is a parameter)."""
+    m = root.metrics("neuroplasticity")
+    c, last = m["concept"], m["n_stages"]
+    iv = lambda run, stage: m["f1_intervals"][f"{run}/stage_{stage}/{c}"]  # noqa: E731
+    f = lambda d: f"{d['f1']:.2f} [{d['lo']:.2f}, {d['hi']:.2f}]"  # noqa: E731
+    return (f"bring {c} F1 back to **{f(iv('concept', last))}** ({iv('concept', 1)['f1']:.2f} after the first "
+            f"{m['steps'][1]}; standardized: {iv('concept_std', last)['f1']:.2f}); relearned: notebook verdict "
+            f"*{m['verdicts']['relearned']}*. The random-pruned model ends at {iv('random', last)['f1']:.2f}")
+
+
 def np_seeds(root: "Sources") -> str:
     try:
         runs = root.seeds("neuroplasticity")
@@ -689,7 +700,8 @@ TEXT_FUNCTIONS: dict[str, Callable[["Sources"], str]] = {
     "sp_retain_costs": sp_retain_costs, "sp_scoring": sp_scoring, "vit_random": vit_random,
     "vit_compute": vit_compute, "vit_better": vit_better, "vit_mia": vit_mia, "vit_ssd": vit_ssd,
     "tox_reading": tox_reading, "qr_kept_at_1e5": qr_kept_at_1e5,
-    "qr_sweep": qr_sweep, "qr_verdict": qr_verdict, "qr_group": qr_group, "np_seeds": np_seeds,
+    "qr_sweep": qr_sweep, "qr_verdict": qr_verdict, "qr_group": qr_group,
+    "np_seeds": np_seeds, "np_retrained": np_retrained,
     "rf_screen": rf_screen, "rf_converged": rf_converged, "rf_ratios": rf_ratios, "rf_flipped": rf_flipped}
 
 
@@ -734,12 +746,15 @@ def fill(template: str, root: str | Path = ".", metrics_dir: str | Path | None =
             scale = float(parts[1]) if len(parts) > 1 and parts[1] else 1.0
             fmt = parts[2] if len(parts) > 2 else ""
             value = root.lookup(source, keys)
+
+            def num(v):  # an undefined number (null in the metrics, e.g. a ratio over too few items) reads n/a
+                return "n/a" if v is None else format(v * scale if scale != 1 else v, fmt)
             if isinstance(value, list):
-                return "[" + ", ".join(format(v * scale, fmt) for v in value) + "]"
+                return "[" + ", ".join(num(v) for v in value) + "]"
             if isinstance(value, dict):  # e.g. per_seed: the values in key order, "a, b, c"
-                return ", ".join(format(v * scale if scale != 1 else v, fmt) for _, v in sorted(value.items()))
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return format(value * scale if scale != 1 else value, fmt)
+                return ", ".join(num(v) for _, v in sorted(value.items()))
+            if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+                return num(value)
             return str(value)
         except (KeyError, IndexError, ValueError, FileNotFoundError, TypeError) as e:
             raise ValueError(f"placeholder {{{{{spec}}}}}: {type(e).__name__}: {e}") from None
