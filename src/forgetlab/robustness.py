@@ -367,14 +367,14 @@ def small_step_name(method: str, lr: float) -> str:
 
 
 def run(model: str = "smollm2-135m", data_dir: str = "data", forget: str = "code", retain: str = "text",
-        seq_len: int = 64, n_train_seqs: int = 32, n_val_seqs: int = 32, n_eval_seqs: int = 64,
+        seq_len: int = 64, n_train_seqs: int = 32, n_val_seqs: int = 24, n_eval_seqs: int = 64,
         max_per_doc: int = 2, test_fraction: float = 0.3, max_docs: int = 20000, batch_size: int = 8,
         methods: str = ",".join(METHODS), target: float = 0.15, tolerance: float = 0.02, prune_step: float = 0.004,
         eps_ff: float = 0.001, max_prune_steps: int = 20, concept_max_frac: float = 0.2,
         random_max_frac: float = 0.5, max_evals: int = 10, lr: float = 1e-4, unlearn_batch_size: int = 4,
         max_unlearn_steps: int = 40, beta: float = 0.1, sure_percentile: float = 90.0,
-        small_step_methods: str = "NPO_GDR", small_lr: float = 1e-5, small_max_steps: int = 120,
-        small_eval_every: int = 4, relearn_ks: str = "0,8,32", relearn_lr: float = 1e-4, relearn_epochs: int = 2,
+        small_step_methods: str = "NPO_GDR", small_lr: float = 1e-5, small_max_steps: int = 100,
+        small_eval_every: int = 5, relearn_ks: str = "0,8,32", relearn_lr: float = 1e-4, relearn_epochs: int = 2,
         relearn_batch_size: int = 4, precisions: str = "nf4", quantized_ks: str = "0", seed: int = 0,
         out: str = "checkpoints/forgetting_robustness/run") -> dict:
     """Remove the forget capability with every method, tuned to the same drop on validation windows, and attack
