@@ -691,6 +691,7 @@ def rf_flipped(root: "Sources") -> str:
 TEXT_FUNCTIONS: dict[str, Callable[["Sources"], str]] = {
     "fr_matching": fr_matching, "fr_knobs": fr_knobs, "fr_steps": fr_steps, "fr_shares": fr_shares,
     "fr_order": fr_order, "fr_random": fr_random, "fr_kmax": lambda root: str(_fr_kmax(_fr(root))),
+    "fr_headline_k": lambda root: _fr(root)["headline_attack"].split("|")[0][2:],
     "fr_range_kmax": lambda root: fr_range(root, f"k={_fr_kmax(_fr(root))}|full"),
     "fr_original_kmax": lambda root: fr_original(root, f"relearn k={_fr_kmax(_fr(root))}"),
     "fr_vs_attacked": lambda root: fr_vs_attacked(root, f"k={_fr_kmax(_fr(root))}|full"),
