@@ -590,16 +590,16 @@ def fr_small_step(root: "Sources") -> str:
         parts.append(f"{d['method']} at lr {d['lr']:g} ({d['steps']:.0f} steps against {d['large_lr_steps']:.0f} at "
                      f"{d['large_lr']:g}) has a {p} gap closure of {_ci(x['gap_closure'], x['gap_closure_ci'])} against "
                      f"{_ci(x['large_lr_gap_closure'], x['large_lr_gap_closure_ci'])}, a difference of "
-                     f"{_ci(x['difference'], x['difference_ci'])}: by the notebook's rule the small steps "
-                     f"{x['comparison'].replace('not told apart', 'are not told apart')}, and against proportional "
-                     f"damage the verdict is {x['verdict']}")
+                     f"{_ci(x['difference'], x['difference_ci'])}: by the notebook's rule the comparison reads "
+                     f"*{x['comparison']}*, and against proportional damage the verdict is *{x['verdict']}*")
     return "; ".join(parts) or "no small-step arm in this run"
 
 
 def fr_vs_attacked(root: "Sources", attack: str) -> str:
     rec = {k: r for k, r in _fr(root)["recovery"].items() if k != "random_pruning"}
-    rows = sorted(((k, r[attack]["share_attacked_original"]) for k, r in rec.items()), key=lambda kv: kv[1])
-    return ", ".join(f"{k} {v:.2f}" for k, v in rows)
+    rows = sorted(((k, r[attack]["share_attacked_original"]) for k, r in rec.items()),
+                  key=lambda kv: (math.isnan(kv[1]), kv[1]))
+    return ", ".join(f"{k} {'undefined' if math.isnan(v) else format(v, '.2f')}" for k, v in rows)
 
 
 def seed_interval(summary: dict, alpha: float = 0.05) -> tuple[float, float]:
