@@ -602,6 +602,13 @@ def fr_vs_attacked(root: "Sources", attack: str) -> str:
     return ", ".join(f"{k} {'undefined' if math.isnan(v) else format(v, '.2f')}" for k, v in rows)
 
 
+NP_SEED_METRICS = {"neuroplasticity:relocation.raw.shift": "the raw-ranking shift of the mean layer",
+                   "neuroplasticity:relocation.std.shift": "the standardized-ranking shift",
+                   "neuroplasticity:concept_minus_random.pruned.PER.diff": "PERSON F1 after concept minus random pruning",
+                   "neuroplasticity:priming.similarity.same_layers.diff": "the priming similarity difference",
+                   "neuroplasticity:polysemantic.after.diff": "the polysemantic share minus its base rate"}
+
+
 def seed_interval(summary: dict, alpha: float = 0.05) -> tuple[float, float]:
     """Student-t interval of the mean over seeds (the seeds are the independent unit; n >= 2)."""
     from scipy import stats
