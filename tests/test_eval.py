@@ -112,3 +112,25 @@ def test_drop_gap_ci_brackets_the_gap_and_is_zero_for_no_change():
     lo, hi = metrics.drop_gap_ci(base, pruned_f, base, base)
     assert lo == pytest.approx(0.3) and hi == pytest.approx(0.3)
     assert metrics.drop_gap_ci(base, base, base, base) == (0.0, 0.0)
+
+
+def test_count_stats_are_eval_summarize_and_the_paired_bootstrap_by_hand():
+    """metrics.COUNT_STATS (vectorized for bootstrap sums) give eval.summarize's numbers; the paired difference of
+    two models on the same sequences by hand; a model against itself has the interval [0, 0]."""
+    from forgetlab import eval as ev
+    from forgetlab import metrics
+    a = {"n": torch.tensor([10., 20.]), "n_skip": torch.tensor([5., 10.]), "nll": torch.tensor([10., 40.]),
+         "top1": torch.tensor([5., 4.]), "topk": torch.tensor([8., 16.]), "top1_skip": torch.tensor([1., 2.]),
+         "topk_skip": torch.tensor([4., 6.])}
+    b = dict(a, top1=torch.tensor([2., 1.]), nll=torch.tensor([10., 20.]))
+    for k, f in metrics.COUNT_STATS.items():
+        s = {key: float(v.sum()) for key, v in a.items()}
+        assert float(f(s)) == pytest.approx(ev.summarize(a)[k], rel=1e-6), k
+    diff, ci = metrics.paired_bootstrap_diff(a, b, "top1", n_boot=200)
+    assert diff == pytest.approx(9 / 30 - 3 / 30)
+    assert ci[0] <= diff <= ci[1]
+    diff, ci = metrics.paired_bootstrap_diff(a, b, "perplexity", n_boot=50)
+    assert diff == pytest.approx(math.exp(50 / 30) - math.exp(30 / 30))
+    assert metrics.paired_bootstrap_diff(a, a, "topk_skip", n_boot=50) == (0.0, [0.0, 0.0])
+    with pytest.raises(ValueError, match="stat must be one of"):
+        metrics.paired_bootstrap_diff(a, b, "accuracy")

@@ -311,30 +311,35 @@ _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.S)
 
 
 def sp_scoring(root: "Sources") -> str:
-    """The one-shot scoring-function comparison of FF neurons, weakest to strongest forget drop (one run)."""
+    """The one-shot scoring-function comparison of FF neurons, weakest to strongest forget drop, with intervals."""
     rows = [r for r in root.metrics("selective_pruning")["scoring_comparison"]
             if r["kind"] == "ff" and r["scoring"] != "random"]
     rows.sort(key=lambda r: r["forget_drop"])
-    return ", ".join(f"{r['scoring']} {100 * r['forget_drop']:.1f} pp" for r in rows)
+    return ", ".join(f"{r['scoring']} {100 * r['forget_drop']:.1f} pp [{100 * r['forget_drop_ci'][0]:.1f}, "
+                     f"{100 * r['forget_drop_ci'][1]:.1f}]" for r in rows)
+
+
+SP_COSTS = {"perplexity": "perplexity", "top1": "top-1", "top1_skip": "top-1 without the commonest tokens",
+            "topk_skip": "top-10 without the commonest tokens"}
 
 
 def sp_retain_costs(root: "Sources") -> str:
-    """How selective pruning's retain-side costs compare with random pruning's of the same size."""
-    m = root.metrics("selective_pruning")
-    h = m["headline"]
-    rnd = m["curves"][h["pair"].rsplit("/", 1)[0] + "/random"]
-    names = {"retain_perplexity": "perplexity", "retain_top1_drop": "top-1",
-             "retain_top1_skip_drop": "top-1 without the 50 commonest tokens",
-             "retain_topk_skip_drop": "top-10 without the 50 commonest tokens"}
-    worse = [n for k, n in names.items() if h[k] > rnd[k]]
-    better = [n for k, n in names.items() if h[k] <= rnd[k]]
-    if not worse:
-        return "the retain set pays less than under random pruning of the same share on every measure"
-    if not better:
-        return ("the retain set is **not** spared more than by random pruning of the same share: its cost is larger "
-                f"on every measure ({', '.join(worse)})")
-    return (f"the retain set pays more than under random pruning of the same share on {', '.join(worse)}, "
-            f"less on {', '.join(better)}")
+    """Selective pruning's retain-side costs against random pruning of the same share, each with its paired
+    interval: larger (interval above 0), smaller (below 0) or not told apart."""
+    costs = root.metrics("selective_pruning")["costs_vs_random"]["retain"]
+    groups = {"more": [], "less": [], "unresolved": []}
+    for stat, name in SP_COSTS.items():
+        c = costs[stat]
+        scale, unit = (1, "") if stat == "perplexity" else (100, " pp")
+        lo, hi = c["extra_cost_ci"]
+        text = f"{name} {scale * c['extra_cost']:+.1f}{unit} [{scale * lo:+.1f}, {scale * hi:+.1f}]"
+        groups["more" if lo > 0 else "less" if hi < 0 else "unresolved"].append(text)
+    parts = [f"pays more than under random pruning of the same share on {', '.join(groups['more'])}"
+             if groups["more"] else "pays no more than under random pruning of the same share on any measure",
+             f"less on {', '.join(groups['less'])}" if groups["less"] else "",
+             f"not told apart on {', '.join(groups['unresolved'])}" if groups["unresolved"] else ""]
+    return "the retain set " + "; ".join(p for p in parts if p) + \
+        " (selective minus random, 95% intervals paired over the same sequences)"
 
 
 def _vision(root: "Sources") -> dict:

@@ -1,6 +1,8 @@
 """Statistics shared by the notebooks: bootstrap intervals, curve areas, recovery shares."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -174,3 +176,31 @@ def bootstrap_clustered_mean(values, clusters, *, n_boot: int = 1000, seed: int 
     counts = np.bincount(ids, minlength=len(names)).astype(float)
     return bootstrap_clusters(lambda idx: sums[idx].sum() / counts[idx].sum(), len(names), n_boot=n_boot,
                               seed=seed, alpha=alpha)
+
+
+# Token-level summaries of per-sequence counts (forgetlab.eval.token_counts keys), as eval.summarize computes
+# them, written for sums that carry a leading bootstrap axis (a test keeps the two in step).
+COUNT_STATS: dict[str, Callable[[dict], np.ndarray]] = {
+    "top1": lambda s: s["top1"] / np.maximum(s["n"], 1),
+    "topk": lambda s: s["topk"] / np.maximum(s["n"], 1),
+    "top1_skip": lambda s: s["top1_skip"] / np.maximum(s["n_skip"], 1),
+    "topk_skip": lambda s: s["topk_skip"] / np.maximum(s["n_skip"], 1),
+    "perplexity": lambda s: np.exp(np.minimum(s["nll"] / np.maximum(s["n"], 1), 50.0)),
+}
+
+
+def paired_bootstrap_diff(counts_a: dict, counts_b: dict, stat: str, *, n_boot: int = 1000, seed: int = 0,
+                          alpha: float = 0.05) -> tuple[float, list[float]]:
+    """COUNT_STATS[stat] of model a minus that of model b, both scored on the same sequences (per-sequence
+    counts), with a percentile interval that resamples sequences once for both (paired)."""
+    if stat not in COUNT_STATS:
+        raise ValueError(f"stat must be one of {', '.join(COUNT_STATS)}, got {stat!r}")
+    a, b = ({k: _np(v) for k, v in c.items()} for c in (counts_a, counts_b))
+    n_seq = len(a["n"])
+    if any(len(v) != n_seq for c in (a, b) for v in c.values()):
+        raise ValueError("paired_bootstrap_diff: both models need per-sequence counts of the same sequences")
+    f = COUNT_STATS[stat]
+    diff = float(f({k: v.sum() for k, v in a.items()}) - f({k: v.sum() for k, v in b.items()}))
+    idx = np.random.default_rng(seed).integers(0, n_seq, size=(n_boot, n_seq))
+    boot = f({k: v[idx].sum(1) for k, v in a.items()}) - f({k: v[idx].sum(1) for k, v in b.items()})
+    return diff, [float(q) for q in np.quantile(boot, (alpha / 2, 1 - alpha / 2))]
