@@ -352,7 +352,8 @@ def test_forgetting_robustness_smoke(smoke):
     assert set(m["recovery"]) == set(methods) | {"random_pruning"}
     ks = [int(k) for k in str(p["relearn_ks"]).split(",")]
     quant = p["precisions"].split(",")
-    attacks = {f"k={k}|{q}" for k in ks for q in ["full", *quant]} - {"k=0|full"}
+    qks = [int(k) for k in str(p["quantized_ks"]).split(",")]
+    attacks = ({f"k={k}|full" for k in ks} | {f"k={k}|{q}" for k in qks for q in quant}) - {"k=0|full"}
     acc0 = m["original"]["forget_top1"]
     assert acc0 == pytest.approx(res["base"]["forget"]["top1"])
     for meth in methods + ["random_pruning"]:
