@@ -1,5 +1,6 @@
 """The `forgetlab` command (forgetlab.tool) end to end on tiny random models and tiny text files, and the text
 loader every corpus parameter now accepts (forgetlab.data.texts)."""
+import inspect
 import json
 import math
 import subprocess
@@ -19,7 +20,8 @@ from forgetlab.train import TrainConfig, train
 
 FORGET_DOCS = [f"the cat sat in Paris {i} times and the cat sat again in Paris" for i in range(20)]
 RETAIN_DOCS = [f"New York is big and {i} people say New York is big" for i in range(20)]
-WINDOWS = ["--seq-len", "8", "--n-train-seqs", "6", "--n-eval-seqs", "8", "--max-per-doc", "2",
+WINDOWS = ["--seq-len", "8", "--n-train-seqs", "6", "--n-val-seqs", "4", "--n-eval-seqs", "8",
+           "--max-per-doc", "2",
            "--test-fraction", "0.4", "--batch-size", "4"]
 
 
@@ -100,7 +102,8 @@ def test_attack_reproduces_notebook_06s_functions_and_its_shares_by_hand(pair, t
     """The command's numbers are those of robustness.load_sets / evaluate / attack_grid (notebook 06's stage) on
     the same pair, and its shares follow from the accuracies by the stated formulas."""
     original, unlearned = pair
-    kw = dict(seq_len=8, n_train_seqs=6, n_eval_seqs=8, max_per_doc=2, test_fraction=0.4, batch_size=4,
+    kw = dict(seq_len=8, n_train_seqs=6, n_val_seqs=4, n_eval_seqs=8, max_per_doc=2, test_fraction=0.4,
+              batch_size=4,
               relearn_lr=3e-3, relearn_epochs=2, relearn_batch_size=2, seed=0, n_boot=200)
     res = tool.attack(original, unlearned, str(texts / "forget.txt"), str(texts / "retain.jsonl"),
                       relearn_k="0,4", precisions="rtn4", **kw)
@@ -111,7 +114,7 @@ def test_attack_reproduces_notebook_06s_functions_and_its_shares_by_hand(pair, t
     from forgetlab.utils import seed_everything
     lm, tok = load_causal_lm(original)
     sets = robustness.load_sets(tok, forget=str(texts / "forget.txt"), retain=str(texts / "retain.jsonl"),
-                                data_dir="data", seq_len=8, n_train_seqs=6, n_eval_seqs=8, max_per_doc=2,
+                                data_dir="data", seq_len=8, n_train_seqs=6, n_val_seqs=4, n_eval_seqs=8, max_per_doc=2,
                                 test_fraction=0.4, max_docs=20000, batch_size=4, seed=0)
     o = robustness.evaluate(lm, sets)
     with quantization.quantized(lm, "rtn4"):
@@ -180,7 +183,7 @@ def test_prune_finds_the_neurons_only_the_forget_texts_activate_and_saves_a_plai
     (tmp_path / "retain.txt").write_text("\n\n".join("jmu" * (4 + i % 3) for i in range(30)))
     n_ff = model.config.intermediate_size * model.config.num_hidden_layers
     res = tool.prune(path, str(tmp_path / "forget.txt"), str(tmp_path / "retain.txt"), ff_frac=2 / n_ff,
-                     out=str(tmp_path / "pruned"), seq_len=8, n_train_seqs=8, n_eval_seqs=4, max_per_doc=1,
+                     out=str(tmp_path / "pruned"), seq_len=8, n_train_seqs=8, n_val_seqs=2, n_eval_seqs=4, max_per_doc=1,
                      test_fraction=0.3, batch_size=4)
     assert res["pruned"] == {"ff": {"0": [5, 11]}} and res["n_pruned"] == {"ff": 2}
     assert len(res["history"]) == 2 and res["history"][1]["ff_pruned"] == pytest.approx(2 / n_ff)
@@ -272,9 +275,12 @@ def test_too_short_texts_and_a_tokenizer_without_padding_are_named(tmp_path, pai
 
 def test_defaults_are_notebook_06s_and_the_console_script_runs():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())["forgetting_robustness_run"]
-    for key in ("seq_len", "n_train_seqs", "n_eval_seqs", "max_per_doc", "test_fraction", "batch_size",
+    for key in ("seq_len", "n_train_seqs", "n_val_seqs", "n_eval_seqs", "max_per_doc", "test_fraction", "batch_size",
                 "relearn_ks", "relearn_lr", "relearn_epochs", "relearn_batch_size", "precisions", "eps_ff", "seed"):
         assert tool.NB06[key] == params[key], key
+    # the scored windows are notebook 06's test windows: both commands skip the validation windows it tunes on
+    for command in (tool.attack, tool.prune):
+        assert inspect.signature(command).parameters["n_val_seqs"].default == params["n_val_seqs"] > 0
     out = subprocess.run([sys.executable, "-m", "forgetlab", "attack", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "--unlearned" in out.stdout and "--relearn-k" in out.stdout
     scripts = Path(sys.executable).parent / "forgetlab"

@@ -88,7 +88,8 @@ def windows(tok, forget: str, retain: str, **kw) -> dict:
         return robustness.load_sets(tok, forget=forget, retain=retain, **kw)
     except ValueError as e:
         raise ValueError(f"--forget {forget!r} / --retain {retain!r}: {e}; each set needs enough documents of at "
-                         f"least --seq-len {kw['seq_len']} tokens for --n-train-seqs and --n-eval-seqs windows") from None
+                         f"least --seq-len {kw['seq_len']} tokens for --n-train-seqs, --n-val-seqs and "
+                         "--n-eval-seqs windows") from None
 
 
 def parse_ints(name: str, text: str) -> list[int]:
@@ -106,7 +107,8 @@ def parse_ints(name: str, text: str) -> list[int]:
 # ================================================================ attack
 def attack(original: str, unlearned: str, forget: str, retain: str, *, relearn_k: str = NB06["relearn_ks"],
            precisions: str = "full," + NB06["precisions"], seq_len: int = NB06["seq_len"],
-           n_train_seqs: int = NB06["n_train_seqs"], n_eval_seqs: int = NB06["n_eval_seqs"],
+           n_train_seqs: int = NB06["n_train_seqs"], n_val_seqs: int = NB06["n_val_seqs"],
+           n_eval_seqs: int = NB06["n_eval_seqs"],
            max_per_doc: int = NB06["max_per_doc"], test_fraction: float = NB06["test_fraction"],
            max_docs: int = NB06["max_docs"], batch_size: int = NB06["batch_size"],
            relearn_lr: float = NB06["relearn_lr"], relearn_epochs: int = NB06["relearn_epochs"],
@@ -115,8 +117,8 @@ def attack(original: str, unlearned: str, forget: str, retain: str, *, relearn_k
     """Relearning and 4-bit attacks on an unlearned model, scored against its original (notebook 06's attack).
 
     For every attack "k=K|P" (relearn on K forget training windows, then quantize with precision P): forget and
-    retain top-1 accuracy on the held-out windows of the unlearned model attacked so, the original quantized the
-    same way (not relearned), and
+    retain top-1 accuracy on notebook 06's test windows (the held-out windows after the n_val_seqs it tunes on) of
+    the unlearned model attacked so, the original quantized the same way (not relearned), and
       share        = (acc_attacked - acc_unlearned) / (acc_original - acc_unlearned)   metrics "share_full_gap"
       gap_closure  = 1 - (acc_original@P - acc_attacked) / (acc_original - acc_unlearned)  same precision
     on the forget set (forgetlab.metrics.bootstrap_recovery, notebook 06's and 04's definitions), each with a
@@ -149,7 +151,8 @@ def attack(original: str, unlearned: str, forget: str, retain: str, *, relearn_k
 
     seed_everything(seed)
     sets = windows(load_tokenizer(original, data_dir), forget, retain, data_dir=data_dir, seq_len=seq_len,
-                   n_train_seqs=n_train_seqs, n_eval_seqs=n_eval_seqs, max_per_doc=max_per_doc,
+                   n_train_seqs=n_train_seqs, n_val_seqs=n_val_seqs, n_eval_seqs=n_eval_seqs,
+                   max_per_doc=max_per_doc,
                    test_fraction=test_fraction, max_docs=max_docs, batch_size=batch_size, seed=seed)
     orig_model = load_model(original, data_dir)
     originals = {}
@@ -181,8 +184,8 @@ def attack(original: str, unlearned: str, forget: str, retain: str, *, relearn_k
                         "retain": o["retain"]["top1"] - u["retain"]["top1"]},
         "n_eval_windows": len(n), "attacks": rows,
         "settings": {"relearn_k": ks, "precisions": precs, "seq_len": seq_len, "n_train_seqs": n_train_seqs,
-                     "n_eval_seqs": n_eval_seqs, "relearn_lr": relearn_lr, "relearn_epochs": relearn_epochs,
-                     "relearn_batch_size": relearn_batch_size, "n_boot": n_boot, "seed": seed}}
+                     "n_val_seqs": n_val_seqs, "n_eval_seqs": n_eval_seqs, "relearn_lr": relearn_lr,
+                     "relearn_epochs": relearn_epochs, "relearn_batch_size": relearn_batch_size, "n_boot": n_boot, "seed": seed}}
     if out is not None:
         write_json(Path(out) / "attack.json", result)
         save_figure(attack_figure(result), out, "attack")
@@ -229,7 +232,8 @@ def print_attack(result: dict) -> None:
 # ================================================================ prune
 def prune(model: str, forget: str, retain: str, *, ff_frac: float, out: str, attn_frac: float = 0.0,
           scoring: str = "abs", steps: int = 1, seq_len: int = NB06["seq_len"],
-          n_train_seqs: int = NB06["n_train_seqs"], n_eval_seqs: int = NB06["n_eval_seqs"],
+          n_train_seqs: int = NB06["n_train_seqs"], n_val_seqs: int = NB06["n_val_seqs"],
+          n_eval_seqs: int = NB06["n_eval_seqs"],
           max_per_doc: int = NB06["max_per_doc"], test_fraction: float = NB06["test_fraction"],
           max_docs: int = NB06["max_docs"], batch_size: int = NB06["batch_size"], eps_ff: float = NB06["eps_ff"],
           seed: int = NB06["seed"], data_dir: str = "data") -> dict:
@@ -252,7 +256,8 @@ def prune(model: str, forget: str, retain: str, *, ff_frac: float, out: str, att
     seed_everything(seed)
     tok = load_tokenizer(model, data_dir)
     sets = windows(tok, forget, retain, data_dir=data_dir, seq_len=seq_len, n_train_seqs=n_train_seqs,
-                   n_eval_seqs=n_eval_seqs, max_per_doc=max_per_doc, test_fraction=test_fraction,
+                   n_val_seqs=n_val_seqs, n_eval_seqs=n_eval_seqs, max_per_doc=max_per_doc,
+                   test_fraction=test_fraction,
                    max_docs=max_docs, batch_size=batch_size, seed=seed)
     lm = load_model(model, data_dir)
 
@@ -272,8 +277,8 @@ def prune(model: str, forget: str, retain: str, *, ff_frac: float, out: str, att
               "pruned": pruned, "n_pruned": {k: int(m.sum()) for k, m in pruner.pruned.items()},
               "n_neurons": {k: list(neurons.n_neurons(lm, k)) for k in pruner.pruned},
               "settings": {"ff_frac": ff_frac, "attn_frac": attn_frac, "scoring": scoring, "steps": steps,
-                           "seq_len": seq_len, "n_train_seqs": n_train_seqs, "n_eval_seqs": n_eval_seqs,
-                           "seed": seed}}
+                           "seq_len": seq_len, "n_train_seqs": n_train_seqs, "n_val_seqs": n_val_seqs,
+                           "n_eval_seqs": n_eval_seqs, "seed": seed}}
     with atomic_path(out) as tmp:
         lm.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
@@ -371,10 +376,12 @@ def main(argv: list[str] | None = None) -> None:
     def texts_and_windows(p):
         p.add_argument("--forget", required=True, metavar="TEXTS", help="documents to forget")
         p.add_argument("--retain", required=True, metavar="TEXTS", help="documents to keep")
-        for key in ("seq_len", "n_train_seqs", "n_eval_seqs", "max_per_doc", "test_fraction", "batch_size",
-                    "seed"):
+        for key in ("seq_len", "n_train_seqs", "n_val_seqs", "n_eval_seqs", "max_per_doc", "test_fraction",
+                    "batch_size", "seed"):
             p.add_argument("--" + key.replace("_", "-"), type=type(NB06[key]), default=NB06[key],
-                           help=f"as notebook 06 (default {NB06[key]})")
+                           help=f"as notebook 06 (default {NB06[key]})" + (
+                               ": held-out windows notebook 06 tunes on, skipped so that the scored windows are its "
+                               "test windows" if key == "n_val_seqs" else ""))
 
     p = sub.add_parser("attack", parents=[common], help="relearning and 4-bit attacks on an unlearned model")
     p.add_argument("--original", required=True, metavar="MODEL")
