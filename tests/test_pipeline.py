@@ -112,7 +112,7 @@ def test_same_params_give_identical_metrics(smoke, tmp_path_factory, data_dir, p
         only = [s for s in only if s in os.environ["FORGETLAB_STAGES"].split(",")]
     again = run_smoke(tmp_path_factory, data_dir, "smoke_again", pytestconfig, only=only)
     second = sorted(p.relative_to(again) for p in (again / "metrics").glob("*.json"))
-    assert len(second) >= 5, f"the second run wrote only {second}"
+    assert len(second) >= 4, f"the second run wrote only {second}"  # SP, NP, RF, SaLEM (DETERMINISM_SKIP)
     for rel in second:
         assert (smoke / rel).read_bytes() == (again / rel).read_bytes(), f"{rel} differs between two runs"
 
