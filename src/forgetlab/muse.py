@@ -197,10 +197,12 @@ def rouge_l_f1(prediction: str, reference: str) -> float:
     return _scorer().score(reference, prediction)["rougeL"].fmeasure
 
 
-def verbmem_scores(split: dict, continuations: Sequence[str], tokenizer, prompt_len: int = 32,
+def verbmem_scores(passages: Sequence[dict], continuations: Sequence[str], tokenizer, prompt_len: int = 32,
                    max_new_tokens: int = 32) -> np.ndarray:
-    """ROUGE-L F1 of each generated continuation vs the passage's true next `max_new_tokens` tokens."""
-    refs = [tokenizer.decode(p["ids"][prompt_len:prompt_len + max_new_tokens]) for p in split["forget"]]
+    """ROUGE-L F1 of each generated continuation vs its passage's true next `max_new_tokens` tokens."""
+    if len(passages) != len(continuations):
+        raise ValueError(f"{len(continuations)} continuations for {len(passages)} passages")
+    refs = [tokenizer.decode(p["ids"][prompt_len:prompt_len + max_new_tokens]) for p in passages]
     return np.array([rouge_l_f1(c, r) for c, r in zip(continuations, refs)])
 
 
@@ -252,7 +254,7 @@ def score(raw: dict, split: dict, tokenizer, *, k: float = 0.4, prompt_len: int 
           max_new_tokens: int = 32) -> dict:
     """Per-item scores of one model's raw outputs: verbmem, knowmem_forget, knowmem_retain (ROUGE-L F1),
     minK_forget, minK_holdout (Min-K% scores)."""
-    return {"verbmem": verbmem_scores(split, raw["verbmem"], tokenizer, prompt_len, max_new_tokens),
+    return {"verbmem": verbmem_scores(split["forget"], raw["verbmem"], tokenizer, prompt_len, max_new_tokens),
             "knowmem_forget": knowmem_scores(split["forget"], raw["knowmem_forget"]),
             "knowmem_retain": knowmem_scores(split["retain"], raw["knowmem_retain"]),
             "minK_forget": np.array([min_k_score(lp, k) for lp in raw["logprobs_forget"]]),

@@ -48,11 +48,14 @@ def stack_collate(items: list[dict]) -> dict:
 
 def train(model, dataset: Sequence[dict], cfg: TrainConfig, *, loss_fn: Callable = default_loss,
           collate: Callable = stack_collate, grad_hook: Callable | None = None,
-          on_step: Callable | None = None, desc: str | None = "train") -> list[float]:
+          on_step: Callable | None = None, on_epoch: Callable | None = None,
+          desc: str | None = "train") -> list[float]:
     """Train `model` on `dataset` (a sequence of example dicts) with AdamW; returns the loss of every step.
 
+    One optimizer and one schedule run across all epochs (AdamW's moments are never reset).
     grad_hook(model) runs after backward and before the optimizer step (e.g. SURE's gradient mask);
-    on_step(step, loss) runs after each step. Shuffling is seeded by cfg.seed.
+    on_step(step, loss) runs after each step; on_epoch(epoch) after each epoch (1, 2, ...; the model in eval
+    mode meanwhile), and a true return value stops training there. Shuffling is seeded by cfg.seed.
     """
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -65,7 +68,7 @@ def train(model, dataset: Sequence[dict], cfg: TrainConfig, *, loss_fn: Callable
     losses: list[float] = []
     model.train()
     with tqdm(total=total, desc=desc, disable=desc is None or not accelerator.is_main_process) as bar:
-        for _ in range(cfg.epochs):
+        for epoch in range(1, cfg.epochs + 1):
             for batch in loader:
                 loss = loss_fn(model, batch)
                 accelerator.backward(loss)
@@ -82,6 +85,12 @@ def train(model, dataset: Sequence[dict], cfg: TrainConfig, *, loss_fn: Callable
                 if on_step is not None:
                     on_step(len(losses), losses[-1])
                 if len(losses) >= total:
+                    break
+            if on_epoch is not None:
+                model.eval()
+                stop = on_epoch(epoch)
+                model.train()
+                if stop:
                     break
             if len(losses) >= total:
                 break

@@ -8,7 +8,11 @@ Losses (each a `loss_fn(model, batch)` for `forgetlab.train.train`; a batch carr
 * NPO: -(2/beta) mean log sigmoid(-beta (log p_theta(x) - log p_ref(x))) with log p the SEQUENCE
   log-likelihood (sum over tokens; the official code uses a per-logit difference, we do not), beta = 0.1;
 * _GDR adds CE on the retain batch; _KLR adds KL(p_ref || p_theta) on the retain batch, per token, averaged over
-  tokens, computed from log-probabilities (the official code passed raw logits to the KL, we do not).
+  tokens, computed from log-probabilities (`klr_variant="correct"`, the default). `klr_variant="official"` is the
+  official code's term, kept as a labelled variant to measure what it does: `F.kl_div(logits_theta, logits_ref,
+  reduction="batchmean", log_target=True)` on RAW logits, i.e. sum_v exp(z_ref) (z_ref - z_theta) per token.
+  Its value is 0 at theta = ref, but its gradient, -exp(z_ref) per logit, is not: orders of magnitude larger than
+  GA's, so after gradient clipping it decides the update's direction.
 
 SURE (the paper's mitigation): per output row of every linear weight matrix (embeddings and the tied output head
 excluded), the saliency is the L2 norm of that row's forget-loss gradient (summed over the forget set) at the
@@ -18,8 +22,19 @@ optimizer step (train's `grad_hook`; the official code computed the mask and nev
 of a masked row stay zero, so its weights do not move at all. `recompute_every` > 0 recomputes the mask every
 that many steps (the official code's choice), where moments of a row that leaves the mask keep moving it.
 
-Checkpoint selection as in MUSE: after each epoch the retain KnowMem is measured; the first epoch where it falls
-below the retrain model's is kept, else the last epoch.
+Unlearning runs one optimizer (and one schedule) across all epochs, as MUSE's code does, and evaluates after every
+epoch: forget VerbMem at full precision and at every 4-bit precision of `epoch_precisions`, the retain passages'
+VerbMem at full precision (the utility), and the share of weights whose 4-bit code differs from the target's.
+Selection (`select_epoch`): the first epoch whose full-precision forget VerbMem is at or below the retrain model's
+plus `tolerance`, or whose utility falls below `utility_share` of the target's, whichever comes first; else the
+last epoch. (MUSE's rule, "the first epoch whose retain KnowMem falls below the retrain model's", cannot work at
+this scale: the target's own retain KnowMem is below the retrain model's, so it fired after the first epoch.)
+Training stops at the selected epoch plus `extra_epochs` (more of the curve past it).
+
+Arms: `dtype="bfloat16"` unlearns in bf16 end to end (weights, gradients, AdamW states), as the official code
+does: a 1e-5 step below half a bf16 spacing leaves a weight unchanged. `embedding_control` also evaluates every
+epoch with the target's embedding matrix (tied to the output head, never quantized by bitsandbytes) put back
+before quantizing, which measures how much forgetting lives in that matrix.
 
 Stages (`python -m forgetlab.unlearning <step> ...`):
     fine-tune  --splits forget,retain -> the target;   --splits retain -> the retrain model
@@ -30,6 +45,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -69,14 +85,30 @@ def kl_to_reference(model, ref_model, input_ids, attention_mask) -> torch.Tensor
     return (kl * mask).sum() / mask.sum()
 
 
+def kl_official(model, ref_model, input_ids, attention_mask) -> torch.Tensor:
+    """The official code's KL term: F.kl_div(z_theta, z_ref, reduction="batchmean", log_target=True) on the RAW
+    logits of every real token, i.e. mean over tokens of sum_v exp(z_ref,v) (z_ref,v - z_theta,v). Not a
+    divergence (the logits are not log-probabilities): 0 at theta = ref, gradient -exp(z_ref) per logit."""
+    with torch.no_grad():
+        ref = ref_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.float()
+    cur = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.float()
+    real = attention_mask.bool()
+    return F.kl_div(cur[real], ref[real], reduction="batchmean", log_target=True)
+
+
+KLR_VARIANTS = {"correct": kl_to_reference, "official": kl_official}
+
+
 def npo_forget_loss(model, batch: dict, beta: float) -> torch.Tensor:
     logp = muse.sequence_logprob(model, batch["input_ids"], batch["attention_mask"])
     return -(2 / beta) * F.logsigmoid(-beta * (logp - batch["ref_logp"])).mean()
 
 
-def make_loss(method: str, *, beta: float = 0.1, ref_model=None, retain_weight: float = 1.0) -> Callable:
-    """The loss_fn of an unlearning method (forget loss + retain regularizer)."""
+def make_loss(method: str, *, beta: float = 0.1, ref_model=None, retain_weight: float = 1.0,
+              klr_variant: str = "correct") -> Callable:
+    """The loss_fn of an unlearning method (forget loss + retain regularizer); klr_variant picks the KL of _KLR."""
     check_choice("method", method, METHODS)
+    kl = KLR_VARIANTS[check_choice("klr_variant", klr_variant, KLR_VARIANTS)]
     forget, _, reg = method.partition("_")
     if reg == "KLR" and ref_model is None:
         raise ValueError(f"method {method} needs ref_model (the target) for its KL regularizer")
@@ -89,8 +121,8 @@ def make_loss(method: str, *, beta: float = 0.1, ref_model=None, retain_weight: 
         if reg == "GDR":
             loss = loss + retain_weight * mean_ce(model, batch["retain_input_ids"], batch["retain_attention_mask"])
         elif reg == "KLR":
-            loss = loss + retain_weight * kl_to_reference(model, ref_model, batch["retain_input_ids"],
-                                                          batch["retain_attention_mask"])
+            loss = loss + retain_weight * kl(model, ref_model, batch["retain_input_ids"],
+                                             batch["retain_attention_mask"])
         return loss
 
     return loss_fn
@@ -195,25 +227,118 @@ def load_split(checkpoint: str | Path) -> dict:
     return json.loads((Path(checkpoint) / SPLIT_FILE).read_text())
 
 
-def evaluate_precisions(model, tok, split: dict, precisions: list[str], *, prompt_len: int, max_new_tokens: int,
-                        answer_tokens: int, batch_size: int = 16) -> dict:
-    """raw_outputs of `model` at every precision (in-memory quantization)."""
+EMB_SUFFIX = "+target_emb"  # a precision evaluated with the target's embedding matrix put back first
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@contextmanager
+@torch.no_grad()
+def target_embeddings(model, ref_model):
+    """For the block, `model` holds the target's input embedding matrix (and output head, tied or not)."""
+    pairs = [(model.get_input_embeddings().weight, ref_model.get_input_embeddings().weight)]
+    head, ref_head = model.get_output_embeddings(), ref_model.get_output_embeddings()
+    if head is not None and head.weight is not pairs[0][0]:
+        pairs.append((head.weight, ref_head.weight))
+    saved = [w.data for w, _ in pairs]
+    try:
+        for w, r in pairs:
+            w.data = r.data.to(w.dtype)
+        yield model
+    finally:
+        for (w, _), d in zip(pairs, saved):
+            w.data = d
+
+
+@contextmanager
+def evaluated_as(model, precision: str, ref_model=None):
+    """`model` quantized to `precision` for the block; "<precision>+target_emb" first puts back the target's
+    (ref_model's) embedding matrix, so only the quantizable layers keep the unlearning update."""
     from .quantization import quantized
+    base, emb, _ = precision.partition(EMB_SUFFIX)
+    if emb and ref_model is None:
+        raise ValueError(f"precision {precision!r} needs ref_model (the target)")
+    if emb:
+        with target_embeddings(model, ref_model), quantized(model, base):
+            yield model
+    else:
+        with quantized(model, base):
+            yield model
+
+
+def check_precisions(name: str, value) -> list[str]:
+    from .quantization import parse_precision
+    precs = parse_list(name, value)
+    for p in precs:
+        parse_precision(p.partition(EMB_SUFFIX)[0])
+    return precs
+
+
+def evaluate_precisions(model, tok, split: dict, precisions: list[str], *, prompt_len: int, max_new_tokens: int,
+                        answer_tokens: int, batch_size: int = 16, ref_model=None) -> dict:
+    """raw_outputs of `model` at every precision (in-memory quantization)."""
     out = {}
     for prec in precisions:
-        with quantized(model, prec):
+        with evaluated_as(model, prec, ref_model):
             out[prec] = muse.raw_outputs(model, tok, split, prompt_len=prompt_len, max_new_tokens=max_new_tokens,
                                          answer_tokens=answer_tokens, batch_size=batch_size)
     return out
 
 
+@torch.no_grad()
+def epoch_scores(model, tok, split: dict, precisions: list[str], *, prompt_len: int, max_new_tokens: int,
+                 ref_model=None, ref_codes: dict | None = None, batch_size: int = 16) -> dict:
+    """What is measured after every epoch: per forget passage, VerbMem at each precision; per retain passage,
+    VerbMem at full precision (the utility); the share of weights whose code under each precision of ref_codes
+    differs from the target's. Scores are per passage (ROUGE-L F1), so intervals can resample passages."""
+    from .quantization import code_change_share
+    dtype = next(model.parameters()).dtype
+    model.float()  # a bf16 model is evaluated with its bf16 weights in fp32 (exact), like the fp32 arms
+    try:
+        def verbmem(passages, prec):
+            with evaluated_as(model, prec, ref_model):
+                cont = muse.generate(model, tok, [p["ids"][:prompt_len] for p in passages], max_new_tokens,
+                                     batch_size=batch_size)
+            return muse.verbmem_scores(passages, cont, tok, prompt_len, max_new_tokens).tolist()
+
+        out = {"verbmem_forget": {p: verbmem(split["forget"], p) for p in precisions},
+               "verbmem_retain": verbmem(split["retain"], "full")}
+        if ref_codes:
+            out["code_change"] = {p: code_change_share(ref_model, model, p, c) for p, c in ref_codes.items()}
+    finally:
+        model.to(dtype)
+    return out
+
+
+def select_epoch(history: list[dict], *, retrain_verbmem: float, target_utility: float, tolerance: float,
+                 utility_share: float) -> dict:
+    """The selected epoch of an unlearning run: the first epoch whose full-precision forget VerbMem is at or below
+    retrain_verbmem + tolerance ("forgot"), or whose utility is below utility_share * target_utility
+    ("utility"; "both" when one epoch meets both), whichever comes first; else the last epoch ("last").
+    history: [{"epoch", "verbmem_forget" (mean, full precision), "utility"}] in epoch order."""
+    check_fraction("utility_share", utility_share)
+    if not history:
+        raise ValueError("select_epoch: empty history")
+    for h in history:
+        forgot = h["verbmem_forget"] <= retrain_verbmem + tolerance
+        lost = h["utility"] < utility_share * target_utility
+        if forgot or lost:
+            return {"epoch": h["epoch"], "reason": "both" if forgot and lost else "forgot" if forgot else "utility"}
+    return {"epoch": history[-1]["epoch"], "reason": "last"}
+
+
 def run_unlearning(model, tok, ref_model, split: dict, *, method: str, lr: float, epochs: int, batch_size: int,
-                   beta: float, sure_percentile: float | None, recompute_every: int, retain_floor: float | None,
-                   answer_tokens: int, seed: int) -> dict:
-    """Unlearn `model` in place with `method`; per epoch, retain KnowMem; stop at MUSE's selected epoch."""
+                   beta: float, sure_percentile: float | None, recompute_every: int, klr_variant: str,
+                   levels: dict, tolerance: float, utility_share: float, extra_epochs: int,
+                   epoch_precisions: list[str], code_precisions: list[str], prompt_len: int, max_new_tokens: int,
+                   seed: int) -> dict:
+    """Unlearn `model` in place with `method` (one AdamW across epochs, in the dtype of `model`, which ref_model
+    shares), score every epoch (epoch_scores) and select one (select_epoch with the target's and the retrain
+    model's `levels`: {"retrain_verbmem", "target_utility"}). Training stops `extra_epochs` after the selection
+    fires; `model` ends as it was at the selected epoch."""
+    from .quantization import model_codes
     check_choice("method", method, METHODS)
     items = unlearning_items(ref_model, split["forget"], split["retain"])
-    loss_fn = make_loss(method, beta=beta, ref_model=ref_model)
+    loss_fn = make_loss(method, beta=beta, ref_model=ref_model, klr_variant=klr_variant)
     hook = None
     if sure_percentile is not None:
         forget_loss = make_loss(method.split("_")[0], beta=beta)
@@ -229,21 +354,33 @@ def run_unlearning(model, tok, ref_model, split: dict, *, method: str, lr: float
                     if n in grads:
                         p.grad = grads[n]
             mask_hook(state["mask"])(m)
-    history, losses = [], []
-    for epoch in range(1, epochs + 1):
-        # one train call per epoch (train has no early stop): AdamW's moments restart at each epoch
-        losses += train(model, items, TrainConfig(lr=lr, epochs=1, batch_size=batch_size, seed=seed + epoch,
-                                                  weight_decay=0.0, grad_clip=1.0),  # the HF Trainer defaults
-                        loss_fn=loss_fn, grad_hook=hook, desc=None)
-        qs = [q["question"] for p in split["retain"] for q in p["qas"]]
-        prompts = [tok(muse.qa_prompt(split["shots"], q), add_special_tokens=False)["input_ids"] for q in qs]
-        answers = [a.strip() for a in muse.generate(model, tok, prompts, answer_tokens, stop="\n")]
-        km = float(muse.knowmem_scores(split["retain"], answers).mean())
-        history.append({"epoch": epoch, "knowmem_retain": km})
-        if retain_floor is not None and km < retain_floor:
-            break
-    return {"method": method, "lr": lr, "selected_epoch": history[-1]["epoch"], "history": history,
-            "losses": losses, "sure": sure_percentile is not None}
+    ref_codes = {p: model_codes(ref_model, p) for p in code_precisions}
+    history, chosen = [], {}
+    steps_per_epoch = -(-len(items) // batch_size)
+
+    def on_epoch(epoch: int) -> bool:
+        sc = epoch_scores(model, tok, split, epoch_precisions, prompt_len=prompt_len, max_new_tokens=max_new_tokens,
+                          ref_model=ref_model, ref_codes=ref_codes)
+        history.append({"epoch": epoch, "step": epoch * steps_per_epoch, **sc,
+                        "verbmem_forget_mean": {p: float(np.mean(v)) for p, v in sc["verbmem_forget"].items()},
+                        "utility": float(np.mean(sc["verbmem_retain"]))})
+        sel = select_epoch([{"epoch": h["epoch"], "verbmem_forget": h["verbmem_forget_mean"]["full"],
+                             "utility": h["utility"]} for h in history], tolerance=tolerance,
+                           utility_share=utility_share, **levels)
+        if sel["reason"] != "last" and "state" not in chosen:
+            chosen.update(sel, state={k: v.detach().clone() for k, v in model.state_dict().items()})
+        return sel["reason"] != "last" and epoch >= sel["epoch"] + extra_epochs
+
+    losses = train(model, items, TrainConfig(lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
+                                             weight_decay=0.0, grad_clip=1.0),  # the HF Trainer defaults
+                   loss_fn=loss_fn, grad_hook=hook, on_epoch=on_epoch, desc=None)
+    sel = {"epoch": history[-1]["epoch"], "reason": "last"}
+    if "state" in chosen:
+        sel = {"epoch": chosen["epoch"], "reason": chosen["reason"]}
+        model.load_state_dict(chosen["state"])
+    return {"method": method, "lr": lr, "selected_epoch": sel["epoch"], "selected_by": sel["reason"],
+            "history": history, "losses": losses, "sure": sure_percentile is not None, "klr_variant": klr_variant,
+            "steps_per_epoch": steps_per_epoch}
 
 
 def _sure_options(sure: str) -> list[bool]:
@@ -251,31 +388,47 @@ def _sure_options(sure: str) -> list[bool]:
     return {"false": [False], "true": [True], "both": [False, True]}[sure]
 
 
-def run_name(method: str, lr: float, sure: bool) -> str:
-    return f"{method}{'+SURE' if sure else ''}@{lr:g}"
+def run_name(method: str, lr: float, sure: bool = False, dtype: str = "float32", klr_variant: str = "correct") -> str:
+    """E.g. GA_KLR@1e-05, NPO_GDR+SURE@0.0001, GA_KLR+bf16@1e-05, GA_KLR+officialKL@1e-05."""
+    return (f"{method}{'+SURE' if sure else ''}{'+bf16' if dtype == 'bfloat16' else ''}"
+            f"{'+officialKL' if klr_variant == 'official' else ''}@{lr:g}")
 
 
 def unlearn(target: str = "checkpoints/quantization_recovery/target",
             retrain: str = "checkpoints/quantization_recovery/retrain", methods: str = ",".join(METHODS),
-            lrs: str = "1e-5", sure: str = "false", epochs: int = 3, batch_size: int = 4, beta: float = 0.1,
-            sure_percentile: float = 90.0, recompute_every: int = 0, precisions: str = "full,int8,fp4,nf4,rtn4",
-            change_precisions: str = "nf4", prompt_len: int = 32, max_new_tokens: int = 32,
-            answer_tokens: int = 8, keep: str = "", seed: int = 0,
+            lrs: str = "1e-5", sure: str = "false", dtype: str = "float32", klr_variant: str = "correct",
+            epochs: int = 10, extra_epochs: int = 1, tolerance: float = 0.05, utility_share: float = 0.9,
+            batch_size: int = 4, beta: float = 0.1, sure_percentile: float = 90.0, recompute_every: int = 0,
+            precisions: str = "full,int8,fp4,nf4,rtn4", epoch_precisions: str = "full,fp4,nf4,rtn4-g64",
+            prompt_len: int = 32, max_new_tokens: int = 32, answer_tokens: int = 8, keep: str = "", seed: int = 0,
             out: str = "checkpoints/quantization_recovery/unlearn") -> None:
-    """Unlearn the target with every method x lr (x SURE off/on: sure = false | true | both), select the epoch as
-    MUSE does, and record each selected model's raw evaluation outputs at every precision plus the share of
-    weights whose quantized value changed. Checkpoints are kept only for the (non-SURE) runs of the methods in
-    `keep`, in out/<run name> (run names like GA_KLR@1e-05, NPO+SURE@0.0001)."""
+    """Unlearn the target with every method x lr (x SURE off/on: sure = false | true | both), in `dtype`, with the
+    `klr_variant` KL for _KLR methods; score every epoch at `epoch_precisions` (add "<precision>+target_emb" for
+    the embedding control), select an epoch (select_epoch), and record the selected model's raw evaluation outputs
+    at every precision of `precisions`. Checkpoints of the selected models are kept for the methods in `keep`
+    (non-SURE runs), in out/<run name> (run_name)."""
     from .models import load_causal_lm
-    from .quantization import code_change_share, model_codes, weight_change_share
+    from .quantization import weight_change_share
     method_list = [check_choice("methods", m, METHODS) for m in parse_list("methods", methods)]
     lr_list = parse_list("lrs", lrs, float)
     for lr in lr_list:
         if lr <= 0:
             raise ValueError(f"parameter 'lrs' must hold positive learning rates, got {lr}")
     sure_list = _sure_options(sure)
-    precs = parse_list("precisions", precisions)
+    check_choice("dtype", dtype, DTYPES)
+    check_choice("klr_variant", klr_variant, KLR_VARIANTS)
+    if klr_variant != "correct" and not any(m.endswith("_KLR") for m in method_list):
+        raise ValueError(f"parameter 'klr_variant' {klr_variant!r} changes only _KLR methods; methods: {method_list}")
+    precs = check_precisions("precisions", precisions)
+    eprecs = check_precisions("epoch_precisions", epoch_precisions)
+    if "full" not in eprecs:
+        raise ValueError(f"parameter 'epoch_precisions' must include full (the selection reads it), got {eprecs}")
+    code_precs = [p for p in eprecs if p != "full" and EMB_SUFFIX not in p]
     check_positive_int("epochs", epochs)
+    check_positive_int("extra_epochs", extra_epochs, allow_zero=True)
+    check_fraction("utility_share", utility_share)
+    if not isinstance(tolerance, (int, float)) or tolerance < 0:
+        raise ValueError(f"parameter 'tolerance' must be a number >= 0, got {tolerance!r}")
     keep_list = [check_choice("keep", m, METHODS) for m in parse_list("keep", keep)]
     if set(keep_list) - set(method_list):
         raise ValueError(f"parameter 'keep' names methods that are not run: {sorted(set(keep_list) - set(method_list))}"
@@ -284,40 +437,47 @@ def unlearn(target: str = "checkpoints/quantization_recovery/target",
     seed_everything(seed)
     ref, tok = load_causal_lm(target)
     retrain_model, _ = load_causal_lm(retrain)
-    qs = [q["question"] for p in split["retain"] for q in p["qas"]]
-    prompts = [tok(muse.qa_prompt(split["shots"], q), add_special_tokens=False)["input_ids"] for q in qs]
-    answers = [a.strip() for a in muse.generate(retrain_model, tok, prompts, answer_tokens, stop="\n")]
-    floor = float(muse.knowmem_scores(split["retain"], answers).mean())
+    gen = dict(prompt_len=prompt_len, max_new_tokens=max_new_tokens)
+    reference = {"target": epoch_scores(ref, tok, split, [p for p in eprecs if EMB_SUFFIX not in p], **gen),
+                 "retrain": epoch_scores(retrain_model, tok, split, [p for p in eprecs if EMB_SUFFIX not in p], **gen)}
     del retrain_model
-    change_precs = parse_list("change_precisions", change_precisions)
-    ref_codes = {p: model_codes(ref, p) for p in change_precs}
+    levels = {"retrain_verbmem": float(np.mean(reference["retrain"]["verbmem_forget"]["full"])),
+              "target_utility": float(np.mean(reference["target"]["verbmem_retain"]))}
+    ref.to(DTYPES[dtype])
     runs = []
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         for method in method_list:
+            variant = klr_variant if method.endswith("_KLR") else "correct"
             for lr in lr_list:
                 for use_sure in sure_list:
-                    name = run_name(method, lr, use_sure)
+                    name = run_name(method, lr, use_sure, dtype, variant)
                     t0 = time.time()
                     seed_everything(seed)
                     model, _ = load_causal_lm(target)
+                    model.to(DTYPES[dtype])
                     info = run_unlearning(model, tok, ref, split, method=method, lr=lr, epochs=epochs,
                                           batch_size=batch_size, beta=beta,
                                           sure_percentile=sure_percentile if use_sure else None,
-                                          recompute_every=recompute_every, retain_floor=floor,
-                                          answer_tokens=answer_tokens, seed=seed)
-                    info["name"] = name
-                    info["raw"] = evaluate_precisions(model, tok, split, precs, prompt_len=prompt_len,
-                                                      max_new_tokens=max_new_tokens, answer_tokens=answer_tokens)
+                                          recompute_every=recompute_every, klr_variant=variant, levels=levels,
+                                          tolerance=tolerance, utility_share=utility_share,
+                                          extra_epochs=extra_epochs, epoch_precisions=eprecs,
+                                          code_precisions=code_precs, seed=seed, **gen)
+                    model.float()
+                    info.update(name=name, dtype=dtype)
+                    info["raw"] = evaluate_precisions(model, tok, split, precs, answer_tokens=answer_tokens,
+                                                      ref_model=ref, **gen)
                     info["weight_change"] = weight_change_share(ref, model)
-                    info["code_change"] = {p: code_change_share(ref, model, p, ref_codes[p]) for p in change_precs}
                     runs.append(info)
                     if method in keep_list and not use_sure:
                         model.save_pretrained(tmp / name)
                         tok.save_pretrained(tmp / name)
-                    print(f"{name}: epoch {info['selected_epoch']}, {time.time() - t0:.0f} s", flush=True)
+                    print(f"{name}: {len(info['history'])} epochs, selected {info['selected_epoch']} "
+                          f"({info['selected_by']}), {time.time() - t0:.0f} s", flush=True)
                     del model
-        write_json(tmp / RESULTS_FILE, {"retain_floor": floor, "precisions": precs, "epochs": epochs,
+        write_json(tmp / RESULTS_FILE, {"levels": levels, "reference": reference, "precisions": precs,
+                                        "epoch_precisions": eprecs, "epochs": epochs, "extra_epochs": extra_epochs,
+                                        "tolerance": tolerance, "utility_share": utility_share, "dtype": dtype,
                                         "batch_size": batch_size, "beta": beta, "runs": runs})
 
 
