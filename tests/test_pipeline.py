@@ -94,11 +94,11 @@ def test_stage_killed_during_training_leaves_no_output_and_reruns(smoke):
 
 
 # The second run of the determinism test leaves out the costliest chains (forgetting robustness: removals and
-# attacks; the quantization-recovery learning-rate sweep and its notebook; the ViT / toxicity chain of notebook 01b),
+# attacks; the quantization-recovery SURE and bf16 / official-KL arms and its notebook; the ViT / toxicity chain of notebook 01b),
 # whose mechanisms (train(), unlearning losses, pruning, quantization, bootstrap) the rerun stages exercise too, and
 # the two summaries of the metrics (headline, curves); this keeps `make test` within budget.
-DETERMINISM_SKIP = ("forgetting_robustness_run", "forgetting_robustness", "quantization_recovery_sweep",
-                    "quantization_recovery", "selective_pruning_vit", "selective_pruning_vit_unlearn",
+DETERMINISM_SKIP = ("forgetting_robustness_run", "forgetting_robustness", "quantization_recovery_sure",
+                    "quantization_recovery_arms", "quantization_recovery", "selective_pruning_vit", "selective_pruning_vit_unlearn",
                     "selective_pruning_vision_toxicity", "headline", "curves")
 
 
@@ -247,7 +247,8 @@ def test_our_stage_graph_is_dvcs_own():
         name = lambda stage: getattr(stage, "name", None)  # noqa: E731  (data.dvc's stage has none)
         dvcs = {name(s): {name(t) for t in graph.successors(s) if name(t)} for s in graph.nodes if name(s)}
     assert upstream(ROOT) == dvcs
-    assert upstream(ROOT)["quantization_recovery"] >= {"quantization_recovery_unlearn", "quantization_recovery_sweep"}
+    assert upstream(ROOT)["quantization_recovery"] >= {"quantization_recovery_unlearn", "quantization_recovery_sure",
+                                                     "quantization_recovery_arms"}
 
 
 def _toy_pipeline(path: Path, stages: dict) -> None:

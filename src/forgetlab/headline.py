@@ -160,20 +160,21 @@ def randomized_forgetting(m: dict) -> dict:
 
 
 def quantization_recovery(m: dict) -> dict:
-    """The claim needs a run that forgot at full precision (share of the target-retrain VerbMem gap kept <= 0.3)
-    with a constrained method; the share at 4 bits is then the test."""
-    constrained = ("GA_GDR", "GA_KLR", "NPO_GDR", "NPO_KLR")
-    runs = {name: r for name, r in m["recovery"]["verbmem"].items() if name.split("@")[0] in constrained}
-    forgot = {name: r for name, r in runs.items() if r["full"] <= 0.3}
-    best = min(runs, key=lambda n: runs[n]["full"]) if runs else None
-    kept = runs[best] if best else {}
+    """The notebook's rule (unlearning.recovery_regime): the claim holds if an epoch of a utility-constrained run
+    kept <= full_max of the target's forget VerbMem at full precision and >= quant_min at 4 bits; partly if a
+    forgotten epoch's 4-bit share lies above its full-precision share (interval); not tested if none forgot."""
+    reg = m["regime"]
+    c = reg["closest"] or {}
+    where = f"{c.get('name')}, epoch {c.get('epoch')}"
     return {
-        "closest_full": number(kept.get("full"), None, "share",
-                               f"forget VerbMem kept at full precision by the run that forgot most ({best})"),
-        "closest_nf4": number(kept.get("nf4"), None, "share", f"the same run under nf4 ({best})"),
+        "closest_full": number(c.get("full_share"), None, "share",
+                               f"share of the forget VerbMem kept at full precision by the closest epoch ({where})"),
+        "closest_quantized": number(c.get("share"), c.get("share_ci"), "share",
+                                    f"the same epoch under {c.get('precision')} ({where})"),
         "target_nf4_verbmem_kept": number(m["target_quantized_verbmem_share"]["nf4"], None, "share",
                                           "target's VerbMem kept under nf4"),
-        "checks": {"a_constrained_method_unlearned": bool(forgot)},
+        "checks": {"a_constrained_method_unlearned": reg["forgot"] > 0},
+        "notebook_verdicts": {"regime": reg["verdict"]},
     }
 
 
@@ -405,39 +406,48 @@ def _qr(root: "Sources") -> dict:
 
 
 def qr_verdict(root: "Sources") -> str:
-    """Whether the run can test the claim at all: did a utility-constrained method unlearn?"""
-    if quantization_recovery(root.metrics("quantization_recovery"))["checks"]["a_constrained_method_unlearned"]:
-        return "**a utility-constrained run unlearned**, so the 4-bit numbers below test the claim"
-    return ("**the claim is not tested yet**: no utility-constrained run kept 0.3 or less of the target's forget "
-            "VerbMem at full precision, so there was nothing for 4 bits to bring back")
-
-
-def qr_kept_at_1e5(root: "Sources") -> str:
-    """The forget VerbMem the unlearning stage's methods kept (share of the target's), and after how many epochs
-    the selection rule stopped them."""
+    """What the per-epoch curves show, by the notebook's rule (unlearning.recovery_regime)."""
     m = _qr(root)
-    rec = m["recovery"]["verbmem"]
-    kept = [r["full"] for r in rec.values()]
-    lo, hi = f"{min(kept):.3f}", f"{max(kept):.3f}"
-    lrs = sorted({name.split("@")[1] for name in rec})
-    epochs = sorted(set(m["selected_epochs"].values()))
-    return (f"at lr {', '.join(lrs)} the {len(rec)} methods stopped after epoch {', '.join(map(str, epochs))} and each "
-            f"keeps {lo if lo == hi else lo + '-' + hi} of the target's forget VerbMem at full precision")
+    reg, c = m["regime"], m["regime"]["closest"]
+    rule = f"an epoch that keeps <= {m['full_max']:g} of the target's forget VerbMem at full precision and >= {m['quant_min']:g} at 4 bits"
+    if reg["verdict"] == "not tested":
+        near = "" if c is None else (f"; the closest, {c['name']} at epoch {c['epoch']}, kept {c['full_share']:.2f} at "
+                                     f"full precision ({c['precision']}: {c['share']:.2f})")
+        return f"**not tested**: no epoch of a utility-constrained run forgot at full precision{near}"
+    ci = "" if c["share_ci"] is None or any(v != v for v in c["share_ci"]) else \
+        f" [{c['share_ci'][0]:.2f}, {c['share_ci'][1]:.2f}]"
+    head = {"holds": f"**holds**: {len(reg['hits'])} epoch(s) reach {rule}",
+            "partly": f"**partly**: no epoch reaches {rule}, but 4 bits bring some back",
+            "does not hold": f"**does not hold**: {reg['forgot']} epoch(s) of constrained runs forgot at full precision, none came back to {m['quant_min']:g} at 4 bits"}[reg["verdict"]]
+    return (f"{head}; the strongest 4-bit return was {c['name']} at epoch {c['epoch']}: {c['full_share']:.2f} kept at "
+            f"full precision, {c['share']:.2f}{ci} under {c['precision']}")
+
+
+def qr_selection(root: "Sources") -> str:
+    """Where the selection rule stopped the runs, by method and learning rate."""
+    m = _qr(root)
+    by = {}
+    for name, e in m["selected_epochs"].items():
+        by.setdefault(name.split("@")[1], []).append(f"{name.split('@')[0]} {e} ({m['selected_by'][name]})")
+    return "; ".join(f"lr {lr}: " + ", ".join(v) for lr, v in sorted(by.items(), key=lambda kv: float(kv[0])))
+
+
+def qr_arms(root: "Sources") -> str:
+    """The bf16 arm, the official KL and the embedding control, at the selected epochs (forget VerbMem)."""
+    rows = [r for r in _qr(root)["epochs"] if r["selected"]]
+    def val(name_part, prec):
+        v = [r["verbmem"] for r in rows if name_part(r["name"]) and r["precision"] == prec]
+        return "n/a" if not v else ", ".join(f"{x:.2f}" for x in v)
+    return (f"bf16 runs keep forget VerbMem {val(lambda n: '+bf16' in n, 'full')} at full precision and "
+            f"{val(lambda n: '+bf16' in n, 'nf4')} under nf4; with the official KL {val(lambda n: '+officialKL' in n, 'full')} "
+            f"and {val(lambda n: '+officialKL' in n, 'nf4')}; with the target's embedding put back before nf4 the "
+            f"fp32 runs keep {val(lambda n: '+' not in n, 'nf4+target_emb')}")
 
 
 def qr_group(root: "Sources") -> str:
     rows = [r for r in _qr(root)["group_size"] if r["model"] == "target"]
     return ", ".join(f"{r['verbmem']:.2f} {'per ' + r['granularity'] if r['granularity'] in ('tensor', 'channel') else 'with groups of ' + r['granularity'][1:]}"
                      for r in rows)
-
-
-def qr_sweep(root: "Sources") -> str:
-    rows = {(r["name"], r["precision"]): r["verbmem"] for r in _qr(root)["lr_sweep"] if not r["sure"]}
-    names = sorted({n for n, _ in rows}, key=lambda n: float(n.split("@")[1]))
-    if not any((n, "nf4") in rows for n in names):
-        return "none in this run"
-    return "; ".join(f"{n.split('@')[1]}: VerbMem {rows[(n, 'full')]:.2f} at full precision, "
-                     f"{rows[(n, 'nf4')]:.2f} under nf4" for n in names if (n, "nf4") in rows)
 
 
 def salem_profile(root: "Sources") -> str:
@@ -712,8 +722,8 @@ TEXT_FUNCTIONS: dict[str, Callable[["Sources"], str]] = {
     "salem_profile": salem_profile,
     "sp_retain_costs": sp_retain_costs, "sp_scoring": sp_scoring, "vit_random": vit_random,
     "vit_compute": vit_compute, "vit_better": vit_better, "vit_mia": vit_mia, "vit_ssd": vit_ssd,
-    "tox_reading": tox_reading, "qr_kept_at_1e5": qr_kept_at_1e5,
-    "qr_sweep": qr_sweep, "qr_verdict": qr_verdict, "qr_group": qr_group,
+    "tox_reading": tox_reading,
+    "qr_selection": qr_selection, "qr_arms": qr_arms, "qr_verdict": qr_verdict, "qr_group": qr_group,
     "np_seeds": np_seeds, "np_retrained": np_retrained,
     "rf_screen": rf_screen, "rf_converged": rf_converged, "rf_ratios": rf_ratios, "rf_flipped": rf_flipped}
 
