@@ -43,16 +43,27 @@ def test_conservative_difference_by_hand():
     assert d["value"] == pytest.approx(0.4) and d["ci"] == pytest.approx([0.2, 0.6])
 
 
-def test_a_claim_whose_run_did_not_unlearn_is_not_tested(tmp_path):
-    """Quantization recovery: the committed runs at the paper's lr never unlearned (VerbMem kept ~1.0), so the
-    claim is 'not tested', whatever the 4-bit numbers are."""
-    heads = {"quantization_recovery": h.quantization_recovery(json.loads(
-        (ROOT / "metrics" / "quantization_recovery.json").read_text()))}
-    row = next(r for r in h.claims(heads) if r["id"] == "qr_recovery")
-    assert row["verdict"] == "not tested" and "a constrained method unlearned: no" in row["why"]
-    forgot = json.loads((ROOT / "metrics" / "quantization_recovery.json").read_text())
-    forgot["recovery"]["verbmem"]["GA_KLR@1e-05"]["full"] = 0.2
-    assert h.quantization_recovery(forgot)["checks"]["a_constrained_method_unlearned"]
+def _qr_metrics(verdict: str, forgot: int, closest: dict | None) -> dict:
+    return {"target_quantized_verbmem_share": {"nf4": 0.9},
+            "regime": {"verdict": verdict, "forgot": forgot, "hits": [], "closest": closest}}
+
+
+def test_quantization_recovery_is_tested_only_by_a_per_epoch_run_that_unlearned():
+    """Metrics of the earlier protocol (no per-epoch regime) and a run where no constrained epoch forgot are 'not
+    tested'; otherwise the notebook's rule (unlearning.recovery_regime) decides."""
+    legacy = {"target_quantized_verbmem_share": {"nf4": 0.9}, "recovery": {}}
+    row = next(r for r in h.claims({"quantization_recovery": h.quantization_recovery(legacy)}) if r["id"] == "qr_recovery")
+    assert row["verdict"] == "not tested" and "per epoch protocol run: no" in row["why"]
+    close = {"name": "GA_KLR@0.0001", "epoch": 3, "precision": "nf4", "full_share": 0.2, "share": 0.8,
+             "share_ci": [0.7, 0.9]}
+    for verdict, forgot, closest, expected in (("not tested", 0, None, "not tested"),
+                                               ("holds", 2, close, "holds"),
+                                               ("partly", 2, close, "partly holds"),
+                                               ("does not hold", 3, close, "does not hold")):
+        heads = {"quantization_recovery": h.quantization_recovery(_qr_metrics(verdict, forgot, closest))}
+        row = next(r for r in h.claims(heads) if r["id"] == "qr_recovery")
+        assert row["verdict"] == expected, verdict
+    assert h.quantization_recovery(_qr_metrics("holds", 2, close))["closest_quantized"]["ci"] == [0.7, 0.9]
 
 
 def test_committed_headline_files_match_the_committed_metrics():

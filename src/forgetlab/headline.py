@@ -163,6 +163,11 @@ def quantization_recovery(m: dict) -> dict:
     """The notebook's rule (unlearning.recovery_regime): the claim holds if an epoch of a utility-constrained run
     kept <= full_max of the target's forget VerbMem at full precision and >= quant_min at 4 bits; partly if a
     forgotten epoch's 4-bit share lies above its full-precision share (interval); not tested if none forgot."""
+    if "regime" not in m:  # metrics of the earlier protocol (one selected epoch per run, MUSE's rule)
+        return {"target_nf4_verbmem_kept": number(m["target_quantized_verbmem_share"]["nf4"], None, "share",
+                                                  "target's VerbMem kept under nf4"),
+                "checks": {"per_epoch_protocol_run": False, "a_constrained_method_unlearned": False},
+                "notebook_verdicts": {"regime": "not tested"}}
     reg = m["regime"]
     c = reg["closest"] or {}
     where = f"{c.get('name')}, epoch {c.get('epoch')}"
@@ -173,7 +178,7 @@ def quantization_recovery(m: dict) -> dict:
                                     f"the same epoch under {c.get('precision')} ({where})"),
         "target_nf4_verbmem_kept": number(m["target_quantized_verbmem_share"]["nf4"], None, "share",
                                           "target's VerbMem kept under nf4"),
-        "checks": {"a_constrained_method_unlearned": reg["forgot"] > 0},
+        "checks": {"per_epoch_protocol_run": True, "a_constrained_method_unlearned": reg["forgot"] > 0},
         "notebook_verdicts": {"regime": reg["verdict"]},
     }
 
@@ -408,6 +413,10 @@ def _qr(root: "Sources") -> dict:
 def qr_verdict(root: "Sources") -> str:
     """What the per-epoch curves show, by the notebook's rule (unlearning.recovery_regime)."""
     m = _qr(root)
+    if "regime" not in m:
+        return ("**not tested**: these metrics come from the earlier protocol (every run stopped after 4 optimizer "
+                "steps at lr 1e-5 and unlearned nothing); rerun `dvc repro quantization_recovery` for the per-epoch "
+                "protocol")
     reg, c = m["regime"], m["regime"]["closest"]
     rule = f"an epoch that keeps <= {m['full_max']:g} of the target's forget VerbMem at full precision and >= {m['quant_min']:g} at 4 bits"
     if reg["verdict"] == "not tested":
@@ -426,6 +435,8 @@ def qr_verdict(root: "Sources") -> str:
 def qr_selection(root: "Sources") -> str:
     """Where the selection rule stopped the runs, by method and learning rate."""
     m = _qr(root)
+    if "selected_by" not in m:
+        return "not run with the per-epoch protocol yet"
     by = {}
     for name, e in m["selected_epochs"].items():
         by.setdefault(name.split("@")[1], []).append(f"{name.split('@')[0]} {e} ({m['selected_by'][name]})")
@@ -434,6 +445,8 @@ def qr_selection(root: "Sources") -> str:
 
 def qr_arms(root: "Sources") -> str:
     """The bf16 arm, the official KL and the embedding control, at the selected epochs (forget VerbMem)."""
+    if "epochs" not in _qr(root):
+        return "not run yet"
     rows = [r for r in _qr(root)["epochs"] if r["selected"]]
     def val(name_part, prec):
         v = [r["verbmem"] for r in rows if name_part(r["name"]) and r["precision"] == prec]
