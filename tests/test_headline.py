@@ -50,7 +50,7 @@ def _qr_metrics(verdict: str, forgot: int, closest: dict | None) -> dict:
 
 def test_quantization_recovery_is_tested_only_by_a_per_epoch_run_that_unlearned():
     """Metrics of the earlier protocol (no per-epoch regime) and a run where no constrained epoch forgot are 'not
-    tested'; otherwise the notebook's rule (unlearning.recovery_regime) decides."""
+    tested'; otherwise the notebook's rule (recovery.recovery_regime) decides."""
     legacy = {"target_quantized_verbmem_share": {"nf4": 0.9}, "recovery": {}}
     row = next(r for r in h.claims({"quantization_recovery": h.quantization_recovery(legacy)}) if r["id"] == "qr_recovery")
     assert row["verdict"] == "not tested" and "per epoch protocol run: no" in row["why"]

@@ -278,3 +278,30 @@ def test_a_missing_checkpoint_names_the_dvc_repro_that_makes_it(tmp_path):
                                                 r"`dvc repro quantization_recovery_target` first"):
         require_inputs(str(tmp_path), "checkpoints/quantization_recovery/target", root=ROOT)
     require_inputs(str(tmp_path), root=ROOT)  # present: nothing happens
+
+
+def test_metrics_files_hold_floats_at_the_stated_precision(tmp_path):
+    """metrics/*.json: floats at utils.METRIC_DIGITS significant digits (a rerun on another CPU type, whose sums
+    differ in the 6th-7th digit, writes the same bytes), small values and NaN kept, ints and bools untouched."""
+    import json
+    import math
+
+    import numpy as np
+
+    from forgetlab.utils import METRIC_DIGITS, write_json, write_metrics
+    obj = {"loss": 3.608442, "ppl": np.float32(80.49666), "tiny": 1.234567e-5, "n": 7, "ok": True,
+           "nan": float("nan"), "arr": np.array([0.123456789, 2.0])}
+    write_metrics(tmp_path / "m.json", obj)
+    got = json.loads((tmp_path / "m.json").read_text())
+    assert METRIC_DIGITS == 4
+    assert got["loss"] == 3.608 and got["ppl"] == 80.5 and got["tiny"] == 1.235e-5 and got["arr"] == [0.1235, 2.0]
+    assert got["n"] == 7 and got["ok"] is True and math.isnan(got["nan"])
+    # the two CPU types' values of the issue give the same bytes
+    write_metrics(tmp_path / "a.json", {"x": 3.608441, "y": 80.49668})
+    write_metrics(tmp_path / "b.json", {"x": 3.608442, "y": 80.49666})
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    write_json(tmp_path / "c.json", {"x": 3.608442})  # other JSON keeps 7 digits
+    assert json.loads((tmp_path / "c.json").read_text())["x"] == 3.608442
+    # every notebook writes its metrics through write_metrics
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        assert "write_metrics(metrics_path" in nb.read_text(), nb.name

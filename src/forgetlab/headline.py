@@ -160,7 +160,7 @@ def randomized_forgetting(m: dict) -> dict:
 
 
 def quantization_recovery(m: dict) -> dict:
-    """The notebook's rule (unlearning.recovery_regime): the claim holds if an epoch of a utility-constrained run
+    """The notebook's rule (recovery.recovery_regime): the claim holds if an epoch of a utility-constrained run
     kept <= full_max of the target's forget VerbMem at full precision and >= quant_min at 4 bits; partly if a
     forgotten epoch's 4-bit share lies above its full-precision share (interval); not tested if none forgot."""
     if "regime" not in m:  # metrics of the earlier protocol (one selected epoch per run, MUSE's rule)
@@ -411,7 +411,7 @@ def _qr(root: "Sources") -> dict:
 
 
 def qr_verdict(root: "Sources") -> str:
-    """What the per-epoch curves show, by the notebook's rule (unlearning.recovery_regime)."""
+    """What the per-epoch curves show, by the notebook's rule (recovery.recovery_regime)."""
     m = _qr(root)
     if "regime" not in m:
         return ("**not tested**: these metrics come from the earlier protocol (every run stopped after 4 optimizer "
@@ -845,7 +845,7 @@ def readme_text(text: str, heads: dict, root: str | Path = ".") -> str:
 
 
 def main(argv=None) -> None:
-    from .utils import write_json
+    from .utils import METRIC_DIGITS, to_builtin, write_metrics
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=("write", "readme", "check"))
     ap.add_argument("--metrics-dir", default="metrics")
@@ -863,14 +863,14 @@ def main(argv=None) -> None:
     readme = Path(args.readme)
     if args.action == "write":
         for path, obj in outputs.items():
-            write_json(path, obj)
+            write_metrics(path, obj)
     elif args.action == "readme":
         readme.write_text(readme_text(readme.read_text(), heads))
     else:
-        from .utils import to_builtin
         problems = [f"{path} differs from what the metrics give: run `python -m forgetlab.headline write`"
                     for path, obj in outputs.items()
-                    if not path.exists() or path.read_text() != json.dumps(to_builtin(obj), indent=2, sort_keys=True) + "\n"]
+                    if not path.exists() or path.read_text() != json.dumps(to_builtin(obj, METRIC_DIGITS), indent=2,
+                                                                           sort_keys=True) + "\n"]
         if readme_text(readme.read_text(), heads) != readme.read_text():
             problems.append(f"{readme}'s results table or findings differ: run `python -m forgetlab.headline readme`")
         if problems:

@@ -124,28 +124,39 @@ def remove_path(path: str | os.PathLike) -> None:
         path.unlink()
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON atomically, with sorted keys so the same results give the same bytes."""
+JSON_DIGITS = 7  # significant digits of every float a JSON file of this project holds: stable bytes, 1e-5 survives
+# metrics/*.json: floats at 4 significant digits, enough for every interval and verdict, and few enough that a rerun on
+# another CPU type (AVX2 vs AVX-512 sums differ in the 6th-7th digit) writes the same bytes in the common case
+METRIC_DIGITS = 4
+
+
+def write_json(path: str | os.PathLike, obj: Any, digits: int = JSON_DIGITS) -> None:
+    """Write JSON atomically, with sorted keys and floats at `digits` significant digits, so the same results give
+    the same bytes."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(to_builtin(obj), indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(to_builtin(obj, digits), indent=2, sort_keys=True) + "\n")
 
 
-def to_builtin(obj: Any) -> Any:
-    """Convert numpy/torch scalars and arrays to plain Python for JSON."""
+def write_metrics(path: str | os.PathLike, obj: Any) -> None:
+    """A metrics file (metrics/<paper>.json): write_json at METRIC_DIGITS significant digits."""
+    write_json(path, obj, METRIC_DIGITS)
+
+
+def to_builtin(obj: Any, digits: int = JSON_DIGITS) -> Any:
+    """Convert numpy/torch scalars and arrays to plain Python for JSON, floats rounded to `digits` significant
+    digits (NaN and infinities kept)."""
     import numpy as np
     import torch
     if isinstance(obj, dict):
-        return {str(k): to_builtin(v) for k, v in obj.items()}
+        return {str(k): to_builtin(v, digits) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [to_builtin(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return to_builtin(obj.tolist())
-    if isinstance(obj, np.ndarray):
-        return to_builtin(obj.tolist())
+        return [to_builtin(v, digits) for v in obj]
+    if isinstance(obj, (torch.Tensor, np.ndarray)):
+        return to_builtin(obj.tolist(), digits)
     if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float):  # 7 significant digits: stable bytes, and small values (1e-5) survive
-        return float(f"{obj:.7g}")
+        return to_builtin(obj.item(), digits)
+    if isinstance(obj, float):
+        return float(f"{obj:.{digits}g}")
     return obj
 
 
