@@ -473,3 +473,22 @@ def test_quantization_recovery_smoke(smoke):
             assert (smoke / "figures" / "quantization_recovery" / f"{name}.{fmt}").stat().st_size > 5000
     executed = json.loads((smoke / "reports" / "04_quantization_recovery.ipynb").read_text())
     assert executed["metadata"]["papermill"]["parameters"]["headline"] == p_un["keep"]
+
+
+@pytest.mark.parametrize("precision", ["nf4", "fp4"])
+def test_fourbit_builds_its_tables_on_the_weights_device(precision):
+    """Issue 26, a first device check without a GPU: under FakeTensorMode a weight can sit on a fake `cuda` device.
+    The 4-bit lookup tables used to stay on the CPU (a device-mismatch error, as on a real GPU); now they follow the
+    weight. Later ops this CPU build cannot fake ("not linked with support for cuda devices") end the check there:
+    it proves the absence of a mismatch up to that point, not a full CUDA run."""
+    from torch._subclasses.fake_tensor import FakeTensorDeviceMismatchError, FakeTensorMode
+    quant.fourbit_table(precision), quant._bucket_lut(precision)  # fill the caches with real tensors first
+    with FakeTensorMode(allow_non_fake_inputs=True):  # the cached CPU tables enter as they would on a GPU run
+        w = torch.empty(8, 64, device="cuda")
+        try:
+            deq, idx = quant.fourbit(w, precision)
+            assert deq.device.type == "cuda" and idx.device.type == "cuda"
+        except FakeTensorDeviceMismatchError:
+            raise
+        except RuntimeError as e:
+            assert "not linked with support for cuda" in str(e), e
