@@ -136,12 +136,13 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[int]], max_new_tokens:
              stop: str | None = None, desc: str | None = None) -> list[str]:
     """Greedy continuations (decoded text) of token-id prompts, left-padded in batches; cut at `stop`."""
     pad = tokenizer.pad_token_id
+    dev = next(model.parameters()).device
     outs = []
     for i in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=desc is None, leave=False):
         chunk = [list(p) for p in prompts[i:i + batch_size]]
         width = max(map(len, chunk))
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk])
-        att = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk])
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=dev)
+        att = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=dev)
         gen = model.generate(input_ids=ids, attention_mask=att, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=pad, eos_token_id=_stop_ids(tokenizer, stop) if stop else None)
         for row in gen[:, width:]:
@@ -159,10 +160,11 @@ def qa_prompt(shots: Sequence[dict], question: str) -> str:
 def token_logprobs(model, passages: Sequence[dict], batch_size: int = 16) -> list[list[float]]:
     """Log-probability of every token of each passage given the previous ones (the first token has none)."""
     out = []
+    dev = next(model.parameters()).device
     for i in range(0, len(passages), batch_size):
         chunk = passages[i:i + batch_size]
         width = max(len(p["ids"]) for p in chunk)
-        ids = torch.tensor([p["ids"] + [0] * (width - len(p["ids"])) for p in chunk])
+        ids = torch.tensor([p["ids"] + [0] * (width - len(p["ids"])) for p in chunk], device=dev)
         logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
         lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
         out += [lp[j, :len(p["ids"]) - 1].tolist() for j, p in enumerate(chunk)]

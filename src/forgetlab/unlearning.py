@@ -137,7 +137,8 @@ def unlearning_items(model, forget: list[dict], retain: list[dict]) -> list[dict
         r = retain[i % len(retain)]
         ids = torch.tensor(p["ids"])
         att = torch.ones_like(ids)
-        ref = muse.sequence_logprob(model, ids[None], att[None])[0]
+        dev = next(model.parameters()).device  # items stay on the CPU (train() moves batches); the forward runs on dev
+        ref = muse.sequence_logprob(model, ids[None].to(dev), att[None].to(dev))[0].cpu()
         items.append({"input_ids": ids, "attention_mask": att, "ref_logp": ref,
                       "retain_input_ids": torch.tensor(r["ids"]),
                       "retain_attention_mask": torch.ones(len(r["ids"]), dtype=torch.long)})
