@@ -133,11 +133,11 @@ def unlearning_items(model, forget: list[dict], retain: list[dict]) -> list[dict
     """One item per forget passage, paired with a retain passage (cycled), with the reference (= the model
     before unlearning) sequence log-likelihood of the forget passage for NPO."""
     items = []
+    dev = next(model.parameters()).device  # items stay on the CPU (train() moves batches); the forward runs on dev
     for i, p in enumerate(forget):
         r = retain[i % len(retain)]
         ids = torch.tensor(p["ids"])
         att = torch.ones_like(ids)
-        dev = next(model.parameters()).device  # items stay on the CPU (train() moves batches); the forward runs on dev
         ref = muse.sequence_logprob(model, ids[None].to(dev), att[None].to(dev))[0].cpu()
         items.append({"input_ids": ids, "attention_mask": att, "ref_logp": ref,
                       "retain_input_ids": torch.tensor(r["ids"]),
@@ -368,16 +368,18 @@ def run_unlearning(model, tok, ref_model, split: dict, *, method: str, lr: float
         sel = select_epoch([{"epoch": h["epoch"], "verbmem_forget": h["verbmem_forget_mean"]["full"],
                              "utility": h["utility"]} for h in history], tolerance=tolerance,
                            utility_share=utility_share, **levels)
-        if sel["reason"] != "last" and "state" not in chosen:
-            chosen.update(sel, state={k: v.detach().clone() for k, v in model.state_dict().items()})
+        if sel["reason"] != "last" and not chosen:
+            chosen.update(sel)
+            if extra_epochs:  # training goes on past the selection: keep the selected weights to come back to
+                chosen["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return sel["reason"] != "last" and epoch >= sel["epoch"] + extra_epochs
 
     losses = train(model, items, TrainConfig(lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
                                              weight_decay=0.0, grad_clip=1.0),  # the HF Trainer defaults
                    loss_fn=loss_fn, grad_hook=hook, on_epoch=on_epoch, desc=None)
-    sel = {"epoch": history[-1]["epoch"], "reason": "last"}
+    sel = {"epoch": chosen["epoch"], "reason": chosen["reason"]} if chosen else \
+        {"epoch": history[-1]["epoch"], "reason": "last"}
     if "state" in chosen:
-        sel = {"epoch": chosen["epoch"], "reason": chosen["reason"]}
         model.load_state_dict(chosen["state"])
     return {"method": method, "lr": lr, "selected_epoch": sel["epoch"], "selected_by": sel["reason"],
             "history": history, "losses": losses, "sure": sure_percentile is not None, "klr_variant": klr_variant,
@@ -424,7 +426,8 @@ def unlearn(target: str = "checkpoints/quantization_recovery/target",
     eprecs = check_precisions("epoch_precisions", epoch_precisions)
     if "full" not in eprecs:
         raise ValueError(f"parameter 'epoch_precisions' must include full (the selection reads it), got {eprecs}")
-    code_precs = [p for p in eprecs if p != "full" and EMB_SUFFIX not in p]
+    plain = [p for p in eprecs if EMB_SUFFIX not in p]  # the target and retrain models are scored at these
+    code_precs = [p for p in plain if p != "full"]
     check_positive_int("epochs", epochs)
     check_positive_int("extra_epochs", extra_epochs, allow_zero=True)
     check_fraction("utility_share", utility_share)
@@ -439,8 +442,8 @@ def unlearn(target: str = "checkpoints/quantization_recovery/target",
     ref, tok = load_causal_lm(target)
     retrain_model, _ = load_causal_lm(retrain)
     gen = dict(prompt_len=prompt_len, max_new_tokens=max_new_tokens)
-    reference = {"target": epoch_scores(ref, tok, split, [p for p in eprecs if EMB_SUFFIX not in p], **gen),
-                 "retrain": epoch_scores(retrain_model, tok, split, [p for p in eprecs if EMB_SUFFIX not in p], **gen)}
+    reference = {"target": epoch_scores(ref, tok, split, plain, **gen),
+                 "retrain": epoch_scores(retrain_model, tok, split, plain, **gen)}
     del retrain_model
     levels = {"retrain_verbmem": float(np.mean(reference["retrain"]["verbmem_forget"]["full"])),
               "target_utility": float(np.mean(reference["target"]["verbmem_retain"]))}
