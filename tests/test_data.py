@@ -1,5 +1,6 @@
-"""forgetlab.data: readers on the real data/ (built by `make data`), the HF path on tiny local datasets, and the
-builder's error handling on cheap fakes (no real download)."""
+"""forgetlab.data: readers on the real data/ (built by `make data`; those tests skip where it cannot be built), the
+generated BIG-bench stand-in of the tests' data, the HF path on tiny local datasets, and the builder's error
+handling on cheap fakes (no real download)."""
 import json
 from pathlib import Path
 
@@ -18,22 +19,22 @@ SQUAD_COUNTS = {"new_wiki": (48, 1581, 7936), "nyt": (797, 2017, 10056), "reddit
 # --- readers on the real data ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("source", SQUAD_COUNTS)
-def test_squad_shifts_counts(data_dir, source):
-    articles = load_squad(source, data_dir)
+def test_squad_shifts_counts(real_data_dir, source):
+    articles = load_squad(source, real_data_dir)
     paragraphs = [p for a in articles for p in a["paragraphs"]]
     qas = [q for p in paragraphs for q in p["qas"]]
     assert (len(articles), len(paragraphs), len(qas)) == SQUAD_COUNTS[source]
     assert all(q["question"] and q["answers"] and all(isinstance(x, str) for x in q["answers"]) for q in qas)
 
 
-def test_text_documents(data_dir):
-    docs = load_corpus("text", data_dir)
+def test_text_documents(real_data_dir):
+    docs = load_corpus("text", real_data_dir)
     assert len(docs) == 48 + 797 and [d["source"] for d in docs[:48]] == ["new_wiki"] * 48
     assert len({d["id"] for d in docs}) == len(docs) and all(d["text"] and d["title"] for d in docs)
-    nyt = load_squad("nyt", data_dir)[0]
-    assert load_corpus("nyt", data_dir)[0]["text"] == "\n\n".join(p["context"].strip() for p in nyt["paragraphs"])
-    assert len(load_corpus("reddit", data_dir)) == 2035  # one document per comment
-    assert load_text_documents(("nyt",), data_dir) == load_corpus("nyt", data_dir)
+    nyt = load_squad("nyt", real_data_dir)[0]
+    assert load_corpus("nyt", real_data_dir)[0]["text"] == "\n\n".join(p["context"].strip() for p in nyt["paragraphs"])
+    assert len(load_corpus("reddit", real_data_dir)) == 2035  # one document per comment
+    assert load_text_documents(("nyt",), real_data_dir) == load_corpus("nyt", real_data_dir)
 
 
 def test_code_documents(data_dir):
@@ -50,35 +51,82 @@ def test_code_documents(data_dir):
     assert len({d["package"] for d in docs}) >= 9
 
 
-def test_every_listed_mc_task_loads(data_dir):
+def test_every_listed_mc_task_loads(real_data_dir):
     listed = build.read_task_list()
-    assert list_mc_tasks(data_dir) == sorted(listed)
+    assert list_mc_tasks(real_data_dir) == sorted(listed)
     for name in ("vitaminc_fact_verification", "fact_checker/fever", "cifar10_classification/base64", "strategyqa",
                  "social_iqa", "presuppositions_as_nli", "multiemo/hotels_text_en", "hyperbaton"):
         assert name in listed
     assert not [t for t in listed if t.startswith("multiemo/") and not t.endswith("_en")]
     for name, n in listed.items():
-        task = load_mc_task(name, data_dir)
+        task = load_mc_task(name, real_data_dir)
         assert task.name == name and len(task.examples) == n >= 300
         for e in task.examples:
             assert isinstance(e["input"], str) and e["choices"] and 0 <= e["target"] < len(e["choices"])
             assert e["target"] == e["targets"][0]
-    task = load_mc_task("vitaminc_fact_verification", data_dir)
+    task = load_mc_task("vitaminc_fact_verification", real_data_dir)
     assert task.prefixes["task_prefix"] and task.prefixes["append_choices_to_input"] is False
-    assert load_mc_task("reasoning_about_colored_objects", data_dir).n_multi_target == 816
+    assert load_mc_task("reasoning_about_colored_objects", real_data_dir).n_multi_target == 816
 
 
-def test_cifar10(data_dir):
-    images, labels, classes = load_cifar10(data_dir)
+def test_cifar10(real_data_dir):
+    images, labels, classes = load_cifar10(real_data_dir)
     assert images.shape == (10000, 32, 32, 3) and str(images.dtype) == "uint8"
     assert classes[:3] == ["airplane", "automobile", "bird"] and len(classes) == 10
     assert [labels.count(i) for i in range(10)] == [1000] * 10
     assert 20 < images.mean() < 235
-    assert load_cifar10(data_dir, n=5)[0].shape == (5, 32, 32, 3)
+    assert load_cifar10(real_data_dir, n=5)[0].shape == (5, 32, 32, 3)
 
 
 def test_real_data_matches_manifest(data_dir):
     assert check_data(data_dir) == []
+
+
+# --- the generated stand-in (the tests' data) --------------------------------------------------------------------------
+
+def test_standin_is_deterministic_and_answers_are_spans_of_their_paragraph():
+    from forgetlab.data import standin
+    first, again = standin.squad_sources(), standin.squad_sources()
+    assert first == again and standin.mc_tasks() == standin.mc_tasks()
+    assert sorted(first) == sorted(__import__("forgetlab.data.bigbench", fromlist=["x"]).SQUAD_FILES.values())
+    for articles in first.values():
+        for p in (p for a in articles for p in a["paragraphs"]):
+            for q in p["qas"]:
+                (ans,) = q["answers"]
+                assert p["context"][ans["answer_start"]:][:len(ans["text"])] == ans["text"], q
+
+
+def test_standin_covers_every_task_the_parameters_profiles_and_tests_name(data_dir):
+    """A task named in params.yaml or a profile must exist in the stand-in, or the smoke pipeline breaks on it."""
+    import re
+
+    from forgetlab.data import standin
+    names = set()
+    for path in [Path("params.yaml"), *Path("profiles").glob("*.yaml")]:
+        for value in re.findall(r"^\s*(?:tasks|source): ([\w/,]+)", path.read_text(), re.M):
+            names |= {t for t in value.split(",") if "/" in t or "_" in t}
+    names -= {"nyt", "new_wiki", "offline", "cifar10"}
+    assert "vitaminc_fact_verification" in names and "arithmetic/2_digit_addition" in names
+    assert names <= set(list_mc_tasks(data_dir)), names - set(list_mc_tasks(data_dir))
+    assert set(standin.mc_tasks()) | {"cifar10_classification/base64"} == set(list_mc_tasks(data_dir))
+
+
+def test_standin_readers_and_properties_the_pipeline_needs(data_dir):
+    if json.loads((data_dir / "MANIFEST.json").read_text()).get("standin") is not True:
+        pytest.skip("the tests' data is the real data/ here")
+    for name in list_mc_tasks(data_dir):
+        task = load_mc_task(name, data_dir)
+        assert len(task.examples) >= 300 and all(0 <= e["target"] < len(e["choices"]) for e in task.examples)
+        if len(task.examples[0]["choices"]) == 2:  # binary tasks are not all one answer
+            share = sum(e["target"] for e in task.examples) / len(task.examples)
+            assert 0.3 < share < 0.7, (name, share)
+    images, labels, classes = load_cifar10(data_dir)
+    assert images.shape[1:] == (32, 32, 3) and classes[:3] == ["airplane", "automobile", "bird"]
+    assert sorted(set(labels)) == list(range(10)) and 20 < images.mean() < 235
+    from forgetlab.toxicity import offline_sentences, toxicity_scores
+    scores = toxicity_scores([s["text"] for s in offline_sentences(data_dir=data_dir)])
+    assert 0.03 < (scores > 0.8).mean() < 0.3 and (scores < 0.2).mean() > 0.6  # the screen finds both kinds
+    assert load_squad("reddit", data_dir)[0]["paragraphs"] and len(load_corpus("text", data_dir)) > 400
 
 
 # --- split_documents and argument checks ------------------------------------------------------------------------------

@@ -199,9 +199,13 @@ def test_split_claim_and_labels():
 
 
 def test_fact_pairs_from_bigbench_and_from_a_local_hf_dataset(tmp_path, data_dir):
+    from forgetlab.data import load_mc_task
     pairs = ed.load_fact_pairs("vitaminc_fact_verification", data_dir, n=50)
     assert len(pairs) == 50 and {p["label"] for p in pairs} <= {0, 1, 2}
-    assert pairs[0]["group"] == "Westlife" and pairs[0]["claim"].startswith("Westlife")
+    task = load_mc_task("vitaminc_fact_verification", data_dir)
+    evidence, claim = task.examples[0]["input"].rsplit("\nClaim: ", 1)
+    assert pairs[0]["claim"] == claim and pairs[0]["evidence"] == evidence
+    assert pairs[0]["group"] == evidence.split(":", 1)[0] and pairs[0]["label"] == task.examples[0]["target"]
     import datasets
     ds = datasets.Dataset.from_dict({"claim": ["a is b", "c is d"], "evidence": ["A: a is b .", "C: c is e ."],
                                      "label": ["SUPPORTS", "NOT ENOUGH INFO"], "page": ["A", "C"]})

@@ -16,6 +16,8 @@ data/
   bigbench/tasks/<task>[/<subtask>]/task.json   the tasks of bigbench_tasks.txt, byte for byte
   code/<language>/<package>-<version>/<path>    source files of pinned sdists; code/index.jsonl lists them
   MANIFEST.json          every other file with its size and sha256, and the artifacts used
+
+    python -m forgetlab.data.build --out data-test --standin   # the tests' data (make test): bigbench/ generated
 """
 from __future__ import annotations
 
@@ -266,11 +268,11 @@ def list_files(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
-def write_manifest(root: Path, artifacts: list[dict]) -> None:
+def write_manifest(root: Path, artifacts: list[dict], standin: bool = False) -> None:
     files = [{"path": p, "size": (root / p).stat().st_size, "sha256": sha256_file(root / p)}
              for p in tqdm(list_files(root), desc="manifest", unit=" files", mininterval=2) if p != "MANIFEST.json"]
     arts = [{k: a[k] for k in ("name", "version", "filename", "sha256")} for a in artifacts]
-    manifest = {"artifacts": arts, "files": files}
+    manifest = {"artifacts": arts, "files": files, **({"standin": True} if standin else {})}
     (root / "MANIFEST.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 
@@ -289,12 +291,15 @@ def check_data(data_dir: str | Path = "data") -> list[str]:
     return problems
 
 
-def build(out: str | Path = "data", force: bool = False) -> Path:
-    """Build data/ into a temporary sibling folder and rename it into place (replacing `out` only with force)."""
+def build(out: str | Path = "data", force: bool = False, standin: bool = False) -> Path:
+    """Build data/ into a temporary sibling folder and rename it into place (replacing `out` only with force).
+
+    standin: write the generated stand-in for BIG-bench (forgetlab.data.standin) instead of extracting the bigbench
+    sdist; for the tests only (MANIFEST.json says "standin": true, and it never matches data.dvc)."""
     out = Path(out).resolve()
     if out.exists() and not force:
         raise FileExistsError(f"{out} exists: remove it or pass --force to rebuild it")
-    artifacts = load_artifacts()
+    artifacts = [a for a in load_artifacts() if not (standin and a["use"] == "bigbench")]
     tasks = read_task_list()
     paths = {a["name"]: fetch(a) for a in tqdm(artifacts, desc="artifacts", unit=" file")}
     by_use = {a["use"]: a for a in artifacts}
@@ -305,9 +310,14 @@ def build(out: str | Path = "data", force: bool = False) -> Path:
         log("smollm2-135m: dequantizing the GGUF")
         build_smollm2(paths[by_use["smollm2"]["name"]], tmp / "models" / "smollm2-135m")
         build_minilm(paths[by_use["minilm"]["name"]], tmp / "models" / "minilm-l6")
-        build_bigbench(paths[by_use["bigbench"]["name"]], tmp / "bigbench", tasks)
+        if standin:
+            from . import standin as standin_data
+            standin_data.write_bigbench(tmp / "bigbench")
+            log("bigbench: generated stand-in (tests only, not the benchmark)")
+        else:
+            build_bigbench(paths[by_use["bigbench"]["name"]], tmp / "bigbench", tasks)
         build_code([(a, paths[a["name"]]) for a in artifacts if a["use"] == "code"], tmp / "code")
-        write_manifest(tmp, artifacts)
+        write_manifest(tmp, artifacts, standin=standin)
         for p in tmp.rglob("*"):
             p.chmod(0o755 if p.is_dir() else 0o644)
         tmp.chmod(0o755)
@@ -331,6 +341,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--check", action="store_true", help="check --out against its MANIFEST.json instead of building")
     p.add_argument("--list-tasks", action="store_true", help="print the BIG-bench task list the rule selects")
+    p.add_argument("--standin", action="store_true",
+                   help="generate a stand-in for BIG-bench instead of reading its sdist (test data, never results)")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
@@ -346,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
                 sys.exit(f"{args.out}: {len(problems)} difference(s) with MANIFEST.json")
             print(f"{args.out}: every file matches MANIFEST.json")
         else:
-            build(args.out, force=args.force)
+            build(args.out, force=args.force, standin=args.standin)
     except (RuntimeError, FileExistsError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
 
