@@ -99,6 +99,29 @@ def read_metrics(work: Path, name: str) -> dict:
     return json.loads((work / "metrics" / f"{name}.json").read_text())
 
 
+def as_written(f, *inputs) -> pytest.approx:
+    """What a metrics file can hold for f(*inputs), where the inputs may themselves have been read back from a
+    metrics file (floats at utils.METRIC_DIGITS significant digits): f is evaluated at every corner of the box each
+    input could have been rounded from (f monotone in each input within it, as a difference or a ratio is), and the
+    result may be rounded by half a unit of its own last digit. Compare with ==; NaN matches NaN."""
+    import itertools
+    import math
+    from forgetlab.utils import METRIC_DIGITS
+
+    def half_unit(x: float) -> float:
+        if x == 0 or not math.isfinite(x):
+            return 0.0
+        return 0.5 * 10 ** (math.floor(math.log10(abs(x))) + 1 - METRIC_DIGITS)
+    boxes = [(x - half_unit(x), x + half_unit(x)) for x in map(float, inputs)]
+    corners = [v for v in (float(f(*c)) for c in itertools.product(*boxes)) if not math.isnan(v)]
+    exact = float(f(*inputs))
+    if math.isnan(exact):
+        return pytest.approx(exact, nan_ok=True)
+    lo, hi = min(corners), max(corners)
+    lo, hi = lo - half_unit(lo), hi + half_unit(hi)
+    return pytest.approx((lo + hi) / 2, abs=(hi - lo) / 2 + 1e-12)
+
+
 def bpe_tokenizer():
     """A tiny byte-level BPE tokenizer trained in-process (for tiny models saved with save_pretrained)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers

@@ -305,3 +305,22 @@ def test_metrics_files_hold_floats_at_the_stated_precision(tmp_path):
     # every notebook writes its metrics through write_metrics
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         assert "write_metrics(metrics_path" in nb.read_text(), nb.name
+
+
+def test_as_written_allows_exactly_the_rounding_of_a_metrics_file():
+    """The smoke tests' as_written: a value recomputed from rounded inputs matches what the file holds, and a value
+    off by more than the rounding can explain does not (the case of the CI run that failed: -1.055 written, -1.0544
+    recomputed from the file's rounded table)."""
+    from conftest import as_written
+
+    from forgetlab.metrics import recovery_share
+    from forgetlab.utils import to_builtin
+    raw = (0.2776, 0.4333333, 0.5809524)  # a share of -1.05497 whose inputs the file holds at 4 digits
+    written = to_builtin(recovery_share(*raw), 4)
+    held = to_builtin(list(raw), 4)
+    assert written == -1.055 and recovery_share(*held) != pytest.approx(written, rel=1e-5)
+    assert written == as_written(recovery_share, *held)
+    assert written + 0.01 != as_written(recovery_share, *held)
+    ratio = as_written(lambda a, b: a / b, 5.123, 18.7)  # 0.27396
+    assert 0.274 == ratio and 0.2741 == ratio and 0.2745 != ratio
+    assert float("nan") == as_written(recovery_share, 0.5, 0.4, 0.4)  # no gap: NaN, as the file holds it

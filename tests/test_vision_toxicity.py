@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, read_metrics, stage_env
+from conftest import ROOT, as_written, read_metrics, stage_env
 from torch import nn
 
 from forgetlab import neurons, pipeline, profile, pruning, toxicity, vision
@@ -385,19 +385,19 @@ def test_vision_toxicity_smoke(smoke):
     assert vis["methods"]["original"]["compute"] == 0
     lo, hi = vis["mia_chance_band"]
     n = vis["mia_n"]
-    assert lo < 0.5 < hi and hi - 0.5 == pytest.approx(1.96 * np.sqrt((2 * n + 1) / (12 * n ** 2)), rel=1e-4)
+    assert lo < 0.5 < hi and hi == as_written(lambda x: 0.5 + x, 1.96 * np.sqrt((2 * n + 1) / (12 * n ** 2)))
     assert len(vis["sweep"]) == 1 + 2 * len(p["selective_pruning_vision_toxicity"]["sweep_fracs"].split(","))
     # toxicity: the offline screen finds some toxic sentences, and the generations are scored before and after
     c = tox["counts"]
-    assert c["forget"] >= 20 and c["retain"] > 10000 and c["screen_generations"] == 8
+    assert c["forget"] >= 20 and c["retain"] > 5 * c["forget"] and c["screen_generations"] == 8
     assert tox["before"]["toxic"]["n"] == tox["after"]["toxic"]["n"] == 8
     # one generation per held-out toxic text (at most n_eval_seqs of them)
     assert tox["before"]["toxic_prompted"]["n"] == min(c["forget_eval"], 8) == tox["after"]["toxic_prompted"]["n"]
     assert set(tox["perplexity_change"]) == {"retain_eval", "forget_eval"}
     for ch in tox["perplexity_change"].values():
         assert ch["ci"][0] <= ch["ratio"] <= ch["ci"][1]
-    assert tox["perplexity_change"]["forget_eval"]["ratio"] == pytest.approx(
-        tox["after"]["forget_eval"]["perplexity"] / tox["before"]["forget_eval"]["perplexity"], rel=1e-4)
+    assert tox["perplexity_change"]["forget_eval"]["ratio"] == as_written(
+        lambda a, b: a / b, tox["after"]["forget_eval"]["perplexity"], tox["before"]["forget_eval"]["perplexity"])
     assert tox["pruned"] == pytest.approx({"ff": 0.02, "attn": 0.02}, abs=1e-3)
     assert 1 < tox["before"]["retain_eval"]["perplexity"] < 1000
     lo, hi = tox["before"]["retain_eval"]["ci"]
