@@ -495,16 +495,27 @@ def answer_loss(model, batch: dict) -> torch.Tensor:
     return F.cross_entropy(logits.float(), target[keep])
 
 
+def memory_plan(grad_accum: int = 1, grad_checkpointing: bool = False, optimizer: str = "adamw",
+                mixed_precision: str = "no") -> dict:
+    """The TrainConfig settings that trade time for memory (the paper profile's 7B model on one GPU); checked."""
+    plan = dict(grad_accum=grad_accum, grad_checkpointing=grad_checkpointing, optimizer=optimizer,
+                mixed_precision=mixed_precision)
+    TrainConfig(**plan)  # a bad value fails here, naming the parameter, before any model is loaded
+    return plan
+
+
 def train_items(model, tokenizer, items, labels, *, lr: float, batch_size: int, epochs: int, seed: int,
-                on_example=None, desc: str | None = "train") -> list[float]:
-    """Fine-tune on items with the given labels (forgetlab.train.train over pre-made batches). on_example(n)
-    is called after each optimizer step with the number of examples seen so far."""
+                on_example=None, memory: dict | None = None, desc: str | None = "train") -> list[float]:
+    """Fine-tune on items with the given labels (forgetlab.train.train over pre-made batches of batch_size, each
+    optimizer step taking memory["grad_accum"] of them). on_example(n) is called after each optimizer step with
+    the number of examples seen so far."""
+    memory = memory or memory_plan()
     batches = training_batches(tokenizer, items, labels, batch_size, seed)
-    cfg = TrainConfig(lr=lr, epochs=epochs, batch_size=1, seed=seed)  # one pre-made batch per loader item
+    cfg = TrainConfig(lr=lr, epochs=epochs, batch_size=1, seed=seed, **memory)  # one pre-made batch per item
 
     def hook(step, loss):
         if on_example is not None:
-            on_example(step * batch_size)
+            on_example(min(step * batch_size * memory["grad_accum"], len(items) * epochs))
     return train(model, batches, cfg, loss_fn=answer_loss, collate=_first, on_step=hook, desc=desc)
 
 
@@ -517,9 +528,12 @@ def _load_model(model: str, data_dir: str):
 def fine_tune(model: str, tasks: str, out: str, data_dir: str = "data", n_train: int = 48, n_test: int = 40,
               max_prompt_tokens: int = 64, max_choice_tokens: int = 16, epochs: int = 1, lr: float = 5e-5,
               batch_size: int = 8, eval_batch_size: int = 16, layers: str = "0,5,10,15,20,25,-5,-1",
-              seed: int = 0) -> None:
+              seed: int = 0, grad_accum: int = 1, grad_checkpointing: bool = False, optimizer: str = "adamw",
+              mixed_precision: str = "no") -> None:
     """Binarize every candidate task, score the pre-trained model, fine-tune one model on all tasks jointly
-    (correct labels), score it; save the model, the items (data.json) and the scores (results.pt)."""
+    (correct labels), score it; save the model, the items (data.json) and the scores (results.pt).
+    grad_accum, grad_checkpointing, optimizer, mixed_precision: the memory plan (forgetlab.train.TrainConfig)."""
+    memory = memory_plan(grad_accum, grad_checkpointing, optimizer, mixed_precision)
     names = parse_list("tasks", tasks)
     if len(names) < 2:
         raise ValueError("parameter 'tasks' needs at least 2 tasks (comma-separated)")
@@ -541,7 +555,7 @@ def fine_tune(model: str, tasks: str, out: str, data_dir: str = "data", n_train:
                              desc=f"pre-trained {n}") for n, d in data["tasks"].items()}
     items = [it for d in data["tasks"].values() for it in d["train"]]
     losses = train_items(lm, tok, items, [it["label"] for it in items], lr=lr, batch_size=batch_size,
-                         epochs=epochs, seed=seed, desc="multitask fine-tune")
+                         epochs=epochs, seed=seed, memory=memory, desc="multitask fine-tune")
     ft = {n: compact(score_choices(lm, tok, d["test"], batch_size=eval_batch_size, layers=layer_ids,
                                    desc=f"fine-tuned {n}")) for n, d in data["tasks"].items()}
     with atomic_path(out) as tmp:
@@ -604,7 +618,7 @@ class _Converged(Exception):
 def forget_to_convergence(model, tokenizer, items: Sequence[dict], labels: Sequence[int], test_items: Sequence[dict],
                           *, target: float, tol: float, max_epochs: int, lr: float, batch_size: int, seed: int,
                           eval_batch_size: int = 16, test_every_epoch: bool = True, test_layers: Sequence[int] = (),
-                          desc: str | None = None) -> dict:
+                          memory: dict | None = None, desc: str | None = None) -> dict:
     """Train on `items` with the given (random or flipped) `labels`, one optimizer and one shuffled pass per epoch
     (forgetlab.train.train), until the forget set's accuracy against its TRUE labels is within `tol` of
     `target` or `max_epochs` epochs are done.
@@ -619,8 +633,9 @@ def forget_to_convergence(model, tokenizer, items: Sequence[dict], labels: Seque
     check_fraction("tol", tol)
     if len(items) != len(labels):
         raise ValueError(f"{len(items)} items but {len(labels)} labels")
+    memory = memory or memory_plan()
     batches = training_batches(tokenizer, items, labels, batch_size, seed)
-    per_epoch = len(batches)
+    per_epoch = -(-len(batches) // memory["grad_accum"])  # optimizer steps per epoch
     rec = {"forget": [], "test": [], "losses": [], "converged": False, "epochs": 0}
 
     def score_test(layers=()):
@@ -645,7 +660,7 @@ def forget_to_convergence(model, tokenizer, items: Sequence[dict], labels: Seque
         if done:
             rec["converged"] = True
             raise _Converged
-    cfg = TrainConfig(lr=lr, epochs=max_epochs, batch_size=1, seed=seed)  # one pre-made batch per loader item
+    cfg = TrainConfig(lr=lr, epochs=max_epochs, batch_size=1, seed=seed, **memory)  # one pre-made batch per item
     try:
         train(model, batches, cfg, loss_fn=answer_loss, collate=_first, on_step=on_step, desc=desc)
     except _Converged:
@@ -657,7 +672,8 @@ def forget_to_convergence(model, tokenizer, items: Sequence[dict], labels: Seque
 def forget(finetuned: str, out: str, data_dir: str = "data", threshold: float = 0.6, margin: float = 0.1,
            n_forget: int = 64, small_fraction: float = 0.25, n_cross: int = 50, lr: float = 1e-4,
            batch_size: int = 8, max_epochs: int = 6, tol: float = 0.1, modes: str = "random,flipped",
-           eval_batch_size: int = 16, seed: int = 0) -> None:
+           eval_batch_size: int = 16, seed: int = 0, grad_accum: int = 1, grad_checkpointing: bool = False,
+           optimizer: str = "adamw", mixed_precision: str = "no") -> None:
     """For every task that passes the screen (see `screen`): from the fine-tuned model, forget the task on its
     first n_forget training items with random (and flipped) labels until convergence (forget_to_convergence:
     the forget set within `tol` of chance, or of 0 for flipped labels, or max_epochs), recording the forget-set
@@ -666,7 +682,8 @@ def forget(finetuned: str, out: str, data_dir: str = "data", threshold: float = 
     small-N ablation, random labels); after the random-label run, score the first n_cross
     test items of every other kept task (the cross-task matrix). Records the forget set's scores and hidden states
     before forgetting (variance measure) and the test items' hidden states after (probes). Writes results.pt and
-    summary.json, not models."""
+    summary.json, not models. grad_accum, grad_checkpointing, optimizer, mixed_precision: the memory plan."""
+    memory = memory_plan(grad_accum, grad_checkpointing, optimizer, mixed_precision)
     check_fraction("threshold", threshold)
     check_margin(margin)
     check_fraction("tol", tol)
@@ -701,7 +718,8 @@ def forget(finetuned: str, out: str, data_dir: str = "data", threshold: float = 
     layers = ft_res["layers"]
     start = {k: v.detach().clone() for k, v in lm.state_dict().items()}
     tests = {n: data["tasks"][n]["test"] for n in keep}
-    common = dict(tol=tol, max_epochs=max_epochs, lr=lr, batch_size=batch_size, eval_batch_size=eval_batch_size)
+    common = dict(tol=tol, max_epochs=max_epochs, lr=lr, batch_size=batch_size, eval_batch_size=eval_batch_size,
+                  memory=memory)
     before, runs = {}, {}
     for ti, name in enumerate(keep):
         items = data["tasks"][name]["train"][:n_forget]
