@@ -172,14 +172,16 @@ class NeuronStats:
             return
         x = x.detach().float()
         b_mean = x.mean(0)
-        b_m2 = (x - b_mean).square().sum(0)
+        # the batch's per-neuron sums are made where x is (a GPU), and accumulated on the CPU in float64
+        b_mean, b_m2, b_abs, b_pos = (t.double().cpu() for t in (
+            b_mean, (x - b_mean).square().sum(0), x.abs().sum(0), (x > 0).sum(0)))
         c = self.count[layer]
         tot = c + n
-        delta = b_mean.double() - self.mean[layer]
+        delta = b_mean - self.mean[layer]
         self.mean[layer] += delta * (n / tot)
-        self.m2[layer] += b_m2.double() + delta.square() * (c * n / tot)
-        self.sum_abs[layer] += x.abs().sum(0).double()
-        self.sum_pos[layer] += (x > 0).sum(0).double()
+        self.m2[layer] += b_m2 + delta.square() * (c * n / tot)
+        self.sum_abs[layer] += b_abs
+        self.sum_pos[layer] += b_pos
         self.count[layer] = tot
 
     def _per_token(self, s):
@@ -302,11 +304,11 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor],
             raise ValueError(f"mask for {kind!r} has shape {tuple(m.shape)}, expected {shape}")
         off = None if offsets is None else offsets.get(kind)
 
-        def fn(layer, x, m=m, off=off):
-            keep = m[layer].to(x.dtype)
+        def fn(layer, x, m=m, off=off):  # masks follow the activations' device (train() may move the model later)
+            keep = m[layer].to(x.device, x.dtype)
             if off is None:
                 return x * keep
-            return x * keep + off[layer].to(x.dtype) * (1 - keep)
+            return x * keep + off[layer].to(x.device, x.dtype) * (1 - keep)
         handles += _register(model, kind, fn)
     return MaskHandle(handles)
 

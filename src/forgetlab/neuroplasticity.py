@@ -443,10 +443,11 @@ def predict_tags(model, enc: dict, examples: Sequence[dict], names: Sequence[str
                  desc: str | None = "predict") -> list[list[str]]:
     """Predicted tag of every word (from its labelled sub-token; truncated words get "O")."""
     model.eval()
+    dev = next(model.parameters()).device  # the batches are built on the CPU; the forward runs where the model is
     preds = []
     for b in tqdm(list(_batches(enc, batch_size)), desc=desc, disable=desc is None, leave=False):
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-        best = logits.argmax(-1)
+        logits = model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev)).logits
+        best = logits.argmax(-1).cpu()
         for row, pos in zip(best, b["word_pos"]):
             preds.append([names[int(row[p])] if p >= 0 else "O" for p in pos.tolist()])
     return [p[:len(ex["tokens"])] for p, ex in zip(preds, examples)]
@@ -516,12 +517,13 @@ def word_activations(model, enc: dict, batch_size: int = 32, desc: str | None = 
     n_layers = len(neurons.neuron_modules(model, "resid"))
     rows = []
     extra = {"use_cache": False} if getattr(model.config, "use_cache", None) is not None else {}
+    dev = next(model.parameters()).device
     with neurons.record_activations(model, "resid") as current:
         for b in tqdm(list(_batches(enc, batch_size)), desc=desc, disable=desc is None, leave=False):
-            model.base_model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], **extra)
+            model.base_model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev), **extra)
             sent, word = (b["word_pos"] >= 0).nonzero(as_tuple=True)
             pos = b["word_pos"][sent, word]
-            rows.append(torch.stack([current[i][sent, pos].float() for i in range(n_layers)], 1))
+            rows.append(torch.stack([current[i][sent.to(dev), pos.to(dev)].float().cpu() for i in range(n_layers)], 1))
     return torch.cat(rows)
 
 

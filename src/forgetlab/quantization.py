@@ -253,7 +253,7 @@ def code_change_share(model_a, model_b, precision: str = "nf4", codes_a: dict | 
         for name, lin in la.items():
             ca = codes_a[name] if codes_a is not None else quant_codes(lin.weight.data, precision).to(torch.int8)
             cb = quant_codes(lb[name].weight.data, precision).to(torch.int8)
-            changed += int((ca != cb).sum())
+            changed += int((ca != cb.to(ca.device)).sum())  # the models (or the kept codes) may sit on two devices
             total += ca.numel()
     return changed / max(total, 1)
 
@@ -262,7 +262,7 @@ def code_change_share(model_a, model_b, precision: str = "nf4", codes_a: dict | 
 def weight_change_share(model_a, model_b) -> float:
     """Share of the quantizable weights that differ at all between two models (full precision)."""
     la, lb = quantizable_linears(model_a), quantizable_linears(model_b)
-    changed = sum(int((lin.weight != lb[n].weight).sum()) for n, lin in la.items())
+    changed = sum(int((lin.weight != lb[n].weight.to(lin.weight.device)).sum()) for n, lin in la.items())
     return changed / max(sum(lin.weight.numel() for lin in la.values()), 1)
 
 

@@ -73,11 +73,18 @@ def mean_ce(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tor
     return (ce * mask).sum() / mask.sum()
 
 
+@torch.no_grad()
+def reference_logits(ref_model, input_ids, attention_mask) -> torch.Tensor:
+    """The reference model's fp32 logits, computed where the reference is and returned on the batch's device (the
+    trained model may have been moved to a GPU by train() while the reference stayed where it was loaded)."""
+    dev = next(ref_model.parameters()).device
+    return ref_model(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev),
+                     use_cache=False).logits.float().to(input_ids.device)
+
+
 def kl_to_reference(model, ref_model, input_ids, attention_mask) -> torch.Tensor:
     """KL(p_ref || p_theta) of the next-token distributions, per token, averaged over real tokens."""
-    with torch.no_grad():
-        ref_lp = torch.log_softmax(ref_model(input_ids=input_ids, attention_mask=attention_mask,
-                                             use_cache=False).logits[:, :-1].float(), -1)
+    ref_lp = torch.log_softmax(reference_logits(ref_model, input_ids, attention_mask)[:, :-1], -1)
     lp = torch.log_softmax(model(input_ids=input_ids, attention_mask=attention_mask,
                                  use_cache=False).logits[:, :-1].float(), -1)
     kl = (ref_lp.exp() * (ref_lp - lp)).sum(-1)
@@ -89,8 +96,7 @@ def kl_official(model, ref_model, input_ids, attention_mask) -> torch.Tensor:
     """The official code's KL term: F.kl_div(z_theta, z_ref, reduction="batchmean", log_target=True) on the RAW
     logits of every real token, i.e. mean over tokens of sum_v exp(z_ref,v) (z_ref,v - z_theta,v). Not a
     divergence (the logits are not log-probabilities): 0 at theta = ref, gradient -exp(z_ref) per logit."""
-    with torch.no_grad():
-        ref = ref_model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.float()
+    ref = reference_logits(ref_model, input_ids, attention_mask)
     cur = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits.float()
     real = attention_mask.bool()
     return F.kl_div(cur[real], ref[real], reduction="batchmean", log_target=True)
@@ -243,7 +249,7 @@ def target_embeddings(model, ref_model):
     saved = [w.data for w, _ in pairs]
     try:
         for w, r in pairs:
-            w.data = r.data.to(w.dtype)
+            w.data = r.data.to(w.device, w.dtype)
         yield model
     finally:
         for (w, _), d in zip(pairs, saved):
