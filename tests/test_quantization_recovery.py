@@ -393,6 +393,33 @@ def test_muse_news_loader_reads_the_hub_format(tmp_path, data_dir):
     assert split["shots"] == [{"question": "Who spoke?", "answer": "the mayor"}]
 
 
+def test_unlearning_trains_on_passages_of_unequal_length():
+    """MUSE-News passages are cut at seq_len, not padded, so one batch holds passages of several lengths: the
+    collate pads them (stacking failed before), and the padded batch's losses equal the unpadded passages' own."""
+    model, ref = tiny_model("llama"), tiny_model("llama")
+    g = torch.Generator().manual_seed(0)
+    passages = [{"ids": torch.randint(3, 97, (n,), generator=g).tolist()} for n in (12, 7, 9)]
+    items = unlearning.unlearning_items(ref, passages, passages[::-1])
+    batch = stack_collate(items)
+    assert batch["input_ids"].shape == (3, 12) and batch["attention_mask"].sum().item() == 28
+    assert batch["retain_input_ids"].shape == (3, 12)
+    with torch.no_grad():
+        pooled = unlearning.mean_ce(model, batch["input_ids"], batch["attention_mask"])
+        alone = [unlearning.mean_ce(model, it["input_ids"][None], it["attention_mask"][None]) for it in items]
+        n = [len(p["ids"]) - 1 for p in passages]
+        assert pooled.item() == pytest.approx(sum(a.item() * k for a, k in zip(alone, n)) / sum(n), rel=1e-5)
+        seq = muse.sequence_logprob(model, batch["input_ids"], batch["attention_mask"])
+        assert seq.tolist() == pytest.approx([muse.sequence_logprob(model, it["input_ids"][None],
+                                                                    it["attention_mask"][None]).item()
+                                              for it in items], rel=1e-5)
+    lm = stack_collate(muse.lm_items(passages))
+    assert (lm["labels"] == -100).sum().item() == 2 * 12 - 7 - 9  # padding is never a target
+    for method in ("NPO_KLR", "GA_GDR"):
+        losses = train(model, items, TrainConfig(lr=1e-3, epochs=1, batch_size=3),
+                       loss_fn=unlearning.make_loss(method, ref_model=ref), desc=None)
+        assert len(losses) == 1 and math.isfinite(losses[0])
+
+
 def test_generation_and_logprobs_on_a_tiny_model(data_dir):
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(data_dir / "models" / "smollm2-135m")

@@ -114,7 +114,8 @@ def load_muse_news(name_or_path: str = "muse-bench/MUSE-News", tokenizer=None, *
 
 
 def lm_items(passages: Sequence[dict]) -> list[dict]:
-    """Training items (input_ids, attention_mask, labels) of equal-length passages."""
+    """Training items (input_ids, attention_mask, labels), one per passage (forgetlab.train.stack_collate pads
+    passages shorter than the others)."""
     return [{"input_ids": torch.tensor(p["ids"]), "attention_mask": torch.ones(len(p["ids"]), dtype=torch.long),
              "labels": torch.tensor(p["ids"])} for p in passages]
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -69,7 +70,16 @@ def default_loss(model, batch: dict) -> torch.Tensor:
 
 
 def stack_collate(items: list[dict]) -> dict:
-    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
+    """Stack every field of the items; 1-D fields of unequal length (passages shorter than the sequence length, as
+    MUSE-News has) are right-padded to the batch's longest: "labels" with -100 (ignored by the loss), every other
+    field with 0 (token ids hidden by their attention mask, masks 0). Equal lengths are stacked as they are."""
+    out = {}
+    for k in items[0]:
+        xs = [torch.as_tensor(it[k]) for it in items]
+        if xs[0].dim() == 1 and len({len(x) for x in xs}) > 1:
+            xs = [F.pad(x, (0, max(map(len, xs)) - len(x)), value=-100 if k == "labels" else 0) for x in xs]
+        out[k] = torch.stack(xs)
+    return out
 
 
 def train(model, dataset: Sequence[dict], cfg: TrainConfig, *, loss_fn: Callable = default_loss,
