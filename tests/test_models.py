@@ -49,3 +49,24 @@ def test_a_saved_tiny_model_loads_through_the_same_path(tmp_path, data_dir, fami
     ids = tok2("hello world", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids).logits, model(ids).logits)
+
+
+def test_a_gated_hub_model_says_how_to_get_access(monkeypatch):
+    """Llama-2-7B (paper profile) is gated: the error names the licence page and HF_TOKEN; other load errors keep
+    the general message. transformers' own wording of the gated case is what the hub path raises."""
+    from transformers import AutoModelForCausalLM
+
+    def refuse(message):
+        def from_pretrained(*args, **kwargs):
+            raise OSError(message)
+        return from_pretrained
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", refuse(
+        "You are trying to access a gated repo.\nMake sure to have access to it at "
+        "https://huggingface.co/meta-llama/Llama-2-7b-hf.\n401 Client Error."))
+    with pytest.raises(OSError, match=r"gated on the Hugging Face hub.*huggingface.co/meta-llama/Llama-2-7b-hf.*"
+                                      r"HF_TOKEN"):
+        models.load_causal_lm("meta-llama/Llama-2-7b-hf")
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", refuse("connection refused"))
+    with pytest.raises(OSError, match="hub ids need network access") as err:
+        models.load_causal_lm("meta-llama/Llama-2-7b-hf")
+    assert "HF_TOKEN" not in str(err.value)

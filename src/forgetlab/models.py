@@ -48,12 +48,27 @@ def resolve_model(name_or_path: str, data_dir: str | Path = "data") -> str:
                      "save_pretrained, or a Hugging Face hub id such as 'EleutherAI/pythia-1.4b'")
 
 
+def _gated(e: BaseException) -> bool:
+    """The hub refused a gated model (meta-llama/Llama-2-7b-hf): huggingface_hub's GatedRepoError, which
+    transformers re-raises as an OSError ("You are trying to access a gated repo")."""
+    from huggingface_hub.errors import GatedRepoError
+    while e is not None:
+        if isinstance(e, GatedRepoError) or "gated repo" in str(e):
+            return True
+        e = e.__cause__
+    return False
+
+
 def _load(auto_cls, name_or_path, data_dir, dtype, device, **kwargs):
     path = resolve_model(name_or_path, data_dir)
     try:
         model = auto_cls.from_pretrained(path, dtype=dtype, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as e:
+        if _gated(e):
+            raise OSError(f"model {name_or_path!r} is gated on the Hugging Face hub: accept its licence at "
+                          f"https://huggingface.co/{path} with your account, then set HF_TOKEN to an access token "
+                          f"of that account (or run `hf auth login`) and rerun") from e
         raise OSError(f"could not load model {name_or_path!r} from {path!r} (hub ids need network access "
                       f"or a local copy in the HF cache): {e}") from e
     if tokenizer.pad_token is None:
