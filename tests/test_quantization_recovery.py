@@ -420,6 +420,33 @@ def test_unlearning_trains_on_passages_of_unequal_length():
         assert len(losses) == 1 and math.isfinite(losses[0])
 
 
+def test_training_past_the_selection_comes_back_to_the_selected_epoch(data_dir):
+    """extra_epochs: the run goes on past the selected epoch (the curve beyond it), then the model is put back to
+    the selected weights, kept on the host meanwhile. Selected at epoch 1 and trained through epoch 2, it ends equal
+    to a run of 1 epoch, and unlike a run of 2."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(data_dir / "models" / "smollm2-135m")
+    tok.pad_token = tok.eos_token
+    g = torch.Generator().manual_seed(1)
+    passages = [{"ids": torch.randint(3, 200, (12,), generator=g).tolist()} for _ in range(4)]
+    split = {"forget": passages[:2], "retain": passages[2:]}
+    ref = tiny_model("llama", vocab_size=len(tok))
+
+    def run(epochs, extra_epochs, tolerance):
+        model = tiny_model("llama", vocab_size=len(tok))
+        info = unlearning.run_unlearning(
+            model, tok, ref, split, method="GA_GDR", lr=1e-2, epochs=epochs, batch_size=2, beta=0.1,
+            sure_percentile=None, recompute_every=0, klr_variant="correct",
+            levels={"retrain_verbmem": 0.0, "target_utility": 1.0}, tolerance=tolerance, utility_share=0.0,
+            extra_epochs=extra_epochs, epoch_precisions=["full"], code_precisions=[], prompt_len=4,
+            max_new_tokens=3, seed=0)
+        return info, torch.cat([p.detach().flatten() for p in model.parameters()])
+    info, back = run(3, 1, tolerance=1.0)  # every epoch "forgot": selected at 1, trained through 2
+    assert info["selected_epoch"] == 1 and len(info["history"]) == 2
+    assert torch.equal(back, run(1, 0, tolerance=1.0)[1])
+    assert not torch.equal(back, run(2, 0, tolerance=-1.0)[1])  # never selected: ends at epoch 2
+
+
 def test_generation_and_logprobs_on_a_tiny_model(data_dir):
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(data_dir / "models" / "smollm2-135m")

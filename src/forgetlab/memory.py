@@ -21,7 +21,8 @@ DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 OPTIMIZER_BYTES = {"adamw": 8, "adamw8bit": 2, "paged_adamw8bit": 2, "sgd": 0}
 CUDA_OVERHEAD_GIB = 1.5  # CUDA context, cuBLAS workspaces and allocator fragmentation, per process
 HOST_OVERHEAD_GIB = 4.0  # the Python process: torch, transformers, datasets, tokenizers
-LIMITS = {"gpu": 80, "ram": 128, "disk": 64}  # GiB: one 80 GB GPU, the paper machine's host RAM and free disk
+# GiB: one 80 GB GPU (an H100 reports 81,559 MiB), the paper machine's 128 GiB of host RAM and 64 GiB of free disk
+LIMITS = {"gpu": 81559 / 1024, "ram": 128, "disk": 64}
 
 # The config fields that fix the parameter count of the paper profile's models (their config.json on the hub; the
 # local all-MiniLM-L6-v2 too, so the table needs no data/). A hub model missing here is an error that names it.
@@ -247,8 +248,8 @@ _RF_EVAL = Model(f"{_RF}.model", batch=f"{_RF}.eval_batch_size", seq=_RF_SEQ, ne
 _QR_SEQ = "quantization_recovery_target.seq_len"
 _QR_REF = Model("quantization_recovery_target.model", batch="quantization_recovery_unlearn.batch_size", seq=_QR_SEQ,
                 hub=False)  # the reference of KL / NPO (full logits)
-_QR_UNLEARN = Model("quantization_recovery_target.model", trained=True, seq=_QR_SEQ, copies=1, hub=False,
-                    batch="quantization_recovery_unlearn.batch_size")  # fp32 AdamW; the selected epoch's snapshot
+_QR_UNLEARN = Model("quantization_recovery_target.model", trained=True, seq=_QR_SEQ, hub=False,
+                    batch="quantization_recovery_unlearn.batch_size")  # fp32 AdamW
 _NP = Model("neuroplasticity_base.model", "token_classifier", trained=True, batch="neuroplasticity_base.batch_size",
             seq="neuroplasticity_base.max_len", full_logits=False, hub=False)
 _VIT_SEQ = 197  # ViT-B/16 at 224 px: 196 patches + CLS
@@ -309,8 +310,8 @@ STAGES = {
                                                   full_logits=False),),), saved=1),
     "quantization_recovery_retrain": Stage(((Model("quantization_recovery_target.retrain_model", seq=1,
                                                    full_logits=False),),), saved=1),
-    # the reference's 4-bit codes of three precisions (int8 per weight) stay in host RAM
-    **{name: Stage(((_QR_REF, _QR_UNLEARN),), saved=saved, data_gib=20.0)
+    # host RAM: the selected epoch's snapshot, and the reference's codes of three precisions (int8 per weight)
+    **{name: Stage(((_QR_REF, _QR_UNLEARN),), saved=saved, host_copies=1, data_gib=20.0)
        for name, saved in (("quantization_recovery_unlearn", _n_kept), ("quantization_recovery_sure", 0),
                            ("quantization_recovery_arms", 0))},
     # target, retrain, base and the headline unlearned model at once, evaluated with full logits

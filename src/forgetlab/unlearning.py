@@ -376,8 +376,9 @@ def run_unlearning(model, tok, ref_model, split: dict, *, method: str, lr: float
                            utility_share=utility_share, **levels)
         if sel["reason"] != "last" and not chosen:
             chosen.update(sel)
-            if extra_epochs:  # training goes on past the selection: keep the selected weights to come back to
-                chosen["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if extra_epochs:  # training goes on past the selection: keep the selected weights to come back to,
+                # on the host (a 7B model's copy would take 27 GB of GPU memory)
+                chosen["state"] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         return sel["reason"] != "last" and epoch >= sel["epoch"] + extra_epochs
 
     losses = train(model, items, TrainConfig(lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
