@@ -75,3 +75,18 @@ def test_weight_comparisons_across_devices():
             assert not isinstance(err.value, FakeTensorDeviceMismatchError), err.value
             assert isinstance(err.value, DataDependentOutputException) or "not linked with support for cuda" in str(
                 err.value), err.value
+
+
+def test_stages_that_train_load_their_models_on_the_gpu_when_there_is_one(monkeypatch):
+    """Randomized forgetting scores a 7B model before training: on the GPU when there is one (it loaded on the host
+    CPU before, where that scoring takes hours); train() then finds the model where it wants it."""
+    from forgetlab import forgetting, models
+    seen = {}
+    monkeypatch.setattr(models, "load_causal_lm", lambda name, **kw: seen.update(kw))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert models.default_device() == "cuda"
+    forgetting._load_model("smollm2-135m", "data")
+    assert seen["device"] == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    forgetting._load_model("smollm2-135m", "data")
+    assert seen["device"] == "cpu"

@@ -521,8 +521,10 @@ def train_items(model, tokenizer, items, labels, *, lr: float, batch_size: int, 
 
 # ================================================================ stage 1: multitask fine-tune
 def _load_model(model: str, data_dir: str):
-    from .models import load_causal_lm
-    return load_causal_lm(model, data_dir=data_dir)
+    """On the GPU when there is one: the scoring before training runs there too (a 7B model on the host CPU would
+    take hours); score_choices builds its inputs on the model's device."""
+    from .models import default_device, load_causal_lm
+    return load_causal_lm(model, data_dir=data_dir, device=default_device())
 
 
 def fine_tune(model: str, tasks: str, out: str, data_dir: str = "data", n_train: int = 48, n_test: int = 40,
@@ -716,7 +718,7 @@ def forget(finetuned: str, out: str, data_dir: str = "data", threshold: float = 
         raise ValueError(f"parameter 'n_cross' ({n_cross}) exceeds the test items of a kept task")
     lm, tok = _load_model(str(src / "model"), data_dir)
     layers = ft_res["layers"]
-    start = {k: v.detach().clone() for k, v in lm.state_dict().items()}
+    start = {k: v.detach().to("cpu", copy=True) for k, v in lm.state_dict().items()}  # on the host: 27 GB at 7B
     tests = {n: data["tasks"][n]["test"] for n in keep}
     common = dict(tol=tol, max_epochs=max_epochs, lr=lr, batch_size=batch_size, eval_batch_size=eval_batch_size,
                   memory=memory)

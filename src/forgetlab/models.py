@@ -48,6 +48,12 @@ def resolve_model(name_or_path: str, data_dir: str | Path = "data") -> str:
                      "save_pretrained, or a Hugging Face hub id such as 'EleutherAI/pythia-1.4b'")
 
 
+def default_device() -> str:
+    """Where a stage puts its models: the GPU when there is one (train() would move them there anyway, through
+    accelerate), else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _gated(e: BaseException) -> bool:
     """The hub refused a gated model (meta-llama/Llama-2-7b-hf): huggingface_hub's GatedRepoError, which
     transformers re-raises as an OSError ("You are trying to access a gated repo")."""

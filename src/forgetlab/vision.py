@@ -46,6 +46,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import neurons, pruning
+from .models import default_device
 from .neurons import NeuronStats
 from .train import TrainConfig, train
 from .utils import (atomic_path, check_choice, check_fraction, check_positive_int, parse_list, seed_everything,
@@ -476,7 +477,7 @@ def unlearn(base: str = "checkpoints/selective_pruning_vision/vit", forget_class
     check_fraction("retain_fraction", retain_fraction, allow_zero=False)
     args = dict(locals())
     cfg = UnlearnConfig(**{k: args[k] for k in UnlearnConfig.__dataclass_fields__})
-    model = load_vit(base).to("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_vit(base).to(default_device())
     data = load_data(base)
     check_choice("forget_class", forget_class, data.class_names)
     forget = data.class_names.index(forget_class)
