@@ -90,3 +90,14 @@ def test_stages_that_train_load_their_models_on_the_gpu_when_there_is_one(monkey
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     forgetting._load_model("smollm2-135m", "data")
     assert seen["device"] == "cpu"
+
+
+def test_the_muse_unlearning_stage_loads_its_models_on_the_gpu_when_there_is_one(monkeypatch):
+    """Reference, retrain model and every unlearned copy (a 7B forward per step on the host CPU takes minutes)."""
+    from forgetlab import models
+    seen = {}
+    monkeypatch.setattr(models, "load_causal_lm", lambda name, **kw: seen.update(kw))
+    for available, device in ((True, "cuda"), (False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+        unlearning.load_on_device("checkpoints/quantization_recovery/target")
+        assert seen["device"] == device

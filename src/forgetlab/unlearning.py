@@ -361,7 +361,8 @@ def run_unlearning(model, tok, ref_model, split: dict, *, method: str, lr: float
                     if n in grads:
                         p.grad = grads[n]
             mask_hook(state["mask"])(m)
-    ref_codes = {p: model_codes(ref_model, p) for p in code_precisions}
+    # the reference's codes are kept on the host (int8 per weight and precision: 6.5 GB each at 7B)
+    ref_codes = {p: {n: c.cpu() for n, c in model_codes(ref_model, p).items()} for p in code_precisions}
     history, chosen = [], {}
     steps_per_epoch = -(-len(items) // batch_size)
 
@@ -404,6 +405,14 @@ def run_name(method: str, lr: float, sure: bool = False, dtype: str = "float32",
             f"{'+officialKL' if klr_variant == 'official' else ''}@{lr:g}")
 
 
+def load_on_device(path: str):
+    """A checkpoint of this paper, on the GPU when there is one: the reference (KL, NPO's log-likelihoods), the
+    retrain model's scoring and every unlearned copy run there (on the host CPU a 7B forward per step takes
+    minutes); every function here builds its inputs on the model's device."""
+    from .models import default_device, load_causal_lm
+    return load_causal_lm(path, device=default_device())
+
+
 def unlearn(target: str = "checkpoints/quantization_recovery/target",
             retrain: str = "checkpoints/quantization_recovery/retrain", methods: str = ",".join(METHODS),
             lrs: str = "1e-5", sure: str = "false", dtype: str = "float32", klr_variant: str = "correct",
@@ -417,7 +426,6 @@ def unlearn(target: str = "checkpoints/quantization_recovery/target",
     the embedding control), select an epoch (select_epoch), and record the selected model's raw evaluation outputs
     at every precision of `precisions`. Checkpoints of the selected models are kept for the methods in `keep`
     (non-SURE runs), in out/<run name> (run_name)."""
-    from .models import load_causal_lm
     from .quantization import weight_change_share
     method_list = [check_choice("methods", m, METHODS) for m in parse_list("methods", methods)]
     lr_list = parse_list("lrs", lrs, float)
@@ -446,8 +454,8 @@ def unlearn(target: str = "checkpoints/quantization_recovery/target",
                          f"; methods: {method_list}")
     split = load_split(target)
     seed_everything(seed)
-    ref, tok = load_causal_lm(target)
-    retrain_model, _ = load_causal_lm(retrain)
+    ref, tok = load_on_device(target)
+    retrain_model, _ = load_on_device(retrain)
     gen = dict(prompt_len=prompt_len, max_new_tokens=max_new_tokens)
     reference = {"target": epoch_scores(ref, tok, split, plain, **gen),
                  "retrain": epoch_scores(retrain_model, tok, split, plain, **gen)}
@@ -465,7 +473,7 @@ def unlearn(target: str = "checkpoints/quantization_recovery/target",
                     name = run_name(method, lr, use_sure, dtype, variant)
                     t0 = time.time()
                     seed_everything(seed)
-                    model, _ = load_causal_lm(target)
+                    model, _ = load_on_device(target)
                     model.to(DTYPES[dtype])
                     info = run_unlearning(model, tok, ref, split, method=method, lr=lr, epochs=epochs,
                                           batch_size=batch_size, beta=beta,
