@@ -9,7 +9,6 @@ config.json), so the counts are exact and the rest is arithmetic, stated in `est
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -156,14 +155,15 @@ class Model:
     full_logits: bool = True
     new_tokens: str | int = 0  # generation: the KV cache holds seq + new_tokens
     dtype: str = "fp32"
-    plan: str | None = None  # the section holding grad_accum, grad_checkpointing, optimizer, mixed_precision
+    # the training settings that trade time for memory: the params section holding them (grad_checkpointing,
+    # optimizer, mixed_precision), or the settings themselves (MEMORY_PLAN); None: optimizer, fp32, no checkpointing
+    plan: str | dict | None = None
     trainable_share: float = 1.0
     optimizer: str = "adamw"
     copies: int = 0
     editors: int = 0  # MEND editors of salem.rank trained beside it
     hub: bool = True  # downloaded by this stage (False: read from an earlier stage's checkpoint)
     weights: bool = True  # False: the same model as another of the phase (its activations only)
-    planned: bool = False  # trained with the memory plan (see with_memory_plan)
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,6 @@ class Stage:
     saved: int | object = 0
     host_copies: int = 0
     data_gib: float = 0.0
-    note: str = ""
 
 
 def _get(params: dict, value):
@@ -190,20 +189,17 @@ def _get(params: dict, value):
 
 
 def resolve(m: Model, params: dict, data_dir: str = "data") -> Use:
-    if m.plan:
-        plan = {k: params[m.plan][k] for k in ("grad_checkpointing", "optimizer", "mixed_precision")}
-    elif m.planned:
-        plan = {"optimizer": "paged_adamw8bit", "grad_checkpointing": True, "mixed_precision": "bf16"}
-    else:
-        plan = {"optimizer": m.optimizer, "grad_checkpointing": False, "mixed_precision": "no"}
+    plan = params[m.plan] if isinstance(m.plan, str) else m.plan or {
+        "optimizer": m.optimizer, "grad_checkpointing": False, "mixed_precision": "no"}
     shp = shape(str(_get(params, m.name)), m.kind, data_dir)
-    editor = 2 * 2 * (shp.hidden + shp.ff) * int(params["salem"]["rank"])  # two shapes, A and B of rank r
+    seq = int(_get(params, m.seq))
+    # MEND's editors: for each of the MLP's two matrix shapes, A and B of rank salem.rank over [u; delta]
+    editors = m.editors * 2 * 2 * (shp.hidden + shp.ff) * int(params["salem"]["rank"]) if m.editors else 0
     return Use(shape=shp, dtype=m.dtype, trained=m.trained, optimizer=plan["optimizer"],
                mixed_precision=plan["mixed_precision"], grad_checkpointing=bool(plan["grad_checkpointing"]),
-               batch=int(_get(params, m.batch)), seq=int(_get(params, m.seq)), full_logits=m.full_logits,
-               kv_tokens=int(_get(params, m.seq)) + int(_get(params, m.new_tokens)) if m.new_tokens else 0,
-               trainable_share=m.trainable_share, copies=m.copies, extra_trained=m.editors * editor,
-               weights=m.weights)
+               batch=int(_get(params, m.batch)), seq=seq, full_logits=m.full_logits,
+               kv_tokens=seq + int(_get(params, m.new_tokens)) if m.new_tokens else 0,
+               trainable_share=m.trainable_share, copies=m.copies, extra_trained=editors, weights=m.weights)
 
 
 @dataclass
@@ -341,6 +337,9 @@ STAGES = {
 }
 
 
+MEMORY_PLAN = {"optimizer": "paged_adamw8bit", "grad_checkpointing": True, "mixed_precision": "bf16"}
+
+
 def with_memory_plan(stage: Stage) -> Stage:
     """The stage with the memory plan on every trained model: micro-batches of 1 (gradient accumulation keeps the
     step's batch), recomputed activations, bf16 autocast and paged 8-bit AdamW (forgetlab.train.TrainConfig)."""
@@ -349,7 +348,7 @@ def with_memory_plan(stage: Stage) -> Stage:
 
     def plan(m: Model, phase: tuple) -> Model:
         if planned(m):
-            return replace(m, batch=1, plan=None, planned=True)
+            return replace(m, batch=1, plan=MEMORY_PLAN)
         # a reference model scored on the same micro-batches
         return replace(m, batch=1) if any(planned(o) for o in phase) and m.weights else m
     return replace(stage, phases=tuple(tuple(plan(m, ph) for m in ph) for ph in stage.phases))

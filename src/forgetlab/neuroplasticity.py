@@ -522,8 +522,8 @@ def word_activations(model, enc: dict, batch_size: int = 32, desc: str | None = 
         for b in tqdm(list(_batches(enc, batch_size)), desc=desc, disable=desc is None, leave=False):
             model.base_model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev), **extra)
             sent, word = (b["word_pos"] >= 0).nonzero(as_tuple=True)
-            pos = b["word_pos"][sent, word]
-            rows.append(torch.stack([current[i][sent.to(dev), pos.to(dev)].float().cpu() for i in range(n_layers)], 1))
+            sent, pos = sent.to(dev), b["word_pos"][sent, word].to(dev)  # once per batch, for every layer
+            rows.append(torch.stack([current[i][sent, pos].float().cpu() for i in range(n_layers)], 1))
     return torch.cat(rows)
 
 
