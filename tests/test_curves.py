@@ -11,11 +11,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_selective_pruning_rows_by_hand():
-    m = {"curves": {"a/ff/abs": {"curve": {"pruned": [0.0, 0.5], "forget_top1_drop": [0.0, 0.25],
-                                           "retain_top1_drop": [0.0, 0.125]}}}}
-    assert curves.sp_drop_vs_pruned(m, "a/ff/abs") == [
+    """The main pair is the metrics' own (a hub pair under the paper profile), the selective run its scoring's."""
+    m = {"scoring": "rms", "costs_vs_random": {"pair": "hf:a_vs_hf:b/ff"},
+         "curves": {"hf:a_vs_hf:b/ff/rms": {"curve": {"pruned": [0.0, 0.5], "forget_top1_drop": [0.0, 0.25],
+                                                     "retain_top1_drop": [0.0, 0.125]}},
+                    "hf:a_vs_hf:b/ff/random": {"curve": {"pruned": [0.5], "forget_top1_drop": [0.0625],
+                                                        "retain_top1_drop": [0.5]}}}}
+    assert curves.sp_drop_vs_pruned(m, selective=True) == [
         {"pruned": 0.0, "forget_top1_drop": 0.0, "retain_top1_drop": 0.0},
         {"pruned": 0.5, "forget_top1_drop": 0.25, "retain_top1_drop": 0.125}]
+    assert curves.sp_drop_vs_pruned(m, selective=False) == [
+        {"pruned": 0.5, "forget_top1_drop": 0.0625, "retain_top1_drop": 0.5}]
 
 
 def test_csv_rounds_to_four_significant_digits_and_writes_none_as_empty(tmp_path):

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Callable
 
 
-def sp_drop_vs_pruned(m: dict, run: str) -> list[dict]:
-    """Selective pruning (code vs prose): forget and retain top-1 drops against the share pruned, for one run
-    (e.g. code_vs_text/ff/abs, or .../random for random pruning of the same neurons)."""
+def sp_drop_vs_pruned(m: dict, selective: bool) -> list[dict]:
+    """Selective pruning, FF neurons of the main pair (the pair of costs_vs_random: code_vs_text/ff by default):
+    forget and retain top-1 drops against the share pruned, by the run's scoring (selective) or random pruning of
+    the same numbers of neurons."""
+    run = f"{m['costs_vs_random']['pair']}/{m['scoring'] if selective else 'random'}"
     c = m["curves"][run]["curve"]
     return [{"pruned": p, "forget_top1_drop": c["forget_top1_drop"][i], "retain_top1_drop": c["retain_top1_drop"][i]}
             for i, p in enumerate(c["pruned"])]
@@ -46,8 +48,8 @@ def rf_forget_ratio(m: dict) -> list[dict]:
 
 # output name -> (metrics file stem, function)
 CURVES: dict[str, tuple[str, Callable[[dict], list[dict]]]] = {
-    "selective_pruning_ff_selective": ("selective_pruning", partial(sp_drop_vs_pruned, run="code_vs_text/ff/abs")),
-    "selective_pruning_ff_random": ("selective_pruning", partial(sp_drop_vs_pruned, run="code_vs_text/ff/random")),
+    "selective_pruning_ff_selective": ("selective_pruning", partial(sp_drop_vs_pruned, selective=True)),
+    "selective_pruning_ff_random": ("selective_pruning", partial(sp_drop_vs_pruned, selective=False)),
     "neuroplasticity_f1_retraining": ("neuroplasticity", np_f1_retraining),
     "randomized_forgetting_per_task": ("randomized_forgetting", rf_forget_ratio),
 }

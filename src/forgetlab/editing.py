@@ -33,7 +33,6 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
-from .models import resolve_model
 from .utils import atomic_path, check_choice, check_fraction, check_positive_int, seed_everything, write_json
 
 LABELS = ("True", "False", "Neither")  # supported, refuted, not enough info (BIG-bench vitaminc choices)
@@ -60,13 +59,9 @@ def load_fact_pairs(source: str = "vitaminc_fact_verification", data_dir: str | 
     on one side of a split.
     """
     if source.startswith("hf:"):
-        import datasets
+        from .data import hub
         name = source[3:]
-        if Path(name).is_dir():
-            ds = datasets.load_from_disk(name)
-            ds = ds[split] if isinstance(ds, datasets.DatasetDict) else ds
-        else:
-            ds = datasets.load_dataset(name, split=split)
+        ds = hub.load_dataset(name, split=split)
         missing = {"claim", "evidence", "label"} - set(ds.column_names)
         if missing:
             raise ValueError(f"dataset {name!r} lacks columns {sorted(missing)}; has {ds.column_names}")
@@ -960,6 +955,10 @@ def build_qa_edits(model: str, out: str, data_dir: str = "data", source: str = "
         adapt = [{**s, "answer": e["answer"]} for s in sib] or [{**e, "id": e["id"] + "/t1", "template": 1}]
         records.append({"fail": e, "adapt": adapt, "adapt_kind": "same_fact" if sib else "reworded_prompt"})
     passes = [e for e, c in zip(chosen, ok) if c]
+    if len(passes) < 2:  # locality (KL on pass samples) and the drawdown test need at least one on each side
+        raise ValueError(f"model {model!r} answers {len(passes)} of the {len(chosen)} scored questions right; the "
+                         "locality and drawdown sets need at least 2: raise 'qa_n_scored' or use a model that knows "
+                         "some answers")
     pars = sorted({r["fail"]["paragraph"] for r in records})
     random.Random(seed).shuffle(pars)
     test_pars = set(pars[:round(test_fraction * len(pars))])

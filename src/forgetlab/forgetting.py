@@ -85,6 +85,8 @@ def _balanced_order(examples: list[dict], rng: random.Random) -> list[dict]:
     if len(answers) > MAX_BALANCE_GROUPS:
         return examples
     groups = [[e for e in examples if e["choices"][e["target"]].strip() == a] for a in answers]
+    if not groups:
+        return []
     out = []
     for i in range(max(len(g) for g in groups)):
         out.extend(g[i] for g in groups if i < len(g))

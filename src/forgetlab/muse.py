@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import random
 from functools import lru_cache
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -88,13 +87,10 @@ def load_muse_news(name_or_path: str = "muse-bench/MUSE-News", tokenizer=None, *
     "raw" (splits forget, retain1, holdout: {"text"}) and "knowmem" (splits forget_qa, retain_qa,
     retain_qa_icl: {"question", "answer"}). QA pairs are attached to passages in order (MUSE scores them as
     one pool, so the passage they belong to does not matter for the metrics). n_* = 0 takes all."""
-    from datasets import load_dataset, load_from_disk
-    local = Path(name_or_path).is_dir()
+    from .data import hub
 
     def get(config, split):
-        if local:
-            return load_from_disk(str(Path(name_or_path) / config))[split]
-        return load_dataset(name_or_path, config, split=split)
+        return hub.load_dataset(name_or_path, config, split=split)
 
     out = {}
     qa = {"forget": list(get("knowmem", "forget_qa")), "retain": list(get("knowmem", "retain_qa"))}

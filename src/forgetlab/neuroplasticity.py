@@ -349,7 +349,8 @@ def load_ner(source: str):
     `save_to_disk`, or a folder of data files in the hub layout (both offline)."""
     import datasets
     if source.startswith("hf:"):
-        return datasets.load_dataset(source[3:])
+        from .data import hub
+        return hub.load_dataset(source[3:])
     path = Path(source)
     if (path / "dataset_dict.json").exists():
         return datasets.load_from_disk(str(path))

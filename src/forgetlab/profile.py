@@ -5,6 +5,9 @@
     dvc exp run $(python -m forgetlab.profile sets smoke)            # an experiment with the smoke profile
     python -m forgetlab.profile apply paper    # set the overlay's values in params.yaml in place: comments, order
                                                # and every other line stay as they are (git checkout params.yaml)
+
+A profile may start from another one (`extends: paper`): paper-tiny is the paper profile (its hub models and
+datasets, its code paths) at smoke sizes, run by the tests on a mirror of tiny hub copies (forgetlab.data.hub).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-PROFILES = ("default", "smoke", "paper")
+PROFILES = ("default", "smoke", "paper", "paper-tiny")
 
 
 def deep_merge(base: dict, overlay: dict, path: str = "") -> dict:
@@ -34,15 +37,29 @@ def deep_merge(base: dict, overlay: dict, path: str = "") -> dict:
     return out
 
 
+def _overlay(profile: str, root: Path) -> dict:
+    """profiles/<profile>.yaml, on top of the profile it extends (if any)."""
+    if profile not in PROFILES or profile == "default":
+        raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
+    own = yaml.safe_load((root / "profiles" / f"{profile}.yaml").read_text()) or {}
+    base = own.pop("extends", None)
+    if base is None:
+        return own
+    merged = _overlay(base, root)
+    for key, value in own.items():  # a section of the profile replaces single keys of the base's section
+        merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+    return merged
+
+
 def load_params(profile: str = "default", root: str | Path = ".") -> dict:
-    """params.yaml merged with profiles/<profile>.yaml."""
+    """params.yaml merged with profiles/<profile>.yaml (and the profile that one extends)."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; allowed: {', '.join(PROFILES)}")
     root = Path(root)
     params = yaml.safe_load((root / "params.yaml").read_text())
     if profile == "default":
         return params
-    return deep_merge(params, yaml.safe_load((root / "profiles" / f"{profile}.yaml").read_text()))
+    return deep_merge(params, _overlay(profile, root))
 
 
 def flatten(overlay: dict, prefix: str = "") -> dict[str, object]:
@@ -61,7 +78,7 @@ def overlay(profile: str, root: str | Path = ".") -> dict:
     load_params(profile, root)
     if profile == "default":
         return {}
-    return yaml.safe_load((Path(root) / "profiles" / f"{profile}.yaml").read_text()) or {}
+    return _overlay(profile, Path(root))
 
 
 def exp_sets(profile: str, root: str | Path = ".") -> list[str]:

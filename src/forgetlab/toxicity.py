@@ -72,14 +72,8 @@ def load_civil_comments(name_or_path: str = "google/civil_comments", n: int = 10
                         text_column: str = "text", score_column: str = "toxicity") -> list[dict]:
     """Paper scale: the first n comments {"id", "source", "text", "score"} of civil_comments (its human toxicity
     score in [0, 1]); a folder written by `Dataset.save_to_disk` is read offline, a hub id is streamed."""
-    import datasets
-    if Path(name_or_path).is_dir():
-        ds = datasets.load_from_disk(name_or_path)
-        if isinstance(ds, datasets.DatasetDict):
-            ds = ds[split]
-        rows = ds.select(range(min(n, len(ds))))
-    else:
-        rows = datasets.load_dataset(name_or_path, split=split, streaming=True).take(n)
+    from .data import hub
+    rows = hub.load_dataset(name_or_path, split=split, streaming=True).take(n)
     out = []
     for i, r in enumerate(rows):
         if text_column not in r or score_column not in r:
@@ -197,11 +191,9 @@ def load_mmlu(spec: str = "hf:cais/mmlu@all", n: int | None = None, split: str =
     """MMLU items {"question", "choices", "answer"} (answer = index), from "hf:<hub id or saved folder>[@<config>]"."""
     if not spec.startswith("hf:"):
         raise ValueError(f"unknown mmlu_source {spec!r}; allowed: none, hf:<dataset>[@<config>]")
-    import datasets
+    from .data import hub
     name, _, config = spec[3:].partition("@")
-    ds = datasets.load_from_disk(name) if Path(name).is_dir() else datasets.load_dataset(name, config or None)
-    if isinstance(ds, datasets.DatasetDict):
-        ds = ds[split]
+    ds = hub.load_dataset(name, config or None, split=split)
     if n is not None:
         ds = ds.select(range(min(n, len(ds))))
     return [{"question": r["question"], "choices": list(r["choices"]), "answer": int(r["answer"])} for r in ds]

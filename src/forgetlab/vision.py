@@ -107,11 +107,9 @@ def load_images(source: str = "cifar10", data_dir: str = "data", n: int | None =
         return load_cifar10(data_dir, n)
     if not source.startswith("hf:"):
         raise ValueError(f"unknown image source {source!r}; allowed: cifar10, hf:<dataset id or saved folder>")
-    import datasets
+    from .data import hub
     name = source[3:]
-    ds = datasets.load_from_disk(name) if Path(name).is_dir() else datasets.load_dataset(name, split=split)
-    if isinstance(ds, datasets.DatasetDict):
-        ds = ds[split]
+    ds = hub.load_dataset(name, split=split)
     for col in (image_column, label_column):
         if col not in ds.column_names:
             raise ValueError(f"dataset {name!r} has no column {col!r} (columns: {', '.join(ds.column_names)})")

@@ -143,16 +143,8 @@ def load_hf_text(dataset_name_or_path: str, split: str = "train", text_column: s
         load_hf_text("codeparrot/github-code-clean", config="all-all", text_column="code", n_docs=10_000,
                      streaming=True)
     """
-    import datasets
-
-    path = Path(dataset_name_or_path)
-    if path.is_dir() and any((path / f).is_file() for f in ("dataset_dict.json", "dataset_info.json", "state.json")):
-        ds = datasets.load_from_disk(str(path))
-        if isinstance(ds, datasets.DatasetDict):
-            check_name("split", split, list(ds))
-            ds = ds[split]
-    else:
-        ds = datasets.load_dataset(dataset_name_or_path, config, split=split, streaming=streaming, **load_kwargs)
+    from . import hub
+    ds = hub.load_dataset(dataset_name_or_path, config, split=split, streaming=streaming, **load_kwargs)
     columns = ds.column_names
     if columns is not None and text_column not in columns:
         check_name("text_column", text_column, columns)

@@ -76,9 +76,9 @@ def load_hf_mc(spec: str) -> list[dict]:
     name, _, folder = spec[3:].partition("@")
     if name not in HF_TASKS:
         raise ValueError(f"unknown hub task {name!r}; allowed: {', '.join(sorted(HF_TASKS))}")
-    import datasets
+    from . import hub
     path, config, convert = HF_TASKS[name]
-    ds = datasets.load_from_disk(folder) if folder else datasets.load_dataset(path, config)
+    ds = hub.load_dataset(folder) if folder else hub.load_dataset(path, config)
     out = []
     for split in SPLITS:
         if split not in ds:
