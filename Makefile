@@ -16,7 +16,7 @@ export PYTHONHASHSEED := 0
 .PHONY: install data check-data repro test test-data test-fast bench profile exp results strip-notebooks clean-data help
 
 help:
-	@echo "make repro | make test | make data | make check-data | make bench | make results | make profile PROFILE=smoke|paper | make exp PROFILE=smoke"
+	@echo "make repro | make test | make data | make check-data | make bench | make results | make profile PROFILE=smoke|paper|paper-tiny | make exp PROFILE=smoke"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

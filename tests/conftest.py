@@ -59,8 +59,10 @@ def stage_env() -> dict:
 SMOKE_COSTS = pytest.StashKey[dict]()
 
 
-def run_smoke(tmp_path_factory, data_dir, name: str, config, only: list[str] | None = None) -> Path:
-    """The whole pipeline with the smoke profile, run from dvc.yaml's own commands in a fresh scratch folder
+def run_smoke(tmp_path_factory, data_dir, name: str, config, only: list[str] | None = None,
+              profile_name: str = "smoke", env: dict | None = None) -> Path:
+    """The whole pipeline with the smoke profile (or `profile_name`, with `env` added to the stages'
+    environment), run from dvc.yaml's own commands in a fresh scratch folder
     (never the tracked figures/ or metrics/). Independent stages run side by side (FORGETLAB_JOBS, default 2 on
     2 cores, each stage with 1 torch thread; FORGETLAB_JOBS=1 runs them one after the other with all threads, as
     `dvc repro`). FORGETLAB_STAGES=a,b limits it to some stages. Each stage's wall time and peak memory go into the
@@ -72,8 +74,9 @@ def run_smoke(tmp_path_factory, data_dir, name: str, config, only: list[str] | N
     only = only or [s for s in os.environ.get("FORGETLAB_STAGES", "").split(",") if s] or None
     jobs = int(os.environ.get("FORGETLAB_JOBS", min(2, os.cpu_count() or 1)))
     t0 = time.perf_counter()
-    done = pipeline.run_stages(work, profile.load_params("smoke", ROOT), ROOT, only=only, env=stage_env(), jobs=jobs,
-                               costs=pipeline.expected_costs("smoke", ROOT))
+    done = pipeline.run_stages(work, profile.load_params(profile_name, ROOT), ROOT, only=only,
+                               env={**stage_env(), **(env or {})}, jobs=jobs,
+                               costs=pipeline.expected_costs(profile_name, ROOT) or pipeline.expected_costs("smoke", ROOT))
     config.stash.setdefault(SMOKE_COSTS, {})[name] = (
         jobs, time.perf_counter() - t0, {s: (r["wall_s"], r["peak_rss_gb"]) for s, r in done.items()})
     return work
