@@ -105,3 +105,28 @@ def test_the_whole_pipeline_runs_with_the_paper_profile_on_the_tiny_mirror(tmp_p
         assert read_metrics(work, name), name
     assert json.loads((work / "checkpoints" / "salem" / "qa_edits" / "edits.json").read_text())["model"] == \
         "EleutherAI/pythia-1.4b"
+
+
+def test_a_dataset_with_a_loading_script_is_read_from_the_hubs_parquet_conversion(monkeypatch, capsys):
+    """datasets >= 4 refuses repositories that ship a loading script; the hub keeps a parquet conversion of them
+    on refs/convert/parquet. A pinned revision is not second-guessed; a failed fallback names both attempts."""
+    import datasets
+    calls = []
+
+    def fake(name, config=None, split=None, revision=None, streaming=False, **kw):
+        calls.append(revision)
+        if revision is None or revision == "v1":
+            raise RuntimeError(f"Dataset scripts are no longer supported, but found {name.split('/')[-1]}.py")
+        if name == "org/gone":
+            raise FileNotFoundError("no such revision")
+        return ["parquet rows"]
+    monkeypatch.delenv(hub.MIRROR, raising=False)
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    assert hub.load_dataset("ybisk/piqa", split="train") == ["parquet rows"]
+    assert calls == [None, "refs/convert/parquet"]
+    assert "ybisk/piqa ships a loading script" in capsys.readouterr().err
+    with pytest.raises(RuntimeError, match="no longer supported"):
+        hub.load_dataset("ybisk/piqa", split="train", revision="v1")
+    with pytest.raises(RuntimeError, match=r"org/gone ships a loading script .* did not load either .*"
+                                           r"FileNotFoundError: no such revision.*convert_to_parquet"):
+        hub.load_dataset("org/gone", split="train")

@@ -4,7 +4,9 @@ Every hub read goes through `load_dataset` here (datasets) or `forgetlab.models.
 
 * a folder written by `save_to_disk` is read offline with `datasets.load_from_disk` (a config's own folder,
   `<folder>/<config>`, when there is one);
-* a hub id goes to `datasets.load_dataset(id, config, split=..., revision=..., streaming=...)`;
+* a hub id goes to `datasets.load_dataset(id, config, split=..., revision=..., streaming=...)`; one that still ships a
+  loading script (which datasets >= 4 refuses: ybisk/piqa, eriktks/conll2003, codeparrot/github-code-clean) is read
+  from the hub's parquet conversion of it (revision refs/convert/parquet), saying so;
 * where the environment variable FORGETLAB_HUB_MIRROR names a folder, hub ids are read from that folder instead
   of the network, and a missing copy is an error (nothing falls back to the hub):
 
@@ -18,9 +20,12 @@ a user on a machine without network can fill one with real copies.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 MIRROR = "FORGETLAB_HUB_MIRROR"
+SCRIPT_REFUSED = "Dataset scripts are no longer supported"  # datasets >= 4 on a repository with a loading script
+PARQUET_BRANCH = "refs/convert/parquet"
 # datasets' packaged builders (load_dataset("json", data_files=...)): local files, never a hub id
 PACKAGED = frozenset({"json", "csv", "parquet", "text", "arrow", "imagefolder", "audiofolder", "webdataset"})
 
@@ -81,7 +86,23 @@ def load_dataset(name: str, config: str | None = None, split: str | None = None,
     import datasets
     folder = saved_folder(name, config)
     if folder is None:
-        return datasets.load_dataset(name, config, split=split, revision=revision, streaming=streaming, **kwargs)
+        try:
+            return datasets.load_dataset(name, config, split=split, revision=revision, streaming=streaming, **kwargs)
+        except RuntimeError as e:
+            if SCRIPT_REFUSED not in str(e) or revision is not None:
+                raise
+        # a dataset that still ships a loading script (datasets >= 4 refuses them, e.g. ybisk/piqa): the hub's own
+        # parquet conversion of it, on the branch refs/convert/parquet (where a script's single config is "default")
+        print(f"{name} ships a loading script, which datasets >= 4 refuses: reading the hub's parquet conversion "
+              f"(revision {PARQUET_BRANCH!r})", file=sys.stderr)
+        try:
+            return datasets.load_dataset(name, config, split=split, revision=PARQUET_BRANCH, streaming=streaming,
+                                         **kwargs)
+        except Exception as e:
+            raise RuntimeError(
+                f"{name} ships a loading script (refused by datasets >= 4) and its parquet conversion "
+                f"({PARQUET_BRANCH}) did not load either ({type(e).__name__}: {e}); convert it yourself with "
+                f"`datasets-cli convert_to_parquet` (datasets 3.6) or put a copy in ${MIRROR}") from e
     ds = datasets.load_from_disk(str(folder))
     if split is not None and isinstance(ds, datasets.DatasetDict):
         if split not in ds:
