@@ -338,17 +338,17 @@ def test_privleak_sign_matches_muse():
     holdout = rng.normal(-4, 0.5, 50)  # mean of the lowest token log-probs of unseen passages
     memorized = rng.normal(-1, 0.5, 50)  # a model that memorized the forget set finds it more likely
     unseen = rng.normal(-4, 0.5, 50)
-    auc_target, auc_retrain = muse.mia_auc(memorized, holdout), muse.mia_auc(unseen, holdout)
+    auc_target, auc_retrain = muse.mink_auc(memorized, holdout), muse.mink_auc(unseen, holdout)
     assert auc_target < 0.1 and 0.3 < auc_retrain < 0.7
     assert muse.privleak(auc_target, auc_retrain) < -80  # under-unlearned: strongly negative
     over = rng.normal(-7, 0.5, 50)  # over-unlearned: the forget set is now LESS likely than unseen text
-    assert muse.privleak(muse.mia_auc(over, holdout), auc_retrain) > 50
+    assert muse.privleak(muse.mink_auc(over, holdout), auc_retrain) > 50
     lo, hi = muse.privleak_ci(memorized, holdout, unseen, holdout, n_boot=200)
     assert lo <= muse.privleak(auc_target, auc_retrain) <= hi and hi < 0
     # the bootstrap's vectorized AUC is sklearn's (ties included)
     from scipy.stats import mannwhitneyu
     a, b = np.round(memorized, 0), np.round(holdout, 0)
-    assert mannwhitneyu(b, a).statistic / 2500 == pytest.approx(muse.mia_auc(a, b))
+    assert mannwhitneyu(b, a).statistic / 2500 == pytest.approx(muse.mink_auc(a, b))
 
 
 def test_min_k_and_rouge_and_recovery_share():

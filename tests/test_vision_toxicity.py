@@ -192,15 +192,15 @@ def test_unsir_noise_maximizes_the_forget_class_loss():
 def test_mia_on_identical_loss_distributions_is_chance():
     rng = np.random.default_rng(0)
     a, b = rng.exponential(1.0, 2000), rng.exponential(1.0, 2000)
-    assert abs(vision.mia_auc(a, b, seed=0) - 0.5) < 0.04
+    assert abs(vision.loss_attack_auc(a, b, seed=0) - 0.5) < 0.04
 
 
 def test_mia_recognises_members_with_lower_losses():
     rng = np.random.default_rng(1)
     members, non = rng.exponential(0.1, 300), rng.exponential(1.0, 500)
-    auc = vision.mia_auc(members, non, seed=0)
+    auc = vision.loss_attack_auc(members, non, seed=0)
     assert auc > 0.85
-    assert auc == vision.mia_auc(members, non, seed=0)  # seeded: same value
+    assert auc == vision.loss_attack_auc(members, non, seed=0)  # seeded: same value
 
 
 def test_auc_chance_band_covers_the_null_auc():
@@ -215,7 +215,7 @@ def test_auc_chance_band_covers_the_null_auc():
 
 def test_mia_needs_enough_examples():
     with pytest.raises(ValueError, match="at least folds=5"):
-        vision.mia_auc([0.1, 0.2], [0.3, 0.4, 0.5])
+        vision.loss_attack_auc([0.1, 0.2], [0.3, 0.4, 0.5])
 
 
 # ---------------------------------------------------------------- data

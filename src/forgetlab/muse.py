@@ -220,8 +220,9 @@ def min_k_score(logprobs: Sequence[float], k: float = 0.4) -> float:
     return float(lp[:max(1, int(len(lp) * k))].mean())
 
 
-def mia_auc(forget_scores, holdout_scores) -> float:
-    """ROC AUC of forget (label 0) vs holdout (label 1, positive) for scores where members score higher."""
+def mink_auc(forget_scores, holdout_scores) -> float:
+    """MUSE's membership inference: the ROC AUC of forget (label 0) vs holdout (label 1, positive) Min-K% scores
+    (members score higher); not the trained loss attack of forgetlab.vision.loss_attack_auc."""
     from sklearn.metrics import roc_auc_score
     y = np.r_[np.zeros(len(forget_scores)), np.ones(len(holdout_scores))]
     return float(roc_auc_score(y, np.r_[forget_scores, holdout_scores]))
@@ -262,8 +263,8 @@ def score(raw: dict, split: dict, tokenizer, *, k: float = 0.4, prompt_len: int 
 
 def summarize(scores: dict, retrain_scores: dict) -> dict:
     """The four MUSE numbers of one model: VerbMem, KnowMem forget / retain (means), PrivLeak (percent)."""
-    auc = mia_auc(scores["minK_forget"], scores["minK_holdout"])
-    auc_ret = mia_auc(retrain_scores["minK_forget"], retrain_scores["minK_holdout"])
+    auc = mink_auc(scores["minK_forget"], scores["minK_holdout"])
+    auc_ret = mink_auc(retrain_scores["minK_forget"], retrain_scores["minK_holdout"])
     return {"verbmem": float(np.mean(scores["verbmem"])),
             "knowmem_forget": float(np.mean(scores["knowmem_forget"])),
             "knowmem_retain": float(np.mean(scores["knowmem_retain"])),

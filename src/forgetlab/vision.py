@@ -501,8 +501,9 @@ def load_results(path: str | Path) -> dict:
 
 
 # ================================================================ membership inference
-def mia_auc(member_losses, nonmember_losses, *, folds: int = 5, seed: int = 0) -> float:
-    """Membership-inference AUC: a logistic regression on the loss (scikit-learn), cross-validated (stratified
+def loss_attack_auc(member_losses, nonmember_losses, *, folds: int = 5, seed: int = 0) -> float:
+    """Membership-inference AUC of a trained loss attack (not MUSE's threshold-free Min-K% AUC, muse.mink_auc): a
+    logistic regression on the loss (scikit-learn), cross-validated (stratified
     `folds`), telling members from non-members; the larger group is subsampled (seeded) to the smaller's size.
     0.5 = no leak; 1 = members perfectly recognised."""
     from sklearn.linear_model import LogisticRegression
