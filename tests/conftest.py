@@ -76,7 +76,8 @@ def run_smoke(tmp_path_factory, data_dir, name: str, config, only: list[str] | N
     t0 = time.perf_counter()
     done = pipeline.run_stages(work, profile.load_params(profile_name, ROOT), ROOT, only=only,
                                env={**stage_env(), **(env or {})}, jobs=jobs,
-                               costs=pipeline.expected_costs(profile_name, ROOT) or pipeline.expected_costs("smoke", ROOT))
+                               costs=(pipeline.expected_costs(profile_name, ROOT)
+                                      or pipeline.expected_costs("smoke", ROOT)))  # paper-tiny: no bench of its own
     config.stash.setdefault(SMOKE_COSTS, {})[name] = (
         jobs, time.perf_counter() - t0, {s: (r["wall_s"], r["peak_rss_gb"]) for s, r in done.items()})
     return work

@@ -738,7 +738,6 @@ def rf_n_vs_small(root: "Sources") -> str:
     head = f"Forgetting on {m['n_small']} items instead of {m['n_forget']} (each to convergence): "
     if not nv:  # the notebook pools only converged tasks fine-tuned above chance (a ratio needs ft - 0.5 > 0)
         return head + f"no converged task was fine-tuned above chance, so no pooled ratio (*{verdict}*)"
-
     lo, hi = nv["difference_ci"]
     return (head + f"pooled ratio {_f(nv['pooled_forget_ratio_small'])} vs {_f(nv['pooled_forget_ratio'])}, "
             f"difference [{_f(lo)}, {_f(hi)}] (*{verdict}*)")
