@@ -96,7 +96,7 @@ def test_our_rendering_of_dvc_yaml_is_dvcs_own():
     assert ours == dvcs
 
 
-@pytest.mark.parametrize("name", ["default", "smoke", "paper"])
+@pytest.mark.parametrize("name", list(profile.PROFILES))
 def test_every_papermill_parameter_arrives_with_the_type_of_its_default(name):
     """What `papermill -p` makes of each rendered value (int, float, str; 'true' stays a string, read by
     utils.check_bool) matches the type of the notebook's default, so no notebook check rejects a profile."""
@@ -125,7 +125,7 @@ def test_stage_params_match_the_p_flags():
         assert not missing, f"stage {name} reads {missing} without declaring them under params:"
 
 
-@pytest.mark.parametrize("name", ["smoke", "paper"])
+@pytest.mark.parametrize("name", [p for p in profile.PROFILES if p != "default"])
 def test_profiles_are_complete_and_valid(name):
     base = profile.load_params("default", ROOT)
     merged = profile.load_params(name, ROOT)
@@ -244,7 +244,7 @@ def test_every_figure_is_a_dvc_plot():
     assert all((ROOT / p).exists() for p in listed), "plots: lists a figure that no longer exists"
 
 
-@pytest.mark.parametrize("name", ["smoke", "paper"])
+@pytest.mark.parametrize("name", [p for p in profile.PROFILES if p != "default"])
 def test_profile_apply_changes_only_the_overlay_values_and_keeps_every_comment(tmp_path, name):
     import shutil
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
