@@ -33,7 +33,7 @@ def test_hub_reads_a_saved_folder_its_config_subfolder_and_streams_it(tmp_path, 
     assert hub.load_dataset(str(tmp_path / "multi"), "cfg", split="test")["text"] == ["c"]
     streamed = hub.load_dataset(str(tmp_path / "plain"), split="train", streaming=True)
     assert [r["text"] for r in streamed.take(1)] == ["a"]
-    with pytest.raises(ValueError, match="has no split 'validation'; it has train"):
+    with pytest.raises(ValueError, match="unknown split 'validation'; allowed: train"):
         hub.load_dataset(str(tmp_path / "plain"), split="validation")
     with pytest.raises(FileNotFoundError, match="holds no dataset saved with save_to_disk"):
         hub.load_dataset(str(tmp_path))

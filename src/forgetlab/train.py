@@ -14,7 +14,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .utils import check_positive_int, check_type
+from .utils import check_choice, check_positive_int, check_type
 
 
 def _bnb_optimizer(name: str):
@@ -58,10 +58,8 @@ class TrainConfig:
         check_positive_int("grad_accum", self.grad_accum)
         if self.max_steps is not None:
             check_positive_int("max_steps", self.max_steps)
-        for name, value, allowed in (("optimizer", self.optimizer, OPTIMIZERS),
-                                     ("mixed_precision", self.mixed_precision, MIXED_PRECISION)):
-            if value not in allowed:
-                raise ValueError(f"unknown {name} {value!r}; allowed values: {', '.join(allowed)}")
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("mixed_precision", self.mixed_precision, MIXED_PRECISION)
 
 
 def default_loss(model, batch: dict) -> torch.Tensor:

@@ -23,6 +23,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..utils import check_choice
+
 MIRROR = "FORGETLAB_HUB_MIRROR"
 SCRIPT_REFUSED = "Dataset scripts are no longer supported"  # datasets >= 4 on a repository with a loading script
 PARQUET_BRANCH = "refs/convert/parquet"
@@ -105,9 +107,7 @@ def load_dataset(name: str, config: str | None = None, split: str | None = None,
                 f"`datasets-cli convert_to_parquet` (datasets 3.6) or put a copy in ${MIRROR}") from e
     ds = datasets.load_from_disk(str(folder))
     if split is not None and isinstance(ds, datasets.DatasetDict):
-        if split not in ds:
-            raise ValueError(f"dataset {name!r} has no split {split!r}; it has {', '.join(ds)}")
-        ds = ds[split]
+        ds = ds[check_choice("split", split, ds)]
     if streaming:
         ds = (datasets.IterableDatasetDict({k: v.to_iterable_dataset() for k, v in ds.items()})
               if isinstance(ds, datasets.DatasetDict) else ds.to_iterable_dataset())
