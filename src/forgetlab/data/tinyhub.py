@@ -111,10 +111,6 @@ def _paragraphs(data_dir: Path) -> list[str]:
     return [p["context"] for src in ("nyt", "new_wiki") for a in load_squad(src, data_dir) for p in a["paragraphs"]]
 
 
-def _sentences(paragraphs: list[str]) -> list[str]:
-    return [s.strip() + "." for p in paragraphs for s in p.split(". ") if len(s.split()) >= 5]
-
-
 def _save(out: Path, hub_id: str, splits: dict, config: str | None = None, features=None) -> None:
     from datasets import Dataset, DatasetDict
     dd = DatasetDict({k: Dataset.from_list(v, features=features) for k, v in splits.items()})
@@ -129,10 +125,11 @@ def _lettered(rng, question: str, key: str, answers: list[str]) -> dict:
 
 def build_datasets(out: Path, data_dir: Path) -> None:
     from datasets import ClassLabel, Features, Image, Sequence, Value
+    from ..toxicity import split_sentences
     from .corpora import load_code_documents
     rng = random.Random(SEED)
     paras = _paragraphs(data_dir)
-    sents = _sentences(paras)
+    sents = [s for p in paras for s in split_sentences(p, min_words=5)]
     words = sorted({w.strip(".,;:()'\"") for s in sents for w in s.split() if w.isalpha()})
 
     # selective pruning / robustness corpora: GitHub code (forget) and the Pile (retain, its Github part excluded)
