@@ -692,9 +692,10 @@ def _short(task: str) -> str:
     return task.split("/")[-1].replace("_", " ")
 
 
-def _f(x: float | None, fmt: str = ".2f") -> str:
-    """A number as the findings write it; an undefined one (null in the metrics) reads n/a."""
-    return "n/a" if x is None else f"{x:{fmt}}"
+def _f(x: float | None, fmt: str = ".2f", scale: float = 1.0) -> str:
+    """A number as the findings write it; an undefined one (null in the metrics, e.g. a ratio over too few items)
+    reads n/a."""
+    return "n/a" if x is None else format(x * scale if scale != 1 else x, fmt)
 
 
 def _iv(x: float, ci, fmt: str = ".2f") -> str:
@@ -813,8 +814,8 @@ def fill(template: str, root: str | Path = ".", metrics_dir: str | Path | None =
             fmt = parts[2] if len(parts) > 2 else ""
             value = root.lookup(source, keys)
 
-            def num(v):  # an undefined number (null in the metrics, e.g. a ratio over too few items) reads n/a
-                return "n/a" if v is None else format(v * scale if scale != 1 else v, fmt)
+            def num(v):
+                return _f(v, fmt, scale)
             if isinstance(value, list):
                 return "[" + ", ".join(num(v) for v in value) + "]"
             if isinstance(value, dict):  # e.g. per_seed: the values in key order, "a, b, c"
