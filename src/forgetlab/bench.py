@@ -33,6 +33,8 @@ def record_stage(stage: str, out_dir: str | Path = "benchmarks/stages", extra: d
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
             "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
             **(extra or {})}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # the stage ran (some of) its work on a GPU
+        info.update(gpu=torch.cuda.get_device_name(), peak_gpu_gb=round(torch.cuda.max_memory_allocated() / 2**30, 2))
     if os.environ.get("DVC_STAGE"):
         write_json(Path(out_dir) / f"{stage}.json", info)
     return info

@@ -136,14 +136,16 @@ def batches(items: Sequence[dict], batch_size: int, pad_id: int = 0) -> list[dic
     return [collate(items[i:i + batch_size], pad_id) for i in range(0, len(items), batch_size)]
 
 
-def model_inputs(batch: dict) -> dict:
-    return {k: v for k, v in batch.items() if k != "labels"}
+def model_inputs(batch: dict, device: torch.device | str = "cpu") -> dict:
+    """The batch without its labels, on `device` (batches are built on the CPU; the model may be on a GPU)."""
+    return {k: v.to(device) for k, v in batch.items() if k != "labels"}
 
 
 # ============================================================================ losses and accuracy
 def edit_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy to the target: class logits [B, C] vs labels [B], or LM logits [B, T, V] vs labels [B, T]
     (next-token, -100 ignored)."""
+    labels = labels.to(logits.device)
     if labels.dim() == 1:
         return F.cross_entropy(logits, labels)
     return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
@@ -151,6 +153,7 @@ def edit_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per sample: the argmax class is the label, or (LM) every target token is the argmax (teacher forcing)."""
+    labels = labels.to(logits.device)
     if labels.dim() == 1:
         return logits.argmax(-1) == labels
     pred, tgt = logits[:, :-1].argmax(-1), labels[:, 1:]
@@ -164,15 +167,17 @@ def locality_kl(logits_pre: torch.Tensor, logits_post: torch.Tensor, mask: torch
     kl = (pre.exp() * (pre - post)).sum(-1)
     if kl.dim() == 1 or mask is None:
         return kl.mean()
-    mask = mask.to(kl.dtype)
+    mask = mask.to(kl)
     return (kl * mask).sum() / mask.sum()
 
 
 def forward(model, batch: dict, params: dict | None = None) -> torch.Tensor:
-    """Logits of `model` on `batch`, with some parameters replaced by `params` (torch.func.functional_call)."""
+    """Logits of `model` on `batch` (moved to the model's device), with some parameters replaced by `params`
+    (torch.func.functional_call)."""
+    inputs = model_inputs(batch, next(model.parameters()).device)
     if params:
-        return functional_call(model, params, args=(), kwargs=model_inputs(batch), strict=False).logits
-    return model(**model_inputs(batch)).logits
+        return functional_call(model, params, args=(), kwargs=inputs, strict=False).logits
+    return model(**inputs).logits
 
 
 @torch.no_grad()
@@ -186,8 +191,8 @@ def accuracy(model, items: Sequence[dict], params: dict | None = None, batch_siz
 @torch.no_grad()
 def predictions(model, items: Sequence[dict], batch_size: int = 32, pad_id: int = 0,
                 desc: str | None = None, params: dict | None = None) -> torch.Tensor:
-    """Per item: the (edited, with `params`) model gets it right or not (bool tensor)."""
-    out = [correct(forward(model, b, params), b["labels"])
+    """Per item: the (edited, with `params`) model gets it right or not (bool tensor, on the CPU)."""
+    out = [correct(forward(model, b, params), b["labels"]).cpu()
            for b in tqdm(batches(items, batch_size, pad_id), desc=desc, disable=desc is None)]
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
 
@@ -198,7 +203,7 @@ def perplexity(model, text_batches: Sequence[dict], params: dict | None = None) 
     nll, n = 0.0, 0
     for b in text_batches:
         logits = forward(model, b, params)
-        labels = b["input_ids"].masked_fill(b["attention_mask"] == 0, -100)
+        labels = b["input_ids"].masked_fill(b["attention_mask"] == 0, -100).to(logits.device)
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100,
                                reduction="sum")
         nll += loss.item()
@@ -227,7 +232,7 @@ def layer_saliency(model, items: Sequence[dict], layers: Sequence[Sequence[str]]
         loss = edit_loss(forward(model, b), b["labels"])
         grads = dict(zip(names, torch.autograd.grad(loss, [params[n] for n in names])))
         rows.append(torch.stack([torch.cat([grads[n].abs().flatten() for n in layer]).mean() for layer in layers]))
-    return torch.stack(rows)
+    return torch.stack(rows).cpu()
 
 
 def pick_layers(saliency: torch.Tensor, k: int = 1) -> list[int]:
@@ -364,6 +369,7 @@ class MEND(nn.Module):
             raise ValueError(f"parameter 'edit_lr' must be > 0, got {edit_lr}")
         # the learned edit step sizes live in log space, so that they stay positive whatever `lr_lr` does
         self.log_edit_lrs = nn.Parameter(torch.full((len(self.names),), math.log(edit_lr)))
+        self.to(next(model.parameters()).device)  # where the gradients it transforms are
 
     @property
     def edit_lrs(self) -> torch.Tensor:
@@ -424,7 +430,8 @@ def save_editor(editor: MEND, path: str | Path, extra: dict | None = None) -> No
 def load_editor(model, path: str | Path) -> MEND:
     cfg = json.loads((Path(path) / "editor.json").read_text())
     editor = MEND(model, cfg["names"], rank=cfg["rank"], norm=cfg["norm"])
-    editor.load_state_dict(torch.load(Path(path) / "editor.pt", weights_only=True))
+    editor.load_state_dict(torch.load(Path(path) / "editor.pt", weights_only=True,
+                                      map_location=next(model.parameters()).device))
     editor.eval()
     return editor
 
@@ -729,21 +736,23 @@ def matched_strength(result: dict, a: str, b: str, *, n_boot: int = 1000, seed: 
 
 
 # ============================================================================ checkpoints: loading
-def load_classifier(name_or_path: str, data_dir: str = "data"):
-    """The fact-verification classifier (labels LABELS) and its tokenizer, in eval mode."""
+def load_classifier(name_or_path: str, data_dir: str = "data", device: str = "cpu"):
+    """The fact-verification classifier (labels LABELS) and its tokenizer, in eval mode, on `device`."""
     from .models import load_sequence_classifier
-    return load_sequence_classifier(name_or_path, LABELS, data_dir=data_dir)
+    return load_sequence_classifier(name_or_path, LABELS, data_dir=data_dir, device=device)
 
 
-def load_setting(edits_dir: str | Path, base: str | None = None, data_dir: str = "data", max_len: int = 128):
-    """(model, tokenizer, edits.json dict, encoded item sets) for a setting written by build-edits/build-qa-edits.
-    Item sets: train / test (edits with fail + adapt items), pass_train, pass_test, heldout."""
+def load_setting(edits_dir: str | Path, base: str | None = None, data_dir: str = "data", max_len: int = 128,
+                 device: str = "cpu"):
+    """(model on `device`, tokenizer, edits.json dict, encoded item sets) for a setting written by
+    build-edits/build-qa-edits. Item sets: train / test (edits with fail + adapt items), pass_train, pass_test,
+    heldout."""
     data = json.loads((Path(edits_dir) / "edits.json").read_text())
     if data["kind"] == "classify":
-        model, tok = load_classifier(base or data["base"], data_dir=data_dir)
+        model, tok = load_classifier(base or data["base"], data_dir=data_dir, device=device)
     else:
         from .models import load_causal_lm
-        model, tok = load_causal_lm(base or data["model"], data_dir=data_dir)
+        model, tok = load_causal_lm(base or data["model"], data_dir=data_dir, device=device)
     max_len = data.get("max_len", max_len)
     enc = lambda ex: encode(tok, ex, max_len)  # noqa: E731
     sets = {s: [{"fail": enc(e["fail"]), "adapt": [enc(a) for a in e["adapt"]]} for e in data[s]]
@@ -760,16 +769,19 @@ def pad_id_of(tok) -> int:
 # ============================================================================ stage: base classifier
 def train_classifier(model: str, out: str, data_dir: str = "data", source: str = "vitaminc_fact_verification",
                      n_train: int = 2000, heldout_fraction: float = 0.2, max_len: int = 128, epochs: int = 1,
-                     lr: float = 5e-5, batch_size: int = 16, seed: int = 0) -> dict:
+                     lr: float = 5e-5, batch_size: int = 16, seed: int = 0, device: str = "auto") -> dict:
     """Fine-tune an encoder into the 3-way fact-verification classifier; the pages in the held-out fraction are
-    never trained on (the edit dataset comes from them). Writes a save_pretrained folder + split.json."""
+    never trained on (the edit dataset comes from them). Writes a save_pretrained folder + split.json.
+    device: where it trains (models.resolve_device)."""
+    from .models import resolve_device
     from .train import TrainConfig, train
+    device = resolve_device(device)
     check_positive_int("n_train", n_train)
     check_fraction("heldout_fraction", heldout_fraction, allow_zero=False)
     seed_everything(seed)
     rest, held = split_by_group(load_fact_pairs(source, data_dir), heldout_fraction, seed)
     train_ex = random.Random(seed).sample(rest, min(n_train, len(rest)))
-    clf, tok = load_classifier(model, data_dir=data_dir)
+    clf, tok = load_classifier(model, data_dir=data_dir, device=device)
     items = [encode(tok, e, max_len) for e in train_ex]
     pad = pad_id_of(tok)
     losses = train(clf, items, TrainConfig(lr=lr, epochs=epochs, batch_size=batch_size, seed=seed),
@@ -792,18 +804,18 @@ _NUM = re.compile(r"\d+(?:[.,]\d+)*")
 
 
 def generate_paraphrases(texts: Sequence[str], model: str = "smollm2-135m", data_dir: str = "data",
-                         max_new_tokens: int = 40, batch_size: int = 16, desc: str | None = "paraphrase"
-                         ) -> list[str]:
-    """One greedy paraphrase per text from an instruct causal LM (chat template), first line only."""
+                         max_new_tokens: int = 40, batch_size: int = 16, desc: str | None = "paraphrase",
+                         device: str = "cpu") -> list[str]:
+    """One greedy paraphrase per text from an instruct causal LM (chat template) on `device`, first line only."""
     from .models import load_causal_lm
-    lm, tok = load_causal_lm(model, data_dir=data_dir)
+    lm, tok = load_causal_lm(model, data_dir=data_dir, device=device)
     tok.padding_side = "left"
     out = []
     for i in tqdm(range(0, len(texts), batch_size), desc=desc, disable=desc is None):
         chunk = texts[i:i + batch_size]
         prompts = [tok.apply_chat_template([{"role": "user", "content": PARAPHRASE_PROMPT.format(claim=t)}],
                                            tokenize=False, add_generation_prompt=True) for t in chunk]
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         with torch.no_grad():
             gen = lm.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
         for g in gen[:, enc["input_ids"].shape[1]:]:
@@ -814,18 +826,19 @@ def generate_paraphrases(texts: Sequence[str], model: str = "smollm2-135m", data
 
 
 def sentence_embeddings(texts: Sequence[str], model: str = "minilm-l6", data_dir: str = "data",
-                        batch_size: int = 64) -> torch.Tensor:
-    """Mean-pooled, L2-normalized sentence embeddings (all-MiniLM-L6-v2 is a sentence-transformers model)."""
+                        batch_size: int = 64, device: str = "cpu") -> torch.Tensor:
+    """Mean-pooled, L2-normalized sentence embeddings (all-MiniLM-L6-v2 is a sentence-transformers model),
+    computed on `device` and returned on the CPU."""
     from .models import load_encoder
-    enc_model, tok = load_encoder(model, data_dir=data_dir)
+    enc_model, tok = load_encoder(model, data_dir=data_dir, device=device)
     vecs = []
     with torch.no_grad():
         for i in range(0, len(texts), batch_size):
             enc = tok(list(texts[i:i + batch_size]), return_tensors="pt", padding=True, truncation=True,
-                      max_length=128)
+                      max_length=128).to(device)
             h = enc_model(**enc).last_hidden_state
             m = enc["attention_mask"].unsqueeze(-1).float()
-            vecs.append(F.normalize((h * m).sum(1) / m.sum(1), dim=-1))
+            vecs.append(F.normalize((h * m).sum(1) / m.sum(1), dim=-1).cpu())
     return torch.cat(vecs) if vecs else torch.zeros(0)
 
 
@@ -847,11 +860,14 @@ def paraphrase_filter(original: str, paraphrase: str, similarity: float, min_sim
 
 def build_edits(base: str, out: str, data_dir: str = "data", n_scored: int = 500, n_pass: int = 200,
                 n_heldout: int = 100, test_fraction: float = 0.4, gen_model: str = "smollm2-135m",
-                max_new_tokens: int = 40, min_similarity: float = 0.8, max_len: int = 128, seed: int = 0) -> dict:
+                max_new_tokens: int = 40, min_similarity: float = 0.8, max_len: int = 128, seed: int = 0,
+                device: str = "auto") -> dict:
     """Edit dataset for the classifier from held-out pages: fail samples (the base model is wrong; target = the
     gold label), adapt samples (paraphrased claims of the fail samples, same evidence and label; generated by
     `gen_model` and filtered), pass samples (the model is right), and a separate held-out set. Fail samples are
-    split into editor-train / test by page."""
+    split into editor-train / test by page. device: where the three models run (models.resolve_device)."""
+    from .models import resolve_device
+    device = resolve_device(device)
     check_positive_int("n_scored", n_scored)
     check_positive_int("n_heldout", n_heldout)
     check_fraction("test_fraction", test_fraction, allow_zero=False)
@@ -862,13 +878,14 @@ def build_edits(base: str, out: str, data_dir: str = "data", n_scored: int = 500
     rng = random.Random(seed)
     rng.shuffle(pool)
     heldout, pool = pool[:n_heldout], pool[n_heldout:n_heldout + n_scored]
-    clf, tok = load_classifier(base, data_dir=data_dir)
+    clf, tok = load_classifier(base, data_dir=data_dir, device=device)
     ok = predictions(clf, [encode(tok, e, max_len) for e in pool], pad_id=pad_id_of(tok), desc="base predictions")
     fails = [e for e, c in zip(pool, ok) if not c]
     passes = [e for e, c in zip(pool, ok) if c][:n_pass]
-    paraphrases = generate_paraphrases([e["claim"] for e in fails], gen_model, data_dir, max_new_tokens)
-    sims = (sentence_embeddings([e["claim"] for e in fails], data_dir=data_dir)
-            * sentence_embeddings(paraphrases, data_dir=data_dir)).sum(-1).tolist() if fails else []
+    paraphrases = generate_paraphrases([e["claim"] for e in fails], gen_model, data_dir, max_new_tokens,
+                                       device=device)
+    sims = (sentence_embeddings([e["claim"] for e in fails], data_dir=data_dir, device=device)
+            * sentence_embeddings(paraphrases, data_dir=data_dir, device=device)).sum(-1).tolist() if fails else []
     reasons = defaultdict(int)
     records = []
     for e, p, s in zip(fails, paraphrases, sims):
@@ -927,16 +944,18 @@ def qa_examples(source: str = "new_wiki", data_dir: str | Path = "data", max_ans
 
 def build_qa_edits(model: str, out: str, data_dir: str = "data", source: str = "new_wiki", n_scored: int = 400,
                    n_heldout: int = 40, test_fraction: float = 0.5, text_source: str = "nyt", n_text: int = 8,
-                   text_len: int = 64, max_len: int = 96, seed: int = 0) -> dict:
+                   text_len: int = 64, max_len: int = 96, seed: int = 0, device: str = "auto") -> dict:
     """QA edits for a causal LM: fail samples (the model's teacher-forced answer is not the gold one; target = the
     gold answer), adapt samples (other questions with the same answer in the same paragraph where available,
-    else the question under a reworded prompt), pass samples (answered right), unrelated text for perplexity."""
+    else the question under a reworded prompt), pass samples (answered right), unrelated text for perplexity.
+    device: where the model answers (models.resolve_device)."""
     from .data import load_corpus
-    from .models import load_causal_lm
+    from .models import load_causal_lm, resolve_device
+    device = resolve_device(device)
     check_positive_int("n_scored", n_scored)
     check_positive_int("n_heldout", n_heldout)
     seed_everything(seed)
-    lm, tok = load_causal_lm(model, data_dir=data_dir)
+    lm, tok = load_causal_lm(model, data_dir=data_dir, device=device)
     allq = qa_examples(source, data_dir)
     order = list(range(len(allq)))
     random.Random(seed).shuffle(order)
@@ -994,20 +1013,23 @@ def train_editors(edits: str, out: str, data_dir: str = "data", top_k: int = 3, 
                   rank: int = 64, steps: int = 100, edit_batch: int = 1, loc_batch: int = 8, lr: float = 1e-4,
                   lr_lr: float = 1e-2, edit_lr: float = 1e-4, c_edit: float = 0.1, c_loc: float = 1.0,
                   val_edits: int = 10, eval_every: int = 10, patience: int = 3, saliency_batch: int = 10,
-                  saliency_samples: int = 0, seed: int = 0) -> dict:
+                  saliency_samples: int = 0, seed: int = 0, device: str = "auto") -> dict:
     """Layer saliency on the editor-train fail samples (the first `saliency_samples`, 0 = all): per mini-batch of
     `saliency_batch` (SaLEM's choice of block) and per single edit, with the gold targets and with permuted
     (wrong) ones. Then MEND editors, each trained to early stopping on `val_edits` held-out training edits: SaLEM
     (the most salient block), MEND on the last `top_k` blocks, and the single-block `controls` (comma-separated,
     of CONTROLS). A block set two names share is trained once. Writes out/<name>/editor.{pt,json} and
-    out/saliency.json (profiles, chosen blocks, training curves)."""
+    out/saliency.json (profiles, chosen blocks, training curves). device: where the model and the editors run
+    (models.resolve_device)."""
+    from .models import resolve_device
     from .utils import parse_list
+    device = resolve_device(device)
     check_positive_int("top_k", top_k)
     check_positive_int("val_edits", val_edits)
     check_positive_int("saliency_samples", saliency_samples, allow_zero=True)
     controls = parse_list("controls", controls)
     seed_everything(seed)
-    model, tok, data, sets = load_setting(edits, data_dir=data_dir)
+    model, tok, data, sets = load_setting(edits, data_dir=data_dir, device=device)
     pad = pad_id_of(tok)
     layers = mlp_layers(model)
     if top_k > len(layers):

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .models import resolve_device
 from .train import TrainConfig, train
 from .utils import (atomic_path, check_choice, check_fraction, check_positive_int, check_type, parse_list,
                     seed_everything, write_json)
@@ -522,22 +523,24 @@ def train_items(model, tokenizer, items, labels, *, lr: float, batch_size: int, 
 
 
 # ================================================================ stage 1: multitask fine-tune
-def _load_model(model: str, data_dir: str):
-    """On the GPU when there is one: the scoring before training runs there too (a 7B model on the host CPU would
-    take hours); score_choices builds its inputs on the model's device."""
-    from .models import default_device, load_causal_lm
-    return load_causal_lm(model, data_dir=data_dir, device=default_device())
+def _load_model(model: str, data_dir: str, device: str):
+    """On the stage's device (models.resolve_device: the GPU when there is one): the scoring before training runs
+    there too (a 7B model on the host CPU would take hours); score_choices builds its inputs on the model's device."""
+    from .models import load_causal_lm
+    return load_causal_lm(model, data_dir=data_dir, device=device)
 
 
 def fine_tune(model: str, tasks: str, out: str, data_dir: str = "data", n_train: int = 48, n_test: int = 40,
               max_prompt_tokens: int = 64, max_choice_tokens: int = 16, epochs: int = 1, lr: float = 5e-5,
               batch_size: int = 8, eval_batch_size: int = 16, layers: str = "0,5,10,15,20,25,-5,-1",
               seed: int = 0, grad_accum: int = 1, grad_checkpointing: bool = False, optimizer: str = "adamw",
-              mixed_precision: str = "no") -> None:
+              mixed_precision: str = "no", device: str = "auto") -> None:
     """Binarize every candidate task, score the pre-trained model, fine-tune one model on all tasks jointly
     (correct labels), score it; save the model, the items (data.json) and the scores (results.pt).
-    grad_accum, grad_checkpointing, optimizer, mixed_precision: the memory plan (forgetlab.train.TrainConfig)."""
+    grad_accum, grad_checkpointing, optimizer, mixed_precision: the memory plan (forgetlab.train.TrainConfig);
+    device: where the model is scored and trained (models.resolve_device)."""
     memory = memory_plan(grad_accum, grad_checkpointing, optimizer, mixed_precision)
+    device = resolve_device(device)
     names = parse_list("tasks", tasks)
     if len(names) < 2:
         raise ValueError("parameter 'tasks' needs at least 2 tasks (comma-separated)")
@@ -546,7 +549,7 @@ def fine_tune(model: str, tasks: str, out: str, data_dir: str = "data", n_train:
                     ("eval_batch_size", eval_batch_size)):
         check_positive_int(name, v)
     seed_everything(seed)
-    lm, tok = _load_model(model, data_dir)
+    lm, tok = _load_model(model, data_dir, device)
     n_hidden = lm.config.num_hidden_layers + 1
     layer_ids = sorted({l % n_hidden for l in parse_list("layers", layers, int)})
     data = {"model": model, "task_order": names, "tasks": {}}
@@ -677,7 +680,7 @@ def forget(finetuned: str, out: str, data_dir: str = "data", threshold: float = 
            n_forget: int = 64, small_fraction: float = 0.25, n_cross: int = 50, lr: float = 1e-4,
            batch_size: int = 8, max_epochs: int = 6, tol: float = 0.1, modes: str = "random,flipped",
            eval_batch_size: int = 16, seed: int = 0, grad_accum: int = 1, grad_checkpointing: bool = False,
-           optimizer: str = "adamw", mixed_precision: str = "no") -> None:
+           optimizer: str = "adamw", mixed_precision: str = "no", device: str = "auto") -> None:
     """For every task that passes the screen (see `screen`): from the fine-tuned model, forget the task on its
     first n_forget training items with random (and flipped) labels until convergence (forget_to_convergence:
     the forget set within `tol` of chance, or of 0 for flipped labels, or max_epochs), recording the forget-set
@@ -686,8 +689,10 @@ def forget(finetuned: str, out: str, data_dir: str = "data", threshold: float = 
     small-N ablation, random labels); after the random-label run, score the first n_cross
     test items of every other kept task (the cross-task matrix). Records the forget set's scores and hidden states
     before forgetting (variance measure) and the test items' hidden states after (probes). Writes results.pt and
-    summary.json, not models. grad_accum, grad_checkpointing, optimizer, mixed_precision: the memory plan."""
+    summary.json, not models. grad_accum, grad_checkpointing, optimizer, mixed_precision: the memory plan;
+    device: where the model is scored and trained (models.resolve_device)."""
     memory = memory_plan(grad_accum, grad_checkpointing, optimizer, mixed_precision)
+    device = resolve_device(device)
     check_fraction("threshold", threshold)
     check_margin(margin)
     check_fraction("tol", tol)
@@ -718,7 +723,7 @@ def forget(finetuned: str, out: str, data_dir: str = "data", threshold: float = 
                              f"training items of task {name!r}")
     if any(len(data["tasks"][n]["test"]) < n_cross for n in keep):
         raise ValueError(f"parameter 'n_cross' ({n_cross}) exceeds the test items of a kept task")
-    lm, tok = _load_model(str(src / "model"), data_dir)
+    lm, tok = _load_model(str(src / "model"), data_dir, device)
     layers = ft_res["layers"]
     start = {k: v.detach().to("cpu", copy=True) for k, v in lm.state_dict().items()}  # on the host: 27 GB at 7B
     tests = {n: data["tasks"][n]["test"] for n in keep}

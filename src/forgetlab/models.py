@@ -4,6 +4,7 @@ Both go through the same `from_pretrained` path; the only difference is where th
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -51,10 +52,22 @@ def resolve_model(name_or_path: str, data_dir: str | Path = "data") -> str:
                      "save_pretrained, or a Hugging Face hub id such as 'EleutherAI/pythia-1.4b'")
 
 
-def default_device() -> str:
-    """Where a stage puts its models: the GPU when there is one (train() would move them there anyway, through
-    accelerate), else the CPU."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
+DEVICES = ("auto", "cpu", "cuda", "cuda:<index>")
+
+
+def resolve_device(device: str = "auto") -> str:
+    """The one device decision of a stage, from its `device` parameter: "auto" is the GPU when torch sees one (under
+    `accelerate launch`, this process's GPU, LOCAL_RANK) and the CPU otherwise; "cpu", "cuda" and "cuda:<index>"
+    are taken as they are (a GPU asked for where there is none is an error, not a silent fall back to the CPU)."""
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ValueError(f"parameter 'device' is {device!r}; allowed: {', '.join(DEVICES)}")
+    if device == "auto":
+        if not torch.cuda.is_available():
+            return "cpu"
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}" if "LOCAL_RANK" in os.environ else "cuda"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"parameter 'device' is {device!r}, but torch sees no CUDA GPU here; use 'auto' or 'cpu'")
+    return device
 
 
 def _gated(e: BaseException) -> bool:

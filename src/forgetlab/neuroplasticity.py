@@ -728,13 +728,15 @@ def build_data(source: str, out: str, data_dir: str = "data", min_city_populatio
 
 def fine_tune(model: str, data: str, out: str, data_dir: str = "data", epochs: int = 1, lr: float = 5e-5,
               batch_size: int = 16, max_len: int = 64, max_train: int = 0, concept: str = "LOC",
-              seed: int = 0) -> None:
-    """Fine-tune a token classifier (new head) on the NER training split; save it with its test F1."""
-    from .models import load_token_classifier
+              seed: int = 0, device: str = "auto") -> None:
+    """Fine-tune a token classifier (new head) on the NER training split; save it with its test F1.
+    device: where it trains and is scored (models.resolve_device)."""
+    from .models import load_token_classifier, resolve_device
+    device = resolve_device(device)
     seed_everything(seed)
     ds = load_ner(data)
     names = tag_names(ds)
-    clf, tok = load_token_classifier(model, names, data_dir=data_dir)
+    clf, tok = load_token_classifier(model, names, data_dir=data_dir, device=device)
     pos = default_label_position(clf.config)
     train_ex = _examples(ds, "train", max_train)
     losses = train(clf, training_items(encode(tok, train_ex, max_len, pos)),
@@ -760,10 +762,13 @@ def rank_neurons(model, enc: dict, examples: Sequence[dict], names: Sequence[str
 def prune_retrain(base: str, data: str, out: str, method: str = "concept", k: int = 100, n_stages: int = 4,
                   steps_per_stage: int = 25, lr: float = 5e-5, batch_size: int = 16, max_len: int = 64,
                   n_rank: int = 1000, standardize_by: str = "none", concept: str = "LOC", data_dir: str = "data",
-                  seed: int = 0) -> None:
+                  seed: int = 0, device: str = "auto") -> None:
     """Prune k block-output neurons (top probeless concept neurons or uniformly random ones) with a persistent
     mask, then retrain in `n_stages` stages of `steps_per_stage` steps; save out/stage_<i> (i = 0 is pruned,
-    not retrained) with its mask, the scores and out/history.json (test F1 after every stage)."""
+    not retrained) with its mask, the scores and out/history.json (test F1 after every stage). device: where it
+    is ranked, retrained and scored (models.resolve_device)."""
+    from .models import resolve_device
+    device = resolve_device(device)
     check_choice("method", method, METHODS)
     check_choice("standardize_by", standardize_by, STANDARDIZE)
     check_positive_int("n_stages", n_stages)
@@ -771,7 +776,7 @@ def prune_retrain(base: str, data: str, out: str, method: str = "concept", k: in
     seed_everything(seed)
     ds = load_ner(data)
     names = tag_names(ds)
-    clf, tok, _, _ = load_checkpoint(base, data_dir=data_dir)
+    clf, tok, _, _ = load_checkpoint(base, data_dir=data_dir, device=device)
     pos = json.loads((Path(base) / META_FILE).read_text())["label_position"]
     train_ex = _examples(ds, "train")
     train_enc = encode(tok, train_ex, max_len, pos)

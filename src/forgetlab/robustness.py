@@ -376,11 +376,13 @@ def run(model: str = "smollm2-135m", data_dir: str = "data", forget: str = "code
         small_step_methods: str = "NPO_GDR", small_lr: float = 1e-5, small_max_steps: int = 100,
         small_eval_every: int = 5, relearn_ks: str = "0,8,32", relearn_lr: float = 1e-4, relearn_epochs: int = 2,
         relearn_batch_size: int = 4, precisions: str = "nf4", quantized_ks: str = "0", seed: int = 0,
-        out: str = "checkpoints/forgetting_robustness/run") -> dict:
+        out: str = "checkpoints/forgetting_robustness/run", device: str = "auto") -> dict:
     """Remove the forget capability with every method, tuned to the same drop on validation windows, and attack
     each result (scored on test windows). `small_step_methods`: gradient methods re-run at `small_lr` ("none":
-    no small-step arm)."""
-    from .models import load_lm
+    no small-step arm). device: where the model is pruned, unlearned, attacked and scored
+    (models.resolve_device)."""
+    from .models import load_lm, resolve_device
+    device = resolve_device(device)
     meths = parse_list("methods", methods)
     for m in meths:
         check_choice("methods", m, METHODS)
@@ -410,7 +412,7 @@ def run(model: str = "smollm2-135m", data_dir: str = "data", forget: str = "code
                          f"{n_train_seqs}")
     t_start = time.perf_counter()
     seed_everything(seed)
-    lm, tok = load_lm(model, data_dir=data_dir)
+    lm, tok = load_lm(model, data_dir=data_dir, device=device)
     sets = load_sets(tok, forget=forget, retain=retain, data_dir=data_dir, seq_len=seq_len,
                      n_train_seqs=n_train_seqs, n_val_seqs=n_val_seqs, n_eval_seqs=n_eval_seqs,
                      max_per_doc=max_per_doc, test_fraction=test_fraction, max_docs=max_docs,

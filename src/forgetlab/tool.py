@@ -77,9 +77,10 @@ def load_tokenizer(model: str, data_dir: str):
     return tok
 
 
-def load_model(model: str, data_dir: str):
-    from .models import load_causal_lm
-    return load_causal_lm(model, data_dir=data_dir)[0]
+def load_model(model: str, data_dir: str, device: str):
+    """The model on `device` (models.resolve_device: "auto" is the GPU when there is one)."""
+    from .models import load_causal_lm, resolve_device
+    return load_causal_lm(model, data_dir=data_dir, device=resolve_device(device))[0]
 
 
 def windows(tok, forget: str, retain: str, **kw) -> dict:
@@ -113,7 +114,7 @@ def attack(original: str, unlearned: str, forget: str, retain: str, *, relearn_k
            max_docs: int = NB06["max_docs"], batch_size: int = NB06["batch_size"],
            relearn_lr: float = NB06["relearn_lr"], relearn_epochs: int = NB06["relearn_epochs"],
            relearn_batch_size: int = NB06["relearn_batch_size"], n_boot: int = 1000, seed: int = NB06["seed"],
-           data_dir: str = "data", out: str | None = None) -> dict:
+           data_dir: str = "data", out: str | None = None, device: str = "auto") -> dict:
     """Relearning and 4-bit attacks on an unlearned model, scored against its original (notebook 06's attack).
 
     For every attack "k=K|P" (relearn on K forget training windows, then quantize with precision P): forget and
@@ -154,13 +155,13 @@ def attack(original: str, unlearned: str, forget: str, retain: str, *, relearn_k
                    n_train_seqs=n_train_seqs, n_val_seqs=n_val_seqs, n_eval_seqs=n_eval_seqs,
                    max_per_doc=max_per_doc,
                    test_fraction=test_fraction, max_docs=max_docs, batch_size=batch_size, seed=seed)
-    orig_model = load_model(original, data_dir)
+    orig_model = load_model(original, data_dir, device)
     originals = {}
     for prec in tqdm(precs, desc="original"):
         with quantization.quantized(orig_model, prec):
             originals[prec] = robustness.evaluate(orig_model, sets)
     del orig_model
-    model = load_model(unlearned, data_dir)
+    model = load_model(unlearned, data_dir, device)
     seed_everything(seed)
     grid = robustness.attack_grid(model, sets, robustness.sequence_items(sets["forget"]["train"]), ks=ks,
                                   precisions=[p for p in precs if p != "full"], lr=relearn_lr,
@@ -236,7 +237,7 @@ def prune(model: str, forget: str, retain: str, *, ff_frac: float, out: str, att
           n_eval_seqs: int = NB06["n_eval_seqs"],
           max_per_doc: int = NB06["max_per_doc"], test_fraction: float = NB06["test_fraction"],
           max_docs: int = NB06["max_docs"], batch_size: int = NB06["batch_size"], eps_ff: float = NB06["eps_ff"],
-          seed: int = NB06["seed"], data_dir: str = "data") -> dict:
+          seed: int = NB06["seed"], data_dir: str = "data", device: str = "auto") -> dict:
     """Selective pruning (Pochinkov & Schoots): `steps` steps, each pruning the top ff_frac (attn_frac) of all FF
     (attention pre-out) neurons by forget/retain importance, with statistics of the model as already pruned.
     The pruned neurons are then zeroed in the weights (input columns of the output projections), so out/ is a plain
@@ -259,7 +260,7 @@ def prune(model: str, forget: str, retain: str, *, ff_frac: float, out: str, att
                    n_val_seqs=n_val_seqs, n_eval_seqs=n_eval_seqs, max_per_doc=max_per_doc,
                    test_fraction=test_fraction,
                    max_docs=max_docs, batch_size=batch_size, seed=seed)
-    lm = load_model(model, data_dir)
+    lm = load_model(model, data_dir, device)
 
     def evaluate(m):
         res = robustness.evaluate(m, sets)
@@ -330,8 +331,8 @@ def edit_items(tok, edits: list[dict]) -> list[dict]:
     return items
 
 
-def saliency(model: str, edits: str, *, batch_size: int = 10, data_dir: str = "data", json_out: str | None = None
-             ) -> dict:
+def saliency(model: str, edits: str, *, batch_size: int = 10, data_dir: str = "data", json_out: str | None = None,
+             device: str = "auto") -> dict:
     """SaLEM's layer saliency for a set of edits: per transformer block, the mean |gradient| of the edit loss over
     the block's MLP matrices (forgetlab.editing.layer_saliency), averaged over mini-batches; and the most salient
     block of each single edit, to see whether one layer serves them all."""
@@ -342,7 +343,7 @@ def saliency(model: str, edits: str, *, batch_size: int = 10, data_dir: str = "d
     model_config("model", model, data_dir)
     tok = load_tokenizer(model, data_dir)
     items = edit_items(tok, rows)
-    lm = load_model(model, data_dir)
+    lm = load_model(model, data_dir, device)
     layers = editing.mlp_layers(lm)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     batched = editing.layer_saliency(lm, items, layers, batch_size, pad, desc="saliency")
@@ -372,6 +373,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = ap.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", default="data", help="where default model names resolve (make data)")
+    common.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda or cuda:N")
 
     def texts_and_windows(p):
         p.add_argument("--forget", required=True, metavar="TEXTS", help="documents to forget")
@@ -413,6 +415,8 @@ def main(argv: list[str] | None = None) -> None:
     args = vars(ap.parse_args(argv))
     command = args.pop("command")
     try:
+        from .models import resolve_device
+        resolve_device(args["device"])  # a bad --device fails before any text is read
         if command == "attack":
             res = attack(**args)
             print_attack(res)

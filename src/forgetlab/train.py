@@ -91,8 +91,10 @@ def train(model, dataset: Sequence[dict], cfg: TrainConfig, *, loss_fn: Callable
     grad_hook(model) runs after backward and before the optimizer step (e.g. SURE's gradient mask);
     on_step(step, loss) runs after each step; on_epoch(epoch) after each epoch (1, 2, ...; the model in eval
     mode meanwhile), and a true return value stops training there. Shuffling is seeded by cfg.seed.
+    Training runs where the model is (its stage's `device`): a model on the CPU stays there even when there is a GPU.
     """
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), gradient_accumulation_steps=cfg.grad_accum)
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    accelerator = Accelerator(cpu=not on_gpu, gradient_accumulation_steps=cfg.grad_accum)
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(list(dataset), batch_size=cfg.batch_size, shuffle=True, generator=gen, collate_fn=collate)
     if cfg.grad_checkpointing:

@@ -206,15 +206,17 @@ def split_from_args(data_dir: str, source: str, n_forget: int, n_retain: int, n_
 def fine_tune(model: str = "smollm2-135m", data_dir: str = "data", source: str = "nyt", splits: str = "forget,retain",
               n_forget: int = 16, n_retain: int = 16, n_holdout: int = 16, seq_len: int = 64,
               qa_per_passage: int = 1, n_shots: int = 2, epochs: int = 10, lr: float = 2e-4, batch_size: int = 8,
-              seed: int = 0, out: str = "checkpoints/quantization_recovery/target") -> None:
+              seed: int = 0, out: str = "checkpoints/quantization_recovery/target", device: str = "auto") -> None:
     """Fine-tune `model` on the passages of `splits` (the target: forget,retain; the retrain model: retain);
-    epochs = 0 keeps the model as it is (paper profile: MUSE's published target and retrain models)."""
-    from .models import load_causal_lm
+    epochs = 0 keeps the model as it is (paper profile: MUSE's published target and retrain models).
+    device: where it trains (models.resolve_device)."""
+    from .models import load_causal_lm, resolve_device
+    device = resolve_device(device)
     seed_everything(seed)
     names = parse_list("splits", splits)
     for n in names:
         check_choice("splits", n, ("forget", "retain"))
-    lm, tok = load_causal_lm(model, data_dir=data_dir)
+    lm, tok = load_causal_lm(model, data_dir=data_dir, device=device)
     split = split_from_args(data_dir, source, n_forget, n_retain, n_holdout, seq_len, qa_per_passage, n_shots,
                             seed, tok)
     passages = [p for n in names for p in split[n]]
@@ -405,14 +407,6 @@ def run_name(method: str, lr: float, sure: bool = False, dtype: str = "float32",
             f"{'+officialKL' if klr_variant == 'official' else ''}@{lr:g}")
 
 
-def load_on_device(path: str):
-    """A checkpoint of this paper, on the GPU when there is one: the reference (KL, NPO's log-likelihoods), the
-    retrain model's scoring and every unlearned copy run there (on the host CPU a 7B forward per step takes
-    minutes); every function here builds its inputs on the model's device."""
-    from .models import default_device, load_causal_lm
-    return load_causal_lm(path, device=default_device())
-
-
 def unlearn(target: str = "checkpoints/quantization_recovery/target",
             retrain: str = "checkpoints/quantization_recovery/retrain", methods: str = ",".join(METHODS),
             lrs: str = "1e-5", sure: str = "false", dtype: str = "float32", klr_variant: str = "correct",
@@ -420,13 +414,17 @@ def unlearn(target: str = "checkpoints/quantization_recovery/target",
             batch_size: int = 4, beta: float = 0.1, sure_percentile: float = 90.0, recompute_every: int = 0,
             precisions: str = "full,int8,fp4,nf4,rtn4", epoch_precisions: str = "full,fp4,nf4,rtn4-g64",
             prompt_len: int = 32, max_new_tokens: int = 32, answer_tokens: int = 8, keep: str = "", seed: int = 0,
-            out: str = "checkpoints/quantization_recovery/unlearn") -> None:
+            out: str = "checkpoints/quantization_recovery/unlearn", device: str = "auto") -> None:
     """Unlearn the target with every method x lr (x SURE off/on: sure = false | true | both), in `dtype`, with the
     `klr_variant` KL for _KLR methods; score every epoch at `epoch_precisions` (add "<precision>+target_emb" for
     the embedding control), select an epoch (select_epoch), and record the selected model's raw evaluation outputs
     at every precision of `precisions`. Checkpoints of the selected models are kept for the methods in `keep`
-    (non-SURE runs), in out/<run name> (run_name)."""
+    (non-SURE runs), in out/<run name> (run_name). device: where the reference, the retrain model and every
+    unlearned copy run (models.resolve_device; on the host CPU a 7B forward per step takes minutes); every function
+    here builds its inputs on the model's device."""
+    from .models import load_causal_lm, resolve_device
     from .quantization import weight_change_share
+    device = resolve_device(device)
     method_list = [check_choice("methods", m, METHODS) for m in parse_list("methods", methods)]
     lr_list = parse_list("lrs", lrs, float)
     for lr in lr_list:
@@ -454,8 +452,8 @@ def unlearn(target: str = "checkpoints/quantization_recovery/target",
                          f"; methods: {method_list}")
     split = load_split(target)
     seed_everything(seed)
-    ref, tok = load_on_device(target)
-    retrain_model, _ = load_on_device(retrain)
+    ref, tok = load_causal_lm(target, device=device)
+    retrain_model, _ = load_causal_lm(retrain, device=device)
     gen = dict(prompt_len=prompt_len, max_new_tokens=max_new_tokens)
     reference = {"target": epoch_scores(ref, tok, split, plain, **gen),
                  "retrain": epoch_scores(retrain_model, tok, split, plain, **gen)}
@@ -473,7 +471,7 @@ def unlearn(target: str = "checkpoints/quantization_recovery/target",
                     name = run_name(method, lr, use_sure, dtype, variant)
                     t0 = time.time()
                     seed_everything(seed)
-                    model, _ = load_on_device(target)
+                    model, _ = load_causal_lm(target, device=device)
                     model.to(DTYPES[dtype])
                     info = run_unlearning(model, tok, ref, split, method=method, lr=lr, epochs=epochs,
                                           batch_size=batch_size, beta=beta,

@@ -46,7 +46,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import neurons, pruning
-from .models import default_device
+from .models import resolve_device
 from .neurons import NeuronStats
 from .train import TrainConfig, train
 from .utils import (atomic_path, check_choice, check_fraction, check_positive_int, parse_list, seed_everything,
@@ -83,11 +83,11 @@ def new_vit(config, seed: int = 0):
     return model
 
 
-def load_vit(name_or_path: str, data_dir: str = "data"):
-    """A trained ViT classifier: a checkpoint folder (e.g. the `train` step's output) or a hub id."""
+def load_vit(name_or_path: str, data_dir: str = "data", device: str = "cpu"):
+    """A trained ViT classifier on `device`: a checkpoint folder (e.g. the `train` step's output) or a hub id."""
     from transformers import ViTForImageClassification
     from .models import resolve_model
-    model = ViTForImageClassification.from_pretrained(resolve_model(name_or_path, data_dir))
+    model = ViTForImageClassification.from_pretrained(resolve_model(name_or_path, data_dir)).to(device)
     model.eval()
     return model
 
@@ -177,10 +177,12 @@ def train_vit(model: str = "scratch", data_dir: str = "data", source: str = "cif
               layers: int = 4, heads: int = 4, ff: int = 256, epochs: int = 20, lr: float = 1e-3,
               batch_size: int = 64, weight_decay: float = 0.05, label_column: str = "label",
               image_column: str = "img", seed: int = 0,
-              out: str = "checkpoints/selective_pruning_vision/vit") -> None:
+              out: str = "checkpoints/selective_pruning_vision/vit", device: str = "auto") -> None:
     """Train the ViT on the training split (model "scratch": a new small ViT; else a hub id or folder, fine-tuned
     for `epochs`, 0 = used as is) and save it with the split and its test accuracy. n_images: a stratified
-    subsample of the dataset, split into train and test (test_fraction)."""
+    subsample of the dataset, split into train and test (test_fraction). device: where it trains and is scored
+    (models.resolve_device)."""
+    device = resolve_device(device)
     seed_everything(seed)
     check_fraction("test_fraction", test_fraction, allow_zero=False)
     check_positive_int("epochs", epochs, allow_zero=True)
@@ -189,9 +191,9 @@ def train_vit(model: str = "scratch", data_dir: str = "data", source: str = "cif
     tr, te = stratified_split(labels, test_fraction, seed, n_images)
     if model == "scratch":
         vit = new_vit(vit_config(len(names), image_size=image_size, patch_size=patch_size, hidden=hidden,
-                                 layers=layers, heads=heads, ff=ff, class_names=names), seed)
+                                 layers=layers, heads=heads, ff=ff, class_names=names), seed).to(device)
     else:
-        vit = load_vit(model, data_dir)
+        vit = load_vit(model, data_dir, device)
         if vit.config.num_labels != len(names):
             raise ValueError(f"model {model!r} has {vit.config.num_labels} labels, dataset {source!r} "
                              f"{len(names)}")
@@ -466,16 +468,18 @@ def unlearn(base: str = "checkpoints/selective_pruning_vision/vit", forget_class
             teacher_epochs: int = 1, teacher_lr: float = 3e-4, teacher_temperature: float = 1.0,
             retain_fraction: float = 0.3,
             batch_size: int = 64, weight_decay: float = 0.05, seed: int = 0,
-            out: str = "checkpoints/selective_pruning_vision/unlearn") -> None:
+            out: str = "checkpoints/selective_pruning_vision/unlearn", device: str = "auto") -> None:
     """Run every method on a copy of the base ViT; save per-example losses and hits on the retain / forget test
-    images and the forget training images, compute units and wall times (results.json)."""
+    images and the forget training images, compute units and wall times (results.json). device: where the
+    methods run (models.resolve_device)."""
+    device = resolve_device(device)
     names = parse_list("methods", methods)
     for m in names:
         check_choice("methods", m, METHODS)
     check_fraction("retain_fraction", retain_fraction, allow_zero=False)
     args = dict(locals())
     cfg = UnlearnConfig(**{k: args[k] for k in UnlearnConfig.__dataclass_fields__})
-    model = load_vit(base).to(default_device())
+    model = load_vit(base, device=device)
     data = load_data(base)
     check_choice("forget_class", forget_class, data.class_names)
     forget = data.class_names.index(forget_class)
