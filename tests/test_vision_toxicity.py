@@ -1,6 +1,7 @@
 """Selective pruning, rebuttal experiments (notebook 01b): the ViT entry of the architecture tables, each vision
 unlearning baseline's core update against a hand computation, the membership-inference attack, the toxicity
 helpers and their paper-scale loaders on tiny local data, and the smoke run of the three stages."""
+import dataclasses
 import json
 import subprocess
 
@@ -252,7 +253,7 @@ def test_hf_image_dataset_loader_on_a_tiny_saved_dataset(tmp_path):
 
 def test_unknown_method_and_source_fail_clearly():
     with pytest.raises(ValueError, match="unknown method 'erase'; allowed: prune, retrain"):
-        vision.run_method("erase", None, None, 0, vision.UnlearnConfig())
+        vision.make_method("erase", {})
     with pytest.raises(ValueError, match="unknown image source 'mnist'"):
         vision.load_images("mnist")
 
@@ -438,3 +439,21 @@ def test_a_bad_notebook_parameter_fails_with_a_clear_message(tmp_path, data_dir)
     proc = subprocess.run(cmd, shell=True, cwd=work, env=stage_env(), capture_output=True, text=True)
     assert proc.returncode != 0 and "unknown scorer 'perspective'" in proc.stdout + proc.stderr
     assert not (work / "m.json").exists()
+
+
+def test_every_vision_method_is_registered_with_hyperparameters_the_unlearn_step_passes_by_name():
+    """One class per method, dispatched by name; each class's fields are flags of the `unlearn` step (so
+    params.yaml -> dvc.yaml -> unlearn -> the method, with no second default), and every flag has a user."""
+    import inspect
+    from dataclasses import fields
+    flags = set(inspect.signature(vision.unlearn).parameters)
+    used = set()
+    for name, cls in vision.REGISTRY.items():
+        own = {f.name for f in fields(cls)}
+        assert own <= flags, f"{name}: {own - flags} are not flags of vision.unlearn"
+        assert all(f.default is dataclasses.MISSING for f in fields(cls)), f"{name} has defaults of its own"
+        assert vision.make_method(name, {f: 1 for f in flags}).name == name
+        used |= own
+    shared = {"batch_size", "weight_decay", "retain_fraction"}
+    assert flags - used == shared | {"base", "forget_class", "methods", "seed", "out", "device"}
+    assert vision.METHODS == ("prune", "retrain", "finetune", "ga", "amnesiac", "unsir", "ssd", "ssd_tuned", "teacher")

@@ -35,9 +35,9 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -52,7 +52,6 @@ from .train import TrainConfig, train
 from .utils import (atomic_path, check_choice, check_fraction, check_positive_int, parse_list, seed_everything,
                     write_json)
 
-METHODS = ("prune", "retrain", "finetune", "ga", "amnesiac", "unsir", "ssd", "ssd_tuned", "teacher")
 SPLIT_FILE, TRAIN_FILE, RESULTS_FILE = "split.json", "train.json", "results.json"
 EVAL_SETS = ("test_retain", "test_forget", "train_forget")
 # compute units: a training example = forward + backward = 3 forward-pass equivalents
@@ -354,98 +353,217 @@ def teacher_loss(competent, incompetent, temperature: float = 1.0) -> Callable:
     return loss_fn
 
 
+# ================================================================ the methods: one class each, registered by name
 @dataclass
-class UnlearnConfig:
-    """Hyperparameters of every method (each run is short: a few epochs of the forget or a retain subset)."""
-    ff_frac: float = 0.2
-    attn_frac: float = 0.1
-    scoring: str = "abs"
-    eps_ff: float = 1e-3
-    eps_attn: float = 1e-4
-    retrain_epochs: int = 20
-    retrain_lr: float = 1e-3
-    ft_epochs: int = 3
-    ft_lr: float = 3e-4
-    ga_epochs: int = 1
-    ga_lr: float = 1e-4
-    amnesiac_epochs: int = 1
-    amnesiac_lr: float = 3e-4
-    unsir_noise: int = 64
-    unsir_noise_steps: int = 20
-    unsir_lr: float = 3e-4
-    ssd_alpha: float = 10.0
-    ssd_lambda: float = 1.0
-    ssd_alpha_tuned: float = 5.0
-    teacher_epochs: int = 1
-    teacher_lr: float = 3e-4
-    teacher_temperature: float = 1.0
-    retain_fraction: float = 0.3  # retain subset used by amnesiac, unsir and teacher
-    batch_size: int = 64
-    weight_decay: float = 0.05
+class Context:
+    """What every method starts from: the base model, the data, the forget class and what is drawn from them once
+    per method run (the forget and retain training images, a seeded retain subset, and the generator that drew it,
+    which amnesiac relabelling goes on drawing from), plus the settings all methods share."""
+    base: nn.Module
+    data: Data
+    forget: int
+    seed: int
+    batch_size: int
+    weight_decay: float
+    retain_fraction: float
+
+    def __post_init__(self):
+        self.f_pix, self.f_lab = self.data.subset("train", self.forget, "forget")
+        self.r_pix, self.r_lab = self.data.subset("train", self.forget, "retain")
+        self.gen = torch.Generator().manual_seed(self.seed)
+        self.n_sub = max(1, round(self.retain_fraction * len(self.r_lab)))
+        sub = sorted(torch.randperm(len(self.r_lab), generator=self.gen)[:self.n_sub].tolist())
+        self.s_pix, self.s_lab = self.r_pix[sub], [self.r_lab[i] for i in sub]
+        self.device = next(self.base.parameters()).device
+
+    def train_config(self, epochs: int, lr: float) -> TrainConfig:
+        return TrainConfig(lr=lr, epochs=epochs, batch_size=self.batch_size, weight_decay=self.weight_decay,
+                           seed=self.seed)
 
 
-def run_method(method: str, base, data: Data, forget: int, cfg: UnlearnConfig, *, seed: int = 0) -> tuple:
+class Method:
+    """A class-removal method: a dataclass of its own hyperparameters, named as in params.yaml (section
+    selective_pruning_vit_unlearn; no defaults here: they come from there, through the `unlearn` step's flags),
+    and `run(model, context)`, which removes the forget class from `model` (a copy of the base) and returns
+    (model, compute units, details). Add one with @register("name") and its flags on `unlearn`."""
+    name: ClassVar[str]
+
+    def run(self, model, c: Context) -> tuple[nn.Module, int, dict]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_params(cls, params: dict) -> "Method":
+        return cls(**{f.name: params[f.name] for f in fields(cls)})
+
+
+REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(name: str) -> Callable[[type[Method]], type[Method]]:
+    def add(cls):
+        cls.name = name
+        REGISTRY[name] = cls
+        return cls
+    return add
+
+
+@register("prune")
+@dataclass
+class Prune(Method):
+    """Selective pruning in one shot (forgetlab.pruning), FF and attention neurons."""
+    ff_frac: float
+    attn_frac: float
+    scoring: str
+    eps_ff: float
+    eps_attn: float
+
+    def run(self, model, c):
+        pc = pruning.PruneConfig(ff_frac=self.ff_frac, attn_frac=self.attn_frac, scoring=self.scoring,
+                                 eps_ff=self.eps_ff, eps_attn=self.eps_attn)
+        pruner = prune_vit(model, c.f_pix, c.r_pix, pc, seed=c.seed)
+        return model, FORWARD_COST * (len(c.f_lab) + len(c.r_lab)), {k: pruner.fraction(k) for k in pruner.pruned}
+
+
+@register("retrain")
+@dataclass
+class Retrain(Method):
+    """A new model trained on the retain images only."""
+    retrain_epochs: int
+    retrain_lr: float
+
+    def run(self, model, c):
+        model = new_vit(c.base.config, c.seed).to(c.device)  # a new model where the base is: train() runs it there
+        losses = train(model, items(c.r_pix, c.r_lab), c.train_config(self.retrain_epochs, self.retrain_lr),
+                       loss_fn=flip_loss(), desc="retrain")
+        return model, TRAIN_COST * len(c.r_lab) * self.retrain_epochs, {"final_loss": losses[-1]}
+
+
+@register("finetune")
+@dataclass
+class Finetune(Method):
+    """Fine-tuning on the retain images."""
+    ft_epochs: int
+    ft_lr: float
+
+    def run(self, model, c):
+        train(model, items(c.r_pix, c.r_lab), c.train_config(self.ft_epochs, self.ft_lr), loss_fn=flip_loss(),
+              desc="finetune")
+        return model, TRAIN_COST * len(c.r_lab) * self.ft_epochs, {}
+
+
+@register("ga")
+@dataclass
+class GradientAscent(Method):
+    """Gradient ascent on the forget images."""
+    ga_epochs: int
+    ga_lr: float
+
+    def run(self, model, c):
+        train(model, items(c.f_pix, c.f_lab), c.train_config(self.ga_epochs, self.ga_lr), loss_fn=neg_ce_loss,
+              desc="ga")
+        return model, TRAIN_COST * len(c.f_lab) * self.ga_epochs, {}
+
+
+@register("amnesiac")
+@dataclass
+class Amnesiac(Method):
+    """The forget images relabelled with random other classes, trained together with the retain subset."""
+    amnesiac_epochs: int
+    amnesiac_lr: float
+
+    def run(self, model, c):
+        relabelled = random_other_labels(c.f_lab, c.base.config.num_labels, c.gen)
+        train(model, items(c.f_pix, relabelled) + items(c.s_pix, c.s_lab),
+              c.train_config(self.amnesiac_epochs, self.amnesiac_lr), loss_fn=flip_loss(), desc="amnesiac")
+        return model, TRAIN_COST * (len(c.f_lab) + c.n_sub) * self.amnesiac_epochs, {}
+
+
+@register("unsir")
+@dataclass
+class Unsir(Method):
+    """Error-maximizing noise for the forget class, then impair (noise + retain subset) and repair (retain subset)."""
+    unsir_noise: int
+    unsir_noise_steps: int
+    unsir_lr: float
+
+    def run(self, model, c):
+        n_noise = self.unsir_noise
+        noise = error_maximizing_noise(model, c.forget, n_noise, tuple(c.f_pix.shape[1:]),
+                                       steps=self.unsir_noise_steps, seed=c.seed)
+        train(model, items(noise, [c.forget] * n_noise) + items(c.s_pix, c.s_lab), c.train_config(1, self.unsir_lr),
+              loss_fn=flip_loss(False), desc="unsir impair")
+        train(model, items(c.s_pix, c.s_lab), c.train_config(1, self.unsir_lr), loss_fn=flip_loss(),
+              desc="unsir repair")
+        return model, TRAIN_COST * (n_noise * self.unsir_noise_steps + n_noise + 2 * c.n_sub), {}
+
+
+@register("ssd")
+@dataclass
+class SSD(Method):
+    """Selective synaptic dampening at the paper's alpha."""
+    ssd_alpha: float
+    ssd_lambda: float
+
+    @property
+    def alpha(self) -> float:
+        return self.ssd_alpha
+
+    def run(self, model, c):
+        all_pix, all_lab = c.data.pixels[c.data.train], [c.data.labels[i] for i in c.data.train]
+        f_imp = fisher_importance(model, c.f_pix, c.f_lab, c.batch_size)
+        d_imp = fisher_importance(model, all_pix, all_lab, c.batch_size)
+        n = ssd_dampen_(model, f_imp, d_imp, alpha=self.alpha, lam=self.ssd_lambda)
+        details = {"alpha": self.alpha, "dampened": n,
+                   "dampened_fraction": n / sum(p.numel() for p in model.parameters())}
+        return model, TRAIN_COST * (len(c.f_lab) + len(all_lab)), details
+
+
+@register("ssd_tuned")
+@dataclass
+class SSDTuned(SSD):
+    """Selective synaptic dampening at a smaller alpha."""
+    ssd_alpha_tuned: float
+
+    @property
+    def alpha(self) -> float:
+        return self.ssd_alpha_tuned
+
+
+@register("teacher")
+@dataclass
+class BadTeacher(Method):
+    """Distillation from the base (retain images) and a random-init model (forget images)."""
+    teacher_epochs: int
+    teacher_lr: float
+    teacher_temperature: float
+
+    def run(self, model, c):
+        incompetent = new_vit(c.base.config, c.seed + 1).to(c.device)
+        ex = [{**e, "forget": torch.tensor(1)} for e in items(c.f_pix, c.f_lab)] + \
+             [{**e, "forget": torch.tensor(0)} for e in items(c.s_pix, c.s_lab)]
+        train(model, ex, c.train_config(self.teacher_epochs, self.teacher_lr),
+              loss_fn=teacher_loss(c.base, incompetent, self.teacher_temperature), desc="bad teacher")
+        # student forward + backward, plus two teacher forwards
+        return model, (TRAIN_COST + 2 * FORWARD_COST) * len(ex) * self.teacher_epochs, {}
+
+
+METHODS = tuple(REGISTRY)
+
+
+def make_method(name: str, params: dict) -> Method:
+    """The registered method `name` with its hyperparameters taken from `params` (flat, as in params.yaml)."""
+    check_choice("method", name, METHODS)
+    return REGISTRY[name].from_params(params)
+
+
+def run_method(method: Method, base, data: Data, forget: int, *, batch_size: int, weight_decay: float,
+               retain_fraction: float, seed: int = 0) -> tuple:
     """Unlearn class `forget` from a copy of `base` with one method; returns (model, compute units, details)."""
-    check_choice("method", method, METHODS)
     seed_everything(seed)
     model = copy.deepcopy(base)
-    f_pix, f_lab = data.subset("train", forget, "forget")
-    r_pix, r_lab = data.subset("train", forget, "retain")
-    gen = torch.Generator().manual_seed(seed)
-    n_sub = max(1, round(cfg.retain_fraction * len(r_lab)))
-    sub = sorted(torch.randperm(len(r_lab), generator=gen)[:n_sub].tolist())
-    s_pix, s_lab = r_pix[sub], [r_lab[i] for i in sub]
-
-    def tc(epochs, lr):
-        return TrainConfig(lr=lr, epochs=epochs, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay, seed=seed)
-    details: dict = {}
-    if method == "prune":
-        pc = pruning.PruneConfig(ff_frac=cfg.ff_frac, attn_frac=cfg.attn_frac, scoring=cfg.scoring,
-                                 eps_ff=cfg.eps_ff, eps_attn=cfg.eps_attn)
-        pruner = prune_vit(model, f_pix, r_pix, pc, seed=seed)
-        details = {k: pruner.fraction(k) for k in pruner.pruned}
-        compute = FORWARD_COST * (len(f_lab) + len(r_lab))
-    elif method == "retrain":
-        model = new_vit(base.config, seed)
-        losses = train(model, items(r_pix, r_lab), tc(cfg.retrain_epochs, cfg.retrain_lr), loss_fn=flip_loss(),
-                       desc="retrain")
-        compute = TRAIN_COST * len(r_lab) * cfg.retrain_epochs
-        details = {"final_loss": losses[-1]}
-    elif method == "finetune":
-        train(model, items(r_pix, r_lab), tc(cfg.ft_epochs, cfg.ft_lr), loss_fn=flip_loss(), desc="finetune")
-        compute = TRAIN_COST * len(r_lab) * cfg.ft_epochs
-    elif method == "ga":
-        train(model, items(f_pix, f_lab), tc(cfg.ga_epochs, cfg.ga_lr), loss_fn=neg_ce_loss, desc="ga")
-        compute = TRAIN_COST * len(f_lab) * cfg.ga_epochs
-    elif method == "amnesiac":
-        relabelled = random_other_labels(f_lab, base.config.num_labels, gen)
-        train(model, items(f_pix, relabelled) + items(s_pix, s_lab), tc(cfg.amnesiac_epochs, cfg.amnesiac_lr),
-              loss_fn=flip_loss(), desc="amnesiac")
-        compute = TRAIN_COST * (len(f_lab) + n_sub) * cfg.amnesiac_epochs
-    elif method == "unsir":
-        n_noise = cfg.unsir_noise
-        noise = error_maximizing_noise(model, forget, n_noise, tuple(f_pix.shape[1:]), steps=cfg.unsir_noise_steps,
-                                       seed=seed)
-        train(model, items(noise, [forget] * n_noise) + items(s_pix, s_lab), tc(1, cfg.unsir_lr),
-              loss_fn=flip_loss(False), desc="unsir impair")
-        train(model, items(s_pix, s_lab), tc(1, cfg.unsir_lr), loss_fn=flip_loss(), desc="unsir repair")
-        compute = TRAIN_COST * (n_noise * cfg.unsir_noise_steps + n_noise + 2 * n_sub)
-    elif method in ("ssd", "ssd_tuned"):
-        all_pix, all_lab = data.pixels[data.train], [data.labels[i] for i in data.train]
-        f_imp = fisher_importance(model, f_pix, f_lab, cfg.batch_size)
-        d_imp = fisher_importance(model, all_pix, all_lab, cfg.batch_size)
-        alpha = cfg.ssd_alpha if method == "ssd" else cfg.ssd_alpha_tuned
-        n = ssd_dampen_(model, f_imp, d_imp, alpha=alpha, lam=cfg.ssd_lambda)
-        details = {"alpha": alpha, "dampened": n, "dampened_fraction": n / sum(p.numel() for p in model.parameters())}
-        compute = TRAIN_COST * (len(f_lab) + len(all_lab))
-    else:  # teacher
-        incompetent = new_vit(base.config, seed + 1)
-        ex = [{**e, "forget": torch.tensor(1)} for e in items(f_pix, f_lab)] + \
-             [{**e, "forget": torch.tensor(0)} for e in items(s_pix, s_lab)]
-        train(model, ex, tc(cfg.teacher_epochs, cfg.teacher_lr), loss_fn=teacher_loss(base, incompetent,
-              cfg.teacher_temperature), desc="bad teacher")
-        # student forward + backward, plus two teacher forwards
-        compute = (TRAIN_COST + 2 * FORWARD_COST) * len(ex) * cfg.teacher_epochs
+    c = Context(base, data, forget, seed, batch_size=batch_size, weight_decay=weight_decay,
+                retain_fraction=retain_fraction)
+    model, compute, details = method.run(model, c)
     model.eval()
     return model, compute, details
 
@@ -471,25 +589,27 @@ def unlearn(base: str = "checkpoints/selective_pruning_vision/vit", forget_class
             out: str = "checkpoints/selective_pruning_vision/unlearn", device: str = "auto") -> None:
     """Run every method on a copy of the base ViT; save per-example losses and hits on the retain / forget test
     images and the forget training images, compute units and wall times (results.json). device: where the
-    methods run (models.resolve_device)."""
+    methods run (models.resolve_device). Each method's hyperparameters are the arguments its class names
+    (make_method); batch_size, weight_decay and retain_fraction are shared by all."""
+    params = dict(locals())  # the flat hyperparameters, named as in params.yaml
     device = resolve_device(device)
     names = parse_list("methods", methods)
     for m in names:
         check_choice("methods", m, METHODS)
     check_fraction("retain_fraction", retain_fraction, allow_zero=False)
-    args = dict(locals())
-    cfg = UnlearnConfig(**{k: args[k] for k in UnlearnConfig.__dataclass_fields__})
+    shared = dict(batch_size=batch_size, weight_decay=weight_decay, retain_fraction=retain_fraction)
+    config = {**shared, **{k: v for m in METHODS for k, v in asdict(make_method(m, params)).items()}}
     model = load_vit(base, device=device)
     data = load_data(base)
     check_choice("forget_class", forget_class, data.class_names)
     forget = data.class_names.index(forget_class)
     results = {"forget_class": forget_class, "forget_index": forget, "class_names": data.class_names,
-               "config": vars(cfg), "methods": {}}
+               "config": config, "methods": {}}
     results["methods"]["original"] = {"compute": 0, "seconds": 0.0, "details": {},
                                       "eval": evaluate_sets(model, data, forget)}
     for m in tqdm(names, desc="methods"):
         t0 = time.perf_counter()
-        unlearned, compute, details = run_method(m, model, data, forget, cfg, seed=seed)
+        unlearned, compute, details = run_method(make_method(m, params), model, data, forget, seed=seed, **shared)
         seconds = time.perf_counter() - t0
         ev = evaluate_sets(unlearned, data, forget)
         results["methods"][m] = {"compute": compute, "seconds": seconds, "details": details, "eval": ev}
