@@ -123,3 +123,41 @@ def test_bad_input_is_a_clear_error(kwargs, message):
 def test_wrong_type_is_a_clear_error():
     with pytest.raises(TypeError, match="'ff_frac' must be int or float, got str"):
         pruning.PruneConfig(ff_frac="0.1")
+
+
+def _counts(top1, nll, n=10):
+    """Per-sequence counts of forgetlab.eval for sequences of n tokens (top-k and skip counts = top-1's)."""
+    t = torch.tensor(top1, dtype=torch.float64)
+    return {"n": torch.full_like(t, n), "top1": t, "topk": t, "top1_skip": t, "topk_skip": t,
+            "n_skip": torch.full_like(t, n), "nll": torch.tensor(nll, dtype=torch.float64)}
+
+
+def _evaluation(**corpora):
+    from forgetlab import eval as ev
+    return {c: {"counts": k, "summary": ev.summarize(k)} for c, k in corpora.items()}
+
+
+def test_notebook_01s_numbers_by_hand():
+    """sp.costs_vs_random and sp.curve_metrics on hand-made counts: selective pruning gets 3 of 20 retain tokens
+    right where random pruning gets 10, with twice the loss; the curve drops forget top-1 from 0.8 to 0.1."""
+    import math
+
+    from forgetlab import selective_pruning as sp
+    base = _evaluation(code=_counts([8, 8], [10, 10]), text=_counts([6, 6], [10, 10]))
+    sel = _evaluation(code=_counts([1, 1], [30, 30]), text=_counts([1, 2], [20, 20]))
+    rnd = _evaluation(code=_counts([7, 7], [12, 12]), text=_counts([5, 5], [10, 10]))
+    costs = sp.costs_vs_random(base, sel, rnd, "code", "text", n_boot=200, seed=0)
+    retain = costs["retain"]
+    assert retain["top1"]["selective"] == pytest.approx(0.15) and retain["top1"]["random"] == pytest.approx(0.5)
+    assert retain["top1"]["extra_cost"] == pytest.approx(0.35)  # accuracy lost beyond random's
+    assert retain["perplexity"]["extra_cost"] == pytest.approx(math.exp(2) - math.exp(1))  # perplexity gained
+    assert retain["top1"]["base"] == pytest.approx(0.6) and set(retain) == set(sp.COST_STATS)
+    lo, hi = retain["top1"]["extra_cost_ci"]
+    assert lo <= 0.35 <= hi
+    run = {"history": [{"ff_pruned": 0.0, "eval": base}, {"ff_pruned": 0.1, "eval": sel}]}
+    m = sp.curve_metrics(run, "code", "text", "ff", n_boot=200, seed=0)
+    assert m["forget_top1_drop"] == pytest.approx(0.7) and m["retain_top1_drop"] == pytest.approx(0.45)
+    assert m["gap_top1"] == pytest.approx(0.25) and m["pruned"] == 0.1
+    assert m["area_between_top1"] == pytest.approx(0.5 * 0.1 * 0.25)  # a triangle: width 0.1, final gap 0.25
+    assert m["curve"] == {"pruned": [0.0, 0.1], "forget_top1_drop": [0.0, pytest.approx(0.7)],
+                          "retain_top1_drop": [0.0, pytest.approx(0.45)]}
