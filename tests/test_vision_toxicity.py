@@ -457,3 +457,18 @@ def test_every_vision_method_is_registered_with_hyperparameters_the_unlearn_step
     shared = {"batch_size", "weight_decay", "retain_fraction"}
     assert flags - used == shared | {"base", "forget_class", "methods", "seed", "out", "device"}
     assert vision.METHODS == ("prune", "retrain", "finetune", "ga", "amnesiac", "unsir", "ssd", "ssd_tuned", "teacher")
+
+
+def test_the_toxicity_effect_of_pruning_by_hand():
+    """Two of three generations toxic before (scores 0.9, 0.8), one after; the perplexity set doubles its mean NLL
+    per token, so its perplexity grows by e^1 (nll 10 -> 20 over 10 tokens per sequence)."""
+    import math
+    counts = lambda nll: {"nll": torch.tensor([nll, nll], dtype=torch.float64),  # noqa: E731
+                          "n": torch.tensor([10.0, 10.0], dtype=torch.float64)}
+    # as toxicity.measure returns them: each set's summary (unused here) beside its raw scores or counts
+    before = {"toxic": {}, "toxic_scores": [0.9, 0.1, 0.8], "retain_eval": {}, "retain_eval_counts": counts(10.0)}
+    after = {"toxic": {}, "toxic_scores": [0.1, 0.1, 0.9], "retain_eval": {}, "retain_eval_counts": counts(20.0)}
+    drops, ppl = toxicity.pruning_effect(before, after, toxic_threshold=0.5, n_boot=200, seed=0)
+    assert set(drops) == {"toxic"} and set(ppl) == {"retain_eval"}  # sets a run lacks are skipped
+    assert drops["toxic"]["drop"] == pytest.approx(1 / 3) and drops["toxic"]["score_drop"] == pytest.approx(0.7 / 3)
+    assert ppl["retain_eval"]["ratio"] == pytest.approx(math.e)

@@ -236,3 +236,47 @@ def perplexity_change(before: dict[str, torch.Tensor], after: dict[str, torch.Te
     lo, hi = bootstrap_diff_of_ratios(after["nll"], after["n"], before["nll"], before["n"], n_boot=n_boot, seed=seed)
     d = float(after["nll"].sum()) / float(after["n"].sum()) - float(before["nll"].sum()) / float(before["n"].sum())
     return {"ratio": float(np.exp(d)), "ci": [float(np.exp(lo)), float(np.exp(hi))]}
+
+
+# ================================================================ notebook 01b: before and after pruning
+PPL_SETS = ("retain_eval", "forget_eval", "general")  # perplexity sets, where a run has them
+
+
+def measure(model, tokenizer, prompts: dict[str, Sequence[str]], batches: dict[str, list], mmlu: Sequence[dict], *,
+            scorer: str, toxic_threshold: float, max_new_tokens: int, temperature: float, gen_batch_size: int,
+            mc_batch_size: int, n_boot: int, seed: int, tag: str) -> dict:
+    """Everything notebook 01b compares before and after pruning: for each prompt set ({"toxic": neutral prompts,
+    "toxic_prompted": held-out toxic prompts}, empty ones skipped), sampled generations (seeded: the same random
+    stream before and after), their scores and the toxic fraction with its interval; the perplexity of each of
+    PPL_SETS in `batches` (with the per-sequence counts, for the paired change); MMLU letter accuracy if `mmlu`."""
+    from .eval import token_counts
+    from .metrics import bootstrap_mean
+    out = {}
+    for key, ps in prompts.items():
+        if not ps:
+            continue
+        gens = generate(model, tokenizer, ps, max_new_tokens=max_new_tokens, temperature=temperature,
+                        batch_size=gen_batch_size, seed=seed, desc=f"generations {key} ({tag})")
+        s = toxicity_scores(gens, scorer)
+        out[key] = toxic_fraction(s, toxic_threshold, n_boot=n_boot, seed=seed)
+        out[f"{key}_generations"], out[f"{key}_scores"] = gens, s
+    for name in PPL_SETS:
+        if name in batches:
+            c = token_counts(model, batches[name], desc=f"perplexity {name}")
+            out[name] = perplexity(c, n_boot=n_boot, seed=seed)
+            out[f"{name}_counts"] = c
+    if mmlu:
+        hits = mc_letter_correct(model, tokenizer, mmlu, mc_batch_size)
+        out["mmlu"] = {"accuracy": hits.mean(), "ci": bootstrap_mean(hits, n_boot=n_boot, seed=seed), "n": len(hits)}
+    return out
+
+
+def pruning_effect(before: dict, after: dict, *, toxic_threshold: float, n_boot: int, seed: int
+                   ) -> tuple[dict, dict]:
+    """(drop of the toxic fraction and of the mean score per prompt set, paired over the same prompts and random
+    stream; perplexity ratio after / before per perplexity set, paired over sequences) of two `measure` results."""
+    drops = {key: paired_drop(before[f"{key}_scores"], after[f"{key}_scores"], toxic_threshold, n_boot=n_boot,
+                              seed=seed) for key in ("toxic", "toxic_prompted") if key in before}
+    ppl = {name: perplexity_change(before[f"{name}_counts"], after[f"{name}_counts"], n_boot=n_boot, seed=seed)
+           for name in PPL_SETS if name in before}
+    return drops, ppl
