@@ -472,3 +472,19 @@ def test_the_toxicity_effect_of_pruning_by_hand():
     assert set(drops) == {"toxic"} and set(ppl) == {"retain_eval"}  # sets a run lacks are skipped
     assert drops["toxic"]["drop"] == pytest.approx(1 / 3) and drops["toxic"]["score_drop"] == pytest.approx(0.7 / 3)
     assert ppl["retain_eval"]["ratio"] == pytest.approx(math.e)
+
+
+def test_toxicity_splits_keep_prompts_held_out_and_statistics_apart():
+    texts = [{"id": f"t{i}", "source": ("reddit", "amazon")[i % 2], "text": f"word{i} a b c d e f g"}
+             for i in range(40)]
+    s = toxicity.split_retain(texts, n_screen=3, n_gen=4, n_eval=5, n_stat=100, prompt_words=2, seed=0)
+    assert len(s["prompts_screen"]) == 3 and len(s["prompts_eval"]) == 4 and len(s["retain_eval"]) == 5
+    assert all(len(p.split()) == 2 for p in s["prompts_screen"] + s["prompts_eval"])
+    prompted = {p.split()[0] for p in s["prompts_screen"] + s["prompts_eval"]}
+    kept = s["retain_eval"] + s["retain_stat"]
+    assert len(kept) == 40 - 7 and not prompted & {t["text"].split()[0] for t in kept}  # no prompt text scored
+    assert {t["id"] for t in s["retain_eval"]}.isdisjoint(t["id"] for t in s["retain_stat"])
+    assert s == toxicity.split_retain(texts, n_screen=3, n_gen=4, n_eval=5, n_stat=100, prompt_words=2, seed=0)
+    held, stat = toxicity.split_forget(texts[:7], texts[7:10], test_fraction=0.3, n_eval=10, n_stat=10, seed=0)
+    assert len(held) == 3 and len(stat) == 7 and {t["id"] for t in held}.isdisjoint(t["id"] for t in stat)
+    assert toxicity.split_forget(texts[:1], [], test_fraction=0.3, n_eval=10, n_stat=10, seed=0) == ([], texts[:1])

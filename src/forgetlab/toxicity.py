@@ -106,6 +106,38 @@ def prompts_from(texts: Sequence[str], n_words: int) -> list[str]:
     return [" ".join(t.split()[:n_words]) for t in texts]
 
 
+PROMPT_SOURCES = ("reddit", "civil_comments")  # conversational texts: their openings prompt the generations
+
+
+def split_retain(retain: Sequence[dict], *, n_screen: int, n_gen: int, n_eval: int, n_stat: int, prompt_words: int,
+                 seed: int) -> dict[str, list]:
+    """Notebook 01b's use of the non-toxic texts, shuffled (seeded): the openings (`prompt_words` words) of the first
+    n_screen conversational ones (PROMPT_SOURCES) prompt the screening generations, of the next n_gen the evaluated
+    generations; of the texts not used as prompts, the first n_eval are held out (perplexity) and the next n_stat
+    give the neuron statistics. Returns {"prompts_screen", "prompts_eval", "retain_eval", "retain_stat"}."""
+    import random
+    texts = list(retain)
+    random.Random(seed).shuffle(texts)
+    pool = [t for t in texts if t["source"] in PROMPT_SOURCES]
+    used = {t["id"] for t in pool[:n_screen + n_gen]}
+    rest = [t for t in texts if t["id"] not in used]
+    return {"prompts_screen": prompts_from([t["text"] for t in pool[:n_screen]], prompt_words),
+            "prompts_eval": prompts_from([t["text"] for t in pool[n_screen:n_screen + n_gen]], prompt_words),
+            "retain_eval": rest[:n_eval], "retain_stat": rest[n_eval:n_eval + n_stat]}
+
+
+def split_forget(texts: Sequence[dict], generations: Sequence[dict], *, test_fraction: float, n_eval: int,
+                 n_stat: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """(held out, statistics) of the toxic texts and the model's own toxic generations, shuffled together (seeded):
+    a `test_fraction` share held out (at least one text when there are two or more; at most n_eval), the rest (at
+    most n_stat) for the neuron statistics."""
+    import random
+    pool = list(texts) + list(generations)
+    random.Random(seed).shuffle(pool)
+    n_test = max(1, round(test_fraction * len(pool))) if len(pool) > 1 else 0
+    return pool[:n_test][:n_eval], pool[n_test:][:n_stat]
+
+
 # ================================================================ generation
 @torch.inference_mode()
 def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 48, temperature: float = 1.0,
