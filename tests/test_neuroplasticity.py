@@ -512,3 +512,25 @@ def test_neuroplasticity_smoke(smoke):
                  "example_neurons"):
         for fmt in ("png", "pdf"):
             assert (smoke / "figures" / "neuroplasticity" / f"{name}.{fmt}").stat().st_size > 5000, name
+
+
+def test_the_claim_verdicts_follow_their_stated_rules():
+    def f1(base, pruned, final, other_base=0.8, other_pruned=0.8):
+        return {"base": {"LOC": {"f1": base}, "PER": {"f1": other_base}},
+                ("concept", 0): {"LOC": {"f1": pruned}, "PER": {"f1": other_pruned}},
+                ("concept", 2): {"LOC": {"f1": final}, "PER": {"f1": other_pruned}}}
+    ci = lambda lo: {"diff_ci": [lo, lo + 0.2]}  # noqa: E731
+    priming = {"similarity": {"same_layers": ci(0.1), "all_others": ci(0.1)}}
+    poly = {"after": ci(0.1), "carriers_change_ci": [-0.1, 0.1]}
+    reloc = {"raw": {"lo": -2.0, "hi": -0.5}, "std": {"lo": -0.5, "hi": 0.5}}
+    directions, v = npl.claim_verdicts(f1(0.9, 0.1, 0.85), "LOC", ["PER"], 2, reloc, priming, poly)
+    assert directions == {"raw": "earlier", "std": "no clear shift"}
+    assert v == {"removal_concept_specific": "holds", "relearned": "holds", "moves_earlier": "partly",
+                 "primed": "holds", "polysemantic": "partly"}
+    # the other type lost too much: only partly specific; half the concept back: relearning partly holds
+    _, v = npl.claim_verdicts(f1(0.9, 0.1, 0.5, other_pruned=0.5), "LOC", ["PER"], 2, reloc, priming, poly)
+    assert (v["removal_concept_specific"], v["relearned"]) == ("partly", "partly")
+    # pruning did not remove the concept (0.5 > 0.2 x 0.9): relearning is not tested
+    _, v = npl.claim_verdicts(f1(0.9, 0.5, 0.9), "LOC", ["PER"], 2, reloc,
+                              {"similarity": {"same_layers": ci(-0.3), "all_others": ci(0.1)}}, poly)
+    assert (v["removal_concept_specific"], v["relearned"], v["primed"]) == ("does not hold", "not tested", "partly")
