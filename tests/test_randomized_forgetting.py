@@ -497,14 +497,15 @@ def test_randomized_forgetting_smoke(smoke):
 
 
 def test_notebook_03s_correlation_and_ratio_helpers():
-    c = fg.correlation([1, 2, 3, 4, float("nan")], [2, 4, 6, 9, 1], n_boot=200, seed=0)
+    from forgetlab import randomized_forgetting as rf
+    c = rf.correlation([1, 2, 3, 4, float("nan")], [2, 4, 6, 9, 1], n_boot=200, seed=0)
     assert c["n"] == 4 and c["spearman"] == pytest.approx(1.0) and c["spearman_ci"] == [1.0, 1.0]
     assert c["pearson"] == pytest.approx(0.99, abs=0.01)
     for xs, ys in (([1, 2], [3, 4]), ([1, 1, 1], [1, 2, 3])):  # too few pairs; a constant side
-        c = fg.correlation(xs, ys, n_boot=200, seed=0)
+        c = rf.correlation(xs, ys, n_boot=200, seed=0)
         assert math.isnan(c["spearman"]) and math.isnan(c["pearson"])
     ft, after = np.array([1.0] * 9 + [0.0]), np.array([1.0] * 7 + [0.0] * 3)  # 0.9 -> 0.7: half the way to chance
-    assert fg.hits_forget_ratio(ft, after) == pytest.approx(0.5)
-    assert math.isnan(fg.hits_forget_ratio(np.array([1.0, 0.0]), after[:2]))  # fine-tuned at chance: undefined
-    lo, hi = fg.hits_forget_ratio_ci(ft, after, n_boot=200, seed=0)
+    assert rf.hits_forget_ratio(ft, after) == pytest.approx(0.5)
+    assert math.isnan(rf.hits_forget_ratio(np.array([1.0, 0.0]), after[:2]))  # fine-tuned at chance: undefined
+    lo, hi = rf.hits_forget_ratio_ci(ft, after, n_boot=200, seed=0)
     assert lo <= 0.5 <= hi

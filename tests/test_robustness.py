@@ -383,20 +383,21 @@ def test_forgetting_robustness_smoke(smoke):
 
 
 def test_notebook_06s_stated_rules():
+    from forgetlab import forgetting_robustness as fr
     """The verdicts read the 95% interval only: above 0, below 0, covering 0, or undefined (NaN)."""
     nan = float("nan")
-    assert rb.quantization_verdict([0.01, 0.2]) == "comes back"
-    assert rb.quantization_verdict([-0.3, -0.01]) == "removal deepens"
-    assert rb.quantization_verdict([-0.1, 0.1]) == "uniform damage"
-    assert rb.quantization_verdict([nan, nan]) == "undefined"
-    assert [rb.comparison_verdict(ci) for ci in ([0.1, 0.2], [-0.2, -0.1], [-0.1, 0.1], [nan, nan])] == [
+    assert fr.quantization_verdict([0.01, 0.2]) == "comes back"
+    assert fr.quantization_verdict([-0.3, -0.01]) == "removal deepens"
+    assert fr.quantization_verdict([-0.1, 0.1]) == "uniform damage"
+    assert fr.quantization_verdict([nan, nan]) == "undefined"
+    assert [fr.comparison_verdict(ci) for ci in ([0.1, 0.2], [-0.2, -0.1], [-0.1, 0.1], [nan, nan])] == [
         "closes more", "closes less", "not told apart", "undefined"]
     rec = {"a": {"x": {"share_full_gap": 0.8, "share_full_gap_ci": [0.6, 0.9]}},
            "b": {"x": {"share_full_gap": nan, "share_full_gap_ci": [nan, nan]}},
            "c": {"x": {"share_full_gap": 0.1, "share_full_gap_ci": [0.0, 0.3]}}}
-    assert rb.share_ranking(rec, ["a", "b", "c"], "x") == (["c", "a", "b"], ["c", "a"], True)
+    assert fr.share_ranking(rec, ["a", "b", "c"], "x") == (["c", "a", "b"], ["c", "a"], True)
     rec["c"]["x"]["share_full_gap_ci"] = [0.0, 0.7]  # the ends' intervals now overlap
-    assert rb.share_ranking(rec, ["a", "b", "c"], "x")[2] is False
-    assert rb.share_ranking(rec, ["b"], "x") == (["b"], [], False)
-    assert rb.mean_share(rec, ["a", "b", "c"], "x") == pytest.approx(0.45)  # b's gap is unresolved
-    assert np.isnan(rb.mean_share(rec, ["b"], "x"))
+    assert fr.share_ranking(rec, ["a", "b", "c"], "x")[2] is False
+    assert fr.share_ranking(rec, ["b"], "x") == (["b"], [], False)
+    assert fr.mean_share(rec, ["a", "b", "c"], "x") == pytest.approx(0.45)  # b's gap is unresolved
+    assert np.isnan(fr.mean_share(rec, ["b"], "x"))
