@@ -546,3 +546,20 @@ def test_fourbit_builds_its_tables_on_the_weights_device(precision):
             raise
         except RuntimeError as e:
             assert "not linked with support for cuda" in str(e), e
+
+
+def test_notebook_04s_recovery_shares_by_hand():
+    """An unlearned model half-way between retrain (0.2) and target (0.6) at full precision, back at the target's
+    level under nf4: recovery shares 0.5 and 1; where target and retrain coincide the share is undefined."""
+    from forgetlab import quantization_recovery as qr
+    row = lambda v, k: {"verbmem": v, "knowmem_forget": k}  # noqa: E731
+    table = {"target": {"full": row(0.6, 0.5), "nf4": row(0.6, 0.5)},
+             "retrain": {"full": row(0.2, 0.5), "nf4": row(0.2, 0.5)},
+             "GA@1e-05": {"full": row(0.4, 0.5), "nf4": row(0.6, 0.5)}}
+    rec = qr.recovery_shares(table, ["GA@1e-05"], ["full", "nf4"])
+    assert rec["verbmem"]["GA@1e-05"] == {"full": pytest.approx(0.5), "nf4": pytest.approx(1.0)}
+    assert np.isnan(rec["knowmem_forget"]["GA@1e-05"]["full"])
+    assert qr.mean_recovery(rec, ["GA@1e-05"], ["full", "nf4"])["verbmem"] == {"full": pytest.approx(0.5),
+                                                                               "nf4": pytest.approx(1.0)}
+    assert qr.target_retrain_gaps(table, ["full"]) == {"verbmem": {"full": pytest.approx(0.4)},
+                                                       "knowmem_forget": {"full": 0.0}}
