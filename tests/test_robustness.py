@@ -401,3 +401,24 @@ def test_notebook_06s_stated_rules():
     assert fr.share_ranking(rec, ["b"], "x") == (["b"], [], False)
     assert fr.mean_share(rec, ["a", "b", "c"], "x") == pytest.approx(0.45)  # b's gap is unresolved
     assert np.isnan(fr.mean_share(rec, ["b"], "x"))
+
+
+def test_every_removal_method_is_registered_with_hyperparameters_the_run_step_passes_by_name():
+    """One class per removal method, dispatched by name; each class's fields are flags of the `run` step (the
+    gradient methods' `method` is their registered name, `eval_every` 1 or the small-step arm's), and every
+    tuning flag has a user."""
+    import dataclasses
+    import inspect
+    flags = set(inspect.signature(rb.run).parameters)
+    used = set()
+    assert set(rb.REGISTRY) == set(rb.METHODS) | {"random_pruning"}
+    for name, cls in rb.REGISTRY.items():
+        own = {f.name for f in dataclasses.fields(cls)} - {"method", "eval_every"}
+        assert own <= flags, f"{name}: {own - flags} are not flags of robustness.run"
+        remover = rb.make_remover(name, {f: 1 for f in flags})
+        assert isinstance(remover, cls) and getattr(remover, "method", name) == name
+        used |= own
+    assert {"prune_step", "eps_ff", "max_prune_steps", "concept_max_frac", "random_max_frac", "max_evals", "lr",
+            "max_unlearn_steps", "unlearn_batch_size", "beta", "sure_percentile"} == used
+    with pytest.raises(ValueError, match="unknown method 'erase'"):
+        rb.make_remover("erase", {})

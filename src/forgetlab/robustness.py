@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -325,6 +326,122 @@ def remove_gradient(model, sets: dict, ref_items: list[dict], *, method: str, ac
     return {"history": history, "knob_name": "optimizer steps", "knob_value": history[-1]["knob"], "lr": lr}
 
 
+# ================================================================ removal methods: one class each, registered by name
+@dataclass
+class Removal:
+    """What every removal method gets: the model (changed in place), its windows, the reference items of the
+    gradient methods, the seed, and the band it is tuned to: a validation forget top-1 drop of `target` +-
+    `tolerance` below `acc_original`."""
+    model: torch.nn.Module
+    sets: dict
+    ref_items: list
+    acc_original: float
+    target: float
+    tolerance: float
+    seed: int
+
+    @property
+    def tuning(self) -> dict:
+        return dict(acc_original=self.acc_original, target=self.target, tolerance=self.tolerance)
+
+
+class Remover:
+    """A removal method: a dataclass of its hyperparameters, named as the `run` step's flags (no defaults of their
+    own: they come from params.yaml through the flags), and `remove(removal)`, which tunes the removal into the
+    band and returns (its info: tuning history, knob name and value; a mask handle to remove after the attacks, or
+    None). Add one with @register("<name>") and its flags on `run`."""
+    names: ClassVar[tuple[str, ...]] = ()
+
+    def remove(self, r: Removal) -> tuple[dict, neurons.MaskHandle | None]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_params(cls, name: str, params: dict) -> "Remover":
+        return cls(**{f.name: params[f.name] for f in fields(cls)})
+
+
+REGISTRY: dict[str, type[Remover]] = {}
+
+
+def register(*names: str) -> Callable[[type[Remover]], type[Remover]]:
+    def add(cls):
+        cls.names = names
+        REGISTRY.update(dict.fromkeys(names, cls))
+        return cls
+    return add
+
+
+@register("selective_pruning")
+@dataclass
+class SelectivePruning(Remover):
+    """Iterative selective pruning of FF neurons, `prune_step` of them per step (remove_selective_pruning)."""
+    prune_step: float
+    eps_ff: float
+    max_prune_steps: int
+
+    def remove(self, r):
+        return remove_selective_pruning(r.model, r.sets, **r.tuning, step_frac=self.prune_step, eps=self.eps_ff,
+                                        max_steps=self.max_prune_steps), None
+
+
+@register("concept_pruning")
+@dataclass
+class ConceptPruning(Remover):
+    """Probeless concept neurons masked, their number bisected (remove_concept_pruning); the mask stays on."""
+    concept_max_frac: float
+    max_evals: int
+
+    def remove(self, r):
+        info = remove_concept_pruning(r.model, r.sets, **r.tuning, max_frac=self.concept_max_frac,
+                                      max_evals=self.max_evals)
+        return info, info.pop("handle")
+
+
+@register("random_pruning")
+@dataclass
+class RandomPruning(Remover):
+    """The control: FF neurons in a seeded random order, as many as reach the band (remove_random_pruning)."""
+    random_max_frac: float
+    max_evals: int
+
+    def remove(self, r):
+        return remove_random_pruning(r.model, r.sets, seed=r.seed, **r.tuning, max_frac=self.random_max_frac,
+                                     max_evals=self.max_evals), None
+
+
+@register(*GRADIENT_LOSSES, "random_labels")
+@dataclass
+class Gradient(Remover):
+    """Optimizer steps of an unlearning loss (its registered name: GA, GA_GDR, NPO_GDR, SURE, random labels) until
+    the band, evaluated every `eval_every` steps (remove_gradient); `method` and `eval_every` are not flags: the
+    name, and 1 (the small-step arm sets its own)."""
+    method: str
+    lr: float
+    max_unlearn_steps: int
+    unlearn_batch_size: int
+    beta: float
+    sure_percentile: float
+    max_evals: int
+    eval_every: int = 1
+
+    @classmethod
+    def from_params(cls, name, params):
+        return cls(method=name, **{f.name: params[f.name] for f in fields(cls)
+                                   if f.name not in ("method", "eval_every")})
+
+    def remove(self, r):
+        return remove_gradient(r.model, r.sets, r.ref_items, method=self.method, **r.tuning, lr=self.lr,
+                               batch_size=self.unlearn_batch_size, max_steps=self.max_unlearn_steps,
+                               eval_every=self.eval_every, beta=self.beta, sure_percentile=self.sure_percentile,
+                               max_bisect=self.max_evals, seed=r.seed), None
+
+
+def make_remover(name: str, params: dict) -> Remover:
+    """The registered removal method `name` with its hyperparameters from `params` (the `run` step's flags)."""
+    check_choice("method", name, tuple(REGISTRY))
+    return REGISTRY[name].from_params(name, params)
+
+
 # ================================================================ attacks
 def relearn(model, items: list[dict], k: int, *, lr: float, epochs: int, batch_size: int, seed: int) -> list[float]:
     """Fine-tune on the first k items (next-token loss); k = 0 leaves the model untouched."""
@@ -380,7 +497,8 @@ def run(model: str = "smollm2-135m", data_dir: str = "data", forget: str = "code
     """Remove the forget capability with every method, tuned to the same drop on validation windows, and attack
     each result (scored on test windows). `small_step_methods`: gradient methods re-run at `small_lr` ("none":
     no small-step arm). device: where the model is pruned, unlearned, attacked and scored
-    (models.resolve_device)."""
+    (models.resolve_device). Each removal method's hyperparameters are the flags its class names (make_remover)."""
+    params = dict(locals())  # the flags, named as in params.yaml
     from .models import load_lm, resolve_device
     device = resolve_device(device)
     meths = parse_list("methods", methods)
@@ -426,35 +544,22 @@ def run(model: str = "smollm2-135m", data_dir: str = "data", forget: str = "code
     acc0 = tuning_top1(lm, sets)  # the tuning's reference: the original on the validation windows
     attack = dict(ks=ks, precisions=precs, quantized_ks=qks, lr=relearn_lr, epochs=relearn_epochs,
                   batch_size=relearn_batch_size, seed=seed)
-    tuning = dict(acc_original=acc0, target=target, tolerance=tolerance)
-    gradient = dict(batch_size=unlearn_batch_size, beta=beta, sure_percentile=sure_percentile,
-                    max_bisect=max_evals, seed=seed)
-    plan = [("original", None), *((m, m) for m in meths),
-            *((small_step_name(m, small_lr), m) for m in small), ("random_pruning", "random_pruning")]
+    removal = Removal(lm, sets, ref_items, acc_original=acc0, target=target, tolerance=tolerance, seed=seed)
+    # (arm name, method name, remover): the original, every method, the small-step arms, the random control
+    plan = [("original", None, None), *((m, m, make_remover(m, params)) for m in meths),
+            *((small_step_name(m, small_lr), m, replace(make_remover(m, params), lr=small_lr,
+                                                        max_unlearn_steps=small_max_steps, eval_every=small_eval_every))
+              for m in small),
+            ("random_pruning", "random_pruning", make_remover("random_pruning", params))]
     results = {"base": base, "base_val_top1": acc0, "ids": {r: sets[r]["ids"] for r in ("forget", "retain")},
                "methods": {}, "attacks": {}}
-    for name, method in tqdm(plan, desc="methods"):
+    for name, method, remover in tqdm(plan, desc="methods"):
         t0 = time.perf_counter()
         _restore_(lm, original)
         seed_everything(seed)
-        info, handle = {"history": [], "knob_name": "", "knob_value": 0}, None
-        if method is None:
-            pass  # the original model
-        elif method == "selective_pruning":
-            info = remove_selective_pruning(lm, sets, **tuning, step_frac=prune_step, eps=eps_ff,
-                                            max_steps=max_prune_steps)
-        elif method == "concept_pruning":
-            info = remove_concept_pruning(lm, sets, **tuning, max_frac=concept_max_frac, max_evals=max_evals)
-            handle = info.pop("handle")
-        elif method == "random_pruning":
-            info = remove_random_pruning(lm, sets, seed=seed, **tuning, max_frac=random_max_frac,
-                                         max_evals=max_evals)
-        elif name != method:  # the small-step arm
-            info = remove_gradient(lm, sets, ref_items, method=method, **tuning, **gradient, lr=small_lr,
-                                   max_steps=small_max_steps, eval_every=small_eval_every)
-        else:
-            info = remove_gradient(lm, sets, ref_items, method=method, **tuning, **gradient, lr=lr,
-                                   max_steps=max_unlearn_steps, eval_every=1)
+        info, handle = {"history": [], "knob_name": "", "knob_value": 0}, None  # the original model
+        if remover is not None:
+            info, handle = remover.remove(removal)
         info.pop("pruned", None)
         val_drop = acc0 - tuning_top1(lm, sets)
         info["removal_s"] = time.perf_counter() - t0
