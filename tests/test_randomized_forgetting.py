@@ -10,7 +10,7 @@ import torch
 
 from conftest import read_metrics
 from forgetlab import forgetting as fg
-from forgetlab.models import tiny_model
+from forgetlab.models import load_causal_lm, tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -441,7 +441,7 @@ def test_stages_end_to_end_on_a_tiny_model_and_hub_format_tasks(tmp_path):
     assert torch.equal(r["runs"][f"{a}|flipped"]["labels"],
                        1 - torch.tensor([it["label"] for it in data["tasks"][a]["train"][:8]]))
     # the scores before forgetting (fine-tune stage) are those of the saved model
-    model, tk = fg._load_model(str(ft / "model"), "data", "cpu")
+    model, tk = load_causal_lm(str(ft / "model"), data_dir="data", device="cpu")
     again = fg.score_choices(model, tk, data["tasks"][a]["test"])
     assert torch.allclose(again["logp"], res["finetuned"][a]["logp"], atol=1e-4)
     with pytest.raises(ValueError, match="threshold"):  # nothing passes a threshold of 1

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .models import resolve_device
+from .models import load_causal_lm, resolve_device
 from .train import TrainConfig, train
 from .utils import (atomic_path, check_choice, check_fraction, check_positive_int, check_type, parse_list,
                     seed_everything, write_json)
@@ -523,13 +523,6 @@ def train_items(model, tokenizer, items, labels, *, lr: float, batch_size: int, 
 
 
 # ================================================================ stage 1: multitask fine-tune
-def _load_model(model: str, data_dir: str, device: str):
-    """On the stage's device (models.resolve_device: the GPU when there is one): the scoring before training runs
-    there too (a 7B model on the host CPU would take hours); score_choices builds its inputs on the model's device."""
-    from .models import load_causal_lm
-    return load_causal_lm(model, data_dir=data_dir, device=device)
-
-
 def fine_tune(model: str, tasks: str, out: str, data_dir: str = "data", n_train: int = 48, n_test: int = 40,
               max_prompt_tokens: int = 64, max_choice_tokens: int = 16, epochs: int = 1, lr: float = 5e-5,
               batch_size: int = 8, eval_batch_size: int = 16, layers: str = "0,5,10,15,20,25,-5,-1",
@@ -538,7 +531,8 @@ def fine_tune(model: str, tasks: str, out: str, data_dir: str = "data", n_train:
     """Binarize every candidate task, score the pre-trained model, fine-tune one model on all tasks jointly
     (correct labels), score it; save the model, the items (data.json) and the scores (results.pt).
     grad_accum, grad_checkpointing, optimizer, mixed_precision: the memory plan (forgetlab.train.TrainConfig);
-    device: where the model is scored and trained (models.resolve_device)."""
+    device: where the model is scored and trained (models.resolve_device: the scoring before training runs there
+    too; a 7B model on the host CPU would take hours)."""
     memory = memory_plan(grad_accum, grad_checkpointing, optimizer, mixed_precision)
     device = resolve_device(device)
     names = parse_list("tasks", tasks)
@@ -549,7 +543,7 @@ def fine_tune(model: str, tasks: str, out: str, data_dir: str = "data", n_train:
                     ("eval_batch_size", eval_batch_size)):
         check_positive_int(name, v)
     seed_everything(seed)
-    lm, tok = _load_model(model, data_dir, device)
+    lm, tok = load_causal_lm(model, data_dir=data_dir, device=device)
     n_hidden = lm.config.num_hidden_layers + 1
     layer_ids = sorted({l % n_hidden for l in parse_list("layers", layers, int)})
     data = {"model": model, "task_order": names, "tasks": {}}
@@ -723,7 +717,7 @@ def forget(finetuned: str, out: str, data_dir: str = "data", threshold: float = 
                              f"training items of task {name!r}")
     if any(len(data["tasks"][n]["test"]) < n_cross for n in keep):
         raise ValueError(f"parameter 'n_cross' ({n_cross}) exceeds the test items of a kept task")
-    lm, tok = _load_model(str(src / "model"), data_dir, device)
+    lm, tok = load_causal_lm(str(src / "model"), data_dir=data_dir, device=device)
     layers = ft_res["layers"]
     start = {k: v.detach().to("cpu", copy=True) for k, v in lm.state_dict().items()}  # on the host: 27 GB at 7B
     tests = {n: data["tasks"][n]["test"] for n in keep}
@@ -777,7 +771,6 @@ def load_results(finetuned: str, forget_dir: str) -> tuple[dict, dict, dict]:
         if not p.exists():
             raise FileNotFoundError(f"{p} not found: run the randomized_forgetting stages (dvc repro)")
     return json.loads((ft / DATA_FILE).read_text()), torch.load(ft / RESULTS_FILE), torch.load(fg / RESULTS_FILE)
-
 
 
 if __name__ == "__main__":

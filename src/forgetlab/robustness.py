@@ -38,7 +38,7 @@ import math
 import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Callable
 
 import numpy as np
 import torch
@@ -350,7 +350,6 @@ class Remover:
     own: they come from params.yaml through the flags), and `remove(removal)`, which tunes the removal into the
     band and returns (its info: tuning history, knob name and value; a mask handle to remove after the attacks, or
     None). Add one with @register("<name>") and its flags on `run`."""
-    names: ClassVar[tuple[str, ...]] = ()
 
     def remove(self, r: Removal) -> tuple[dict, neurons.MaskHandle | None]:
         raise NotImplementedError
@@ -365,7 +364,6 @@ REGISTRY: dict[str, type[Remover]] = {}
 
 def register(*names: str) -> Callable[[type[Remover]], type[Remover]]:
     def add(cls):
-        cls.names = names
         REGISTRY.update(dict.fromkeys(names, cls))
         return cls
     return add
