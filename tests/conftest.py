@@ -51,6 +51,28 @@ def smollm(data_dir):
     return load_causal_lm("smollm2-135m", data_dir=data_dir)
 
 
+def step_args(stage: str, index: int = 0, profile_name: str = "smoke", **overrides) -> dict:
+    """The keyword arguments that a checkpoint stage's command passes its step function under a profile (step
+    functions have no defaults: every value comes from params.yaml), with `overrides` replacing some."""
+    from forgetlab import pipeline, profile
+    _, kwargs = pipeline.step_arguments(stage, profile.load_params(profile_name, ROOT), ROOT, index)
+    unknown = set(overrides) - set(kwargs)
+    assert not unknown, f"{stage} takes no {sorted(unknown)}"
+    return {**kwargs, **overrides}
+
+
+def step_argv(stage: str, index: int = 0, **overrides) -> list[str]:
+    """step_args as a command line after the interpreter: ["-m", module, step, "--flag", value, ...]."""
+    from forgetlab import pipeline, profile
+    cmds = dict(pipeline.stage_commands(profile.load_params("smoke", ROOT), ROOT))
+    argv = pipeline.step_commands(cmds[stage])[index]
+    flags = []
+    for key, value in step_args(stage, index, **overrides).items():
+        if value is not None:
+            flags += [f"--{key.replace('_', '-')}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return ["-m", argv[2], argv[3]] + flags
+
+
 def stage_env() -> dict:
     from forgetlab.pipeline import venv_env
     return venv_env({"HF_HUB_OFFLINE": "1"})

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, bpe_tokenizer, stage_env
+from conftest import ROOT, bpe_tokenizer, stage_env, step_argv
 from forgetlab import neuroplasticity as npl
 
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
@@ -57,9 +57,8 @@ def inputs(tmp_path_factory) -> Path:
 
 def _fine_tune(inputs: Path, out: str, launcher: list[str], batch_size: int = 4) -> dict:
     """Run the fine-tune step on the 16 training sentences for 2 epochs; return its metadata."""
-    cmd = launcher + ["-m", "forgetlab.neuroplasticity", "fine-tune", "--model", str(inputs / "gpt2"),
-                      "--data", str(inputs / "ner"), "--out", str(inputs / out), "--epochs", "2",
-                      "--batch-size", str(batch_size), "--max-len", "16", "--lr", "0.001", "--seed", "0"]
+    cmd = launcher + step_argv("neuroplasticity_base", model=str(inputs / "gpt2"), data=str(inputs / "ner"),
+                               out=str(inputs / out), epochs=2, batch_size=batch_size, max_len=16, lr=0.001, seed=0)
     env = dict(stage_env(), OMP_NUM_THREADS="1")
     env["CUDA_VISIBLE_DEVICES"] = ""  # CPU processes, also on a machine with a GPU
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

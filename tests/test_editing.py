@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, read_metrics
+from conftest import ROOT, read_metrics, step_args
 
 from forgetlab import editing as ed
 
@@ -448,7 +448,7 @@ def test_choose_layers_for_salem_mend_and_the_controls():
 
 def test_bad_parameters_fail_with_clear_messages(tmp_path):
     with pytest.raises(TypeError, match="n_train"):
-        ed.train_classifier("minilm-l6", str(tmp_path / "x"), n_train="many")
+        ed.train_classifier(**step_args("salem_base", out=str(tmp_path / "x"), n_train="many"))
     with pytest.raises(ValueError, match="rank"):
         ed.MEND(tiny_classifier(), [], rank=0)
     from forgetlab.models import tiny_model

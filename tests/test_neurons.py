@@ -191,3 +191,20 @@ def test_mlp_weights_name_every_mlp_matrix_of_every_block(family):
         assert all(n in params and f".{i}." in n for n in layer)
         # the FF down projection (whose input carries the "ff" neurons) is one of them
         assert any(n.endswith(arch_map(model).ff_out + ".weight") for n in layer)
+
+
+def test_top_k_and_random_masks():
+    scores = torch.arange(12.).view(3, 4)
+    assert neurons.top_k_mask(scores, 3).nonzero().tolist() == [[2, 1], [2, 2], [2, 3]]
+    with pytest.raises(ValueError, match="'k'"):
+        neurons.top_k_mask(scores, 13)
+    m = neurons.random_mask((3, 4), 5, seed=1)
+    assert m.sum() == 5 and torch.equal(m, neurons.random_mask((3, 4), 5, seed=1))
+
+
+def test_probeless_sums_the_distances_of_a_concept_mean_to_every_other():
+    means = {"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([0.0, 5.0]), "c": torch.tensor([3.0, 2.0])}
+    assert neurons.probeless(means, "a").tolist() == [1 + 2, 3 + 0]
+    assert neurons.probeless(means, "b").tolist() == [1 + 3, 3 + 3]
+    with pytest.raises(ValueError, match="'d'"):
+        neurons.probeless(means, "d")

@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from conftest import ROOT, bpe_tokenizer, read_metrics
+from conftest import ROOT, bpe_tokenizer, read_metrics, step_args
 
 from forgetlab import neuroplasticity as npl
 from forgetlab import neurons
@@ -160,7 +160,7 @@ def test_raw_and_standardized_rankings_pick_different_layers_known_answer():
     names = ["O", "B-LOC"]
     raw = npl.probeless_scores(npl.standardize(acts, "none"), labels.long().tolist(), names, "LOC")
     std = npl.probeless_scores(npl.standardize(acts, "layer"), labels.long().tolist(), names, "LOC")
-    top_raw, top_std = npl.top_k_mask(raw, 8), npl.top_k_mask(std, 8)
+    top_raw, top_std = neurons.top_k_mask(raw, 8), neurons.top_k_mask(std, 8)
     assert top_raw.nonzero().tolist() == [[1, j] for j in range(8, 16)]
     assert top_std.nonzero().tolist() == [[0, j] for j in range(8)]
     assert npl.mean_layer(top_raw)["mean"] == 1.0 and npl.mean_layer(top_std)["mean"] == 0.0
@@ -207,24 +207,15 @@ def test_saliency_excludes_pruned_neurons():
     assert npl.share_above(sal, 0.5) == [0.5]
 
 
-def test_top_k_and_random_masks():
-    scores = torch.arange(12.).view(3, 4)
-    assert npl.top_k_mask(scores, 3).nonzero().tolist() == [[2, 1], [2, 2], [2, 3]]
-    with pytest.raises(ValueError, match="'k'"):
-        npl.top_k_mask(scores, 13)
-    m = npl.random_mask((3, 4), 5, seed=1)
-    assert m.sum() == 5 and torch.equal(m, npl.random_mask((3, 4), 5, seed=1))
-
-
 def test_random_baseline_samples_from_all_neurons():
     shape, k = (6, 50), 30
     hits = torch.zeros(shape)
     for seed in range(400):
-        hits += npl.random_mask(shape, k, seed).float()
+        hits += neurons.random_mask(shape, k, seed).float()
     # every neuron is drawn about 400 * 30 / 300 = 40 times; ids 0..k-1 are not special
     assert hits.min() > 15 and hits.max() < 70
     assert hits.sum(1).tolist() == pytest.approx([400 * k / 6] * 6, rel=0.15)
-    assert not torch.equal(npl.random_mask(shape, k, 0).flatten().nonzero().flatten(), torch.arange(k))
+    assert not torch.equal(neurons.random_mask(shape, k, 0).flatten().nonzero().flatten(), torch.arange(k))
 
 
 # ---------------------------------------------------------------- masks that persist
@@ -248,7 +239,7 @@ def test_masked_neurons_stay_exactly_zero_through_training_and_reload(tmp_path):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(45)]))
     tok = BertTokenizerFast(str(vocab))
-    pruned = npl.random_mask((2, 16), 6, seed=3)
+    pruned = neurons.random_mask((2, 16), 6, seed=3)
     handle = npl.apply_prune_mask(model, pruned)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     items = [{"input_ids": torch.randint(5, 50, (8,)), "attention_mask": torch.ones(8, dtype=torch.long),
@@ -281,7 +272,7 @@ def _tiny_distilbert():
                          ids=["bert", "distilbert"])
 def test_activation_mask_equals_zeroed_layernorm_weight_and_bias(build):
     model = build()
-    pruned = npl.random_mask((2, 16), 5, seed=0)
+    pruned = neurons.random_mask((2, 16), 5, seed=0)
     ids = torch.randint(3, 97, (2, 7))
     plain = model(input_ids=ids).logits
     with npl.apply_prune_mask(model, pruned):
@@ -295,7 +286,7 @@ def test_activation_mask_equals_zeroed_layernorm_weight_and_bias(build):
 
 def test_mask_works_on_decoders():
     model = tiny_model("llama", hidden=16, ff=24, layers=2, heads=2)
-    pruned = npl.random_mask((2, 16), 4, seed=0)
+    pruned = neurons.random_mask((2, 16), 4, seed=0)
     with npl.apply_prune_mask(model, pruned):
         acts = _resid_outputs(model, torch.randint(3, 97, (2, 5)))
     assert torch.all(acts[:, :, pruned] == 0)
@@ -382,7 +373,7 @@ def test_before_after_similarity_on_a_tiny_model():
     concept_types = torch.tensor([int(w[1:]) < 15 for w in vocab])
     concept_vec = vectors[concept_types].mean(0)
     before = npl.analyse_checkpoint(model, enc, examples, names, "LOC", None, type_ids, eligible, n_top=3)
-    pruned = npl.top_k_mask(before.scores, 4)
+    pruned = neurons.top_k_mask(before.scores, 4)
     with npl.apply_prune_mask(model, pruned):
         items = [{k: enc[k][i] for k in ("input_ids", "attention_mask", "labels")} for i in range(len(examples))]
         train(model, items, TrainConfig(lr=3e-2, batch_size=8, max_steps=6), desc=None)
@@ -406,7 +397,8 @@ def test_before_after_similarity_on_a_tiny_model():
 
 def test_bad_parameters_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match="method"):
-        npl.prune_retrain(base=str(tmp_path), data=str(tmp_path), out=str(tmp_path / "o"), method="best")
+        npl.prune_retrain(**step_args("neuroplasticity_concept", base=str(tmp_path), data=str(tmp_path),
+                                      out=str(tmp_path / "o"), method="best"))
     with pytest.raises(ValueError, match="standardize"):
         npl.standardize(torch.zeros(2, 1, 1), "global")
     with pytest.raises(ValueError, match="label_position"):
@@ -449,12 +441,14 @@ def test_stages_end_to_end_on_a_tiny_decoder_and_conll_format_files(tmp_path):
     for s in ds:
         ds[s].to_parquet(str(tmp_path / "hub" / f"{s}.parquet"))
     ner, base, out = (str(tmp_path / n) for n in ("ner", "base", "concept"))
-    npl.build_data(source=str(tmp_path / "hub"), out=ner)
+    npl.build_data(**step_args("neuroplasticity_data", source=str(tmp_path / "hub"), out=ner))
     assert json.loads((tmp_path / "ner" / "label_stats.json").read_text())["train"]["entities"] == {"LOC": 8,
                                                                                                     "PER": 4}
-    npl.fine_tune(model=str(tmp_path / "gpt2"), data=ner, out=base, batch_size=4, max_len=16)
+    npl.fine_tune(**step_args("neuroplasticity_base", model=str(tmp_path / "gpt2"), data=ner, out=base, batch_size=4,
+                              max_len=16))
     assert json.loads((tmp_path / "base" / npl.META_FILE).read_text())["label_position"] == "last"
-    npl.prune_retrain(base=base, data=ner, out=out, k=5, n_stages=2, steps_per_stage=1, batch_size=4, max_len=16)
+    npl.prune_retrain(**step_args("neuroplasticity_concept", base=base, data=ner, out=out, k=5, n_stages=2,
+                                  steps_per_stage=1, batch_size=4, max_len=16))
     hist = json.loads((tmp_path / "concept" / "history.json").read_text())
     assert [h["stage"] for h in hist] == [0, 1, 2]
     model, _, pruned, handle = npl.load_checkpoint(tmp_path / "concept" / "stage_2")
@@ -490,7 +484,7 @@ def test_neuroplasticity_smoke(smoke):
     assert m["standardize_by"] == p["standardize_by"] == "none" and m["sensitivity_standardize_by"] == "layer"
     for run in ("concept", "concept_std"):
         ranking = torch.load(ck / run / "ranking.pt")
-        assert torch.equal(ranking["pruned"], npl.top_k_mask(ranking["scores"], p["k"]))
+        assert torch.equal(ranking["pruned"], neurons.top_k_mask(ranking["scores"], p["k"]))
         for stage in range(p["n_stages"] + 1):
             assert torch.equal(torch.load(ck / run / f"stage_{stage}" / npl.MASK_FILE), ranking["pruned"])
             assert (ck / run / f"stage_{stage}" / npl.PRED_FILE).exists()

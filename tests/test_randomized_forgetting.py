@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import read_metrics
+from conftest import read_metrics, step_args
 from forgetlab import forgetting as fg
 from forgetlab.models import load_causal_lm, tiny_model
 
@@ -214,23 +214,27 @@ def test_fine_tuning_on_flipped_labels_flips_a_tiny_model():
     assert fg.correct(fg.score_choices(model, tok, items[:4])).mean() == 0.0
 
 
+def forget_args(tmp_path, **overrides) -> dict:
+    return step_args("randomized_forgetting_forget", finetuned=str(tmp_path), out=str(tmp_path / "o"), **overrides)
+
+
 def test_bad_parameters_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match="tasks"):
-        fg.fine_tune(model="smollm2-135m", tasks="strategyqa", out=str(tmp_path / "o"))
+        fg.fine_tune(**step_args("randomized_forgetting_finetune", tasks="strategyqa", out=str(tmp_path / "o")))
     with pytest.raises(ValueError, match="small_fraction"):
-        fg.forget(finetuned=str(tmp_path), out=str(tmp_path / "o"), n_forget=16, small_fraction=0.05)
+        fg.forget(**forget_args(tmp_path, n_forget=16, small_fraction=0.05))
     with pytest.raises(ValueError, match="small_fraction"):
-        fg.forget(finetuned=str(tmp_path), out=str(tmp_path / "o"), small_fraction=1.5)
+        fg.forget(**forget_args(tmp_path, small_fraction=1.5))
     with pytest.raises(ValueError, match="mode"):
-        fg.forget(finetuned=str(tmp_path), out=str(tmp_path / "o"), modes="random,shuffled")
+        fg.forget(**forget_args(tmp_path, modes="random,shuffled"))
     with pytest.raises(ValueError, match="threshold"):
-        fg.forget(finetuned=str(tmp_path), out=str(tmp_path / "o"), threshold=1.5)
+        fg.forget(**forget_args(tmp_path, threshold=1.5))
     with pytest.raises(ValueError, match="margin"):
-        fg.forget(finetuned=str(tmp_path), out=str(tmp_path / "o"), margin=-1.5)
+        fg.forget(**forget_args(tmp_path, margin=-1.5))
     with pytest.raises(ValueError, match="tol"):
-        fg.forget(finetuned=str(tmp_path), out=str(tmp_path / "o"), tol=2.0)
+        fg.forget(**forget_args(tmp_path, tol=2.0))
     with pytest.raises(ValueError, match="max_epochs"):
-        fg.forget(finetuned=str(tmp_path), out=str(tmp_path / "o"), max_epochs=0)
+        fg.forget(**forget_args(tmp_path, max_epochs=0))
 
 
 # ---------------------------------------------------------------- forgetting to convergence, screen, ratios, probes
@@ -412,16 +416,18 @@ def test_stages_end_to_end_on_a_tiny_model_and_hub_format_tasks(tmp_path):
     tok.save_pretrained(tmp_path / "lm")
     tasks = f"hf:boolq@{tmp_path / 'a'},hf:boolq@{tmp_path / 'b'}"
     ft, out = tmp_path / "ft", tmp_path / "forget"
-    fg.fine_tune(model=str(tmp_path / "lm"), tasks=tasks, out=str(ft), n_train=12, n_test=8, max_prompt_tokens=64,
-                 batch_size=4, layers="0,-1", eval_batch_size=5)
+    fg.fine_tune(**step_args("randomized_forgetting_finetune", model=str(tmp_path / "lm"), tasks=tasks, out=str(ft),
+                             n_train=12, n_test=8, max_prompt_tokens=64, batch_size=4, layers="0,-1",
+                             eval_batch_size=5))
     data = json.loads((ft / fg.DATA_FILE).read_text())
     assert list(data["tasks"]) == tasks.split(",")
     res = torch.load(ft / fg.RESULTS_FILE)
     assert res["layers"] == [0, 2]
     assert res["finetuned"][tasks.split(",")[0]]["probe_x"].shape == (8, 2, 32)
     assert res["base"][tasks.split(",")[0]]["probe_x"].shape == (8, 2, 32)  # the probes' pre-trained control
-    fg.forget(finetuned=str(ft), out=str(out), threshold=0.0, margin=-1.0, n_forget=8, small_fraction=0.5, n_cross=3,
-              batch_size=4, max_epochs=2, tol=0.0, eval_batch_size=5)
+    fg.forget(**step_args("randomized_forgetting_forget", finetuned=str(ft), out=str(out), threshold=0.0, margin=-1.0,
+                          n_forget=8, small_fraction=0.5, n_cross=3, batch_size=4, max_epochs=2, tol=0.0,
+                          eval_batch_size=5))
     r = torch.load(out / fg.RESULTS_FILE)
     a, b = tasks.split(",")
     assert r["kept"] == [a, b] and set(r["runs"]) == {f"{a}|random", f"{a}|flipped", f"{b}|random", f"{b}|flipped"}
@@ -445,7 +451,8 @@ def test_stages_end_to_end_on_a_tiny_model_and_hub_format_tasks(tmp_path):
     again = fg.score_choices(model, tk, data["tasks"][a]["test"])
     assert torch.allclose(again["logp"], res["finetuned"][a]["logp"], atol=1e-4)
     with pytest.raises(ValueError, match="threshold"):  # nothing passes a threshold of 1
-        fg.forget(finetuned=str(ft), out=str(tmp_path / "x"), threshold=1.0, margin=-1.0, n_forget=8, batch_size=4)
+        fg.forget(**step_args("randomized_forgetting_forget", finetuned=str(ft), out=str(tmp_path / "x"),
+                              threshold=1.0, margin=-1.0, n_forget=8, batch_size=4))
 
 
 # ---------------------------------------------------------------- the smoke pipeline

@@ -115,6 +115,37 @@ def test_every_papermill_parameter_arrives_with_the_type_of_its_default(name):
                     f"{name}/{stage}: {key}={text!r} arrives as {type(value).__name__}, default is {default!r}"
 
 
+def forgetlab_steps(params: dict):
+    """(stage, index, module, step, flags on the command line) of every `python -m forgetlab.<module> <step>`."""
+    for stage, cmd in pipeline.stage_commands(params, ROOT):
+        for i, argv in enumerate(pipeline.step_commands(cmd)):
+            yield stage, i, argv[2], argv[3], {a[2:].replace("-", "_") for a in argv[4:] if a.startswith("--")}
+
+
+@pytest.mark.parametrize("name", list(profile.PROFILES))
+def test_checkpoint_steps_take_every_value_from_the_command_line(name):
+    """No second default that can drift from params.yaml: every argument of a checkpoint step is on its command
+    line in dvc.yaml, except one that defaults to None (unused in that configuration, e.g. SURE's mask without
+    SURE); a default other than None (robustness.run's, which the `forgetlab` command shows) is the value that every
+    stage passes in the default profile. Every step of a module's STEPS is run by some stage."""
+    import importlib
+    import inspect
+    params = profile.load_params(name, ROOT)
+    run = set()
+    for stage, i, module, step, flags in forgetlab_steps(params):
+        fn, kwargs = pipeline.step_arguments(stage, params, ROOT, i)
+        run.add((module, fn.__name__))
+        for arg, p in inspect.signature(fn).parameters.items():
+            assert arg in flags or p.default is None, f"{stage}: {module} {step} does not pass --{arg}"
+            if name == "default" and p.default not in (inspect.Parameter.empty, None):
+                assert kwargs[arg] == p.default, \
+                    f"{module}.{fn.__name__}({arg}={p.default!r}); {stage} passes {kwargs[arg]!r}"
+    modules = {m for m, _ in run}
+    for module in modules:
+        for fn in importlib.import_module(module).STEPS:
+            assert (module, fn.__name__) in run, f"{module}.{fn.__name__} is in STEPS but no stage runs it"
+
+
 def test_stage_params_match_the_p_flags():
     """Every value a stage reads from params.yaml is declared under its params: (so DVC tracks it)."""
     for name, stage in pipeline.stages(ROOT).items():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT, as_written, read_metrics, stage_env
+from conftest import ROOT, as_written, read_metrics, stage_env, step_args, step_argv
 from torch import nn
 
 from forgetlab import neurons, pipeline, profile, pruning, toxicity, vision
@@ -412,14 +412,15 @@ def test_vision_toxicity_smoke(smoke):
 
 def test_a_bad_method_fails_with_a_clear_message(tmp_path):
     out = subprocess.run(
-        ["python", "-m", "forgetlab.vision", "unlearn", "--base", str(tmp_path / "missing"), "--forget-class", "x",
-         "--methods", "prune,erase"], cwd=ROOT, env=stage_env(), capture_output=True, text=True)
+        ["python"] + step_argv("selective_pruning_vit_unlearn", base=str(tmp_path / "missing"), forget_class="x",
+                               methods="prune,erase"), cwd=ROOT, env=stage_env(), capture_output=True, text=True)
     assert out.returncode != 0 and "unknown methods 'erase'" in out.stderr
 
 
 def test_train_step_saves_a_split_and_a_bad_forget_class_fails_clearly(tmp_path, data_dir):
-    vision.train_vit(data_dir=str(data_dir), n_images=100, test_fraction=0.3, patch_size=8, hidden=16, layers=1,
-                     heads=2, ff=16, epochs=0, out=str(tmp_path / "vit"))
+    vision.train_vit(**step_args("selective_pruning_vit", data_dir=str(data_dir), n_images=100, test_fraction=0.3,
+                                 patch_size=8, hidden=16, layers=1, heads=2, ff=16, epochs=0,
+                                 out=str(tmp_path / "vit")))
     split = json.loads((tmp_path / "vit" / "split.json").read_text())
     assert len(split["train"]) == 70 and len(split["test"]) == 30 and not set(split["train"]) & set(split["test"])
     data = vision.load_data(tmp_path / "vit")
@@ -428,7 +429,8 @@ def test_train_step_saves_a_split_and_a_bad_forget_class_fails_clearly(tmp_path,
     pix, lab = data.subset("test", 0, "forget")
     assert len(lab) == [labels[i] for i in split["test"]].count(0) > 0 and set(lab) == {0}
     with pytest.raises(ValueError, match="unknown forget_class 'dragon'; allowed: airplane, automobile"):
-        vision.unlearn(base=str(tmp_path / "vit"), forget_class="dragon", methods="prune", out=str(tmp_path / "u"))
+        vision.unlearn(**step_args("selective_pruning_vit_unlearn", base=str(tmp_path / "vit"), forget_class="dragon",
+                                   methods="prune", out=str(tmp_path / "u")))
     assert not (tmp_path / "u").exists()
 
 

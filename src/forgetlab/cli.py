@@ -14,19 +14,40 @@ import typing
 from typing import Callable
 
 
+def _flag_type(hint):
+    """The argparse type of an annotation: int, float, str; `X | None` is X (None = the flag is left out)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    hint = args[0] if len(args) == 1 else hint
+    return hint if hint in (int, float, str, bool) else str
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() == "true"
+
+
 def _parser_for(fn: Callable, sub) -> None:
+    """A step's flags: one per argument; an argument without a default is a required flag (a step's values come
+    from params.yaml through dvc.yaml, never from a second default here)."""
     p = sub.add_parser(fn.__name__.replace("_", "-"), help=((fn.__doc__ or "").strip().splitlines() or [""])[0])
     hints = typing.get_type_hints(fn)
     for name, param in inspect.signature(fn).parameters.items():
-        typ = hints.get(name, str)
-        flag = f"--{name.replace('_', '-')}"
-        if typ is bool:
-            p.add_argument(flag, type=lambda v: v.lower() in ("1", "true", "yes"), default=param.default,
-                           metavar="BOOL", dest=name)
-        else:
-            kw = {"required": True} if param.default is inspect.Parameter.empty else {"default": param.default}
-            p.add_argument(flag, type=typ if typ in (int, float, str) else str, dest=name, **kw)
+        typ = _flag_type(hints.get(name, str))
+        kw = {"required": True} if param.default is inspect.Parameter.empty else {"default": param.default}
+        p.add_argument(f"--{name.replace('_', '-')}", type=_parse_bool if typ is bool else typ, dest=name,
+                       metavar="BOOL" if typ is bool else None, **kw)
     p.set_defaults(_fn=fn)
+
+
+def parse(functions: list[Callable], argv, description: str | None = None) -> tuple[Callable, dict]:
+    """The function argv names and its keyword arguments, as `run` would call it."""
+    ap = argparse.ArgumentParser(description=description)
+    sub = ap.add_subparsers(required=True)
+    for fn in functions:
+        _parser_for(fn, sub)
+    args = vars(ap.parse_args(argv))
+    return args.pop("_fn"), args
 
 
 def _exit_on_sigterm(signum, frame):
@@ -38,10 +59,5 @@ def run(functions: list[Callable], argv=None, description: str | None = None):
     """Parse argv into one of `functions` and call it. SIGTERM (what `dvc` or a scheduler sends to stop a job)
     exits cleanly: a step killed midway leaves neither its output nor a temporary folder behind."""
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    ap = argparse.ArgumentParser(description=description)
-    sub = ap.add_subparsers(required=True)
-    for fn in functions:
-        _parser_for(fn, sub)
-    args = vars(ap.parse_args(argv))
-    fn = args.pop("_fn")
-    return fn(**args)
+    fn, kwargs = parse(functions, argv, description)
+    return fn(**kwargs)

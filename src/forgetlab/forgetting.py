@@ -11,6 +11,8 @@ on held-out items of the same task (forget ratio), on other tasks (cross-task ma
     python -m forgetlab.forgetting forget --finetuned checkpoints/randomized_forgetting/finetuned \\
         --out checkpoints/randomized_forgetting/forget
 
+(abbreviated: a step takes every flag its dvc.yaml stage passes, none has a default; `dvc repro <stage>` runs it).
+
 Tasks follow the LM Evaluation Harness zero-shot style: the prompt is the question followed by "\\nAnswer:", each
 choice is a continuation " <choice>", and the prediction is the choice with the higher log-likelihood (the sum over
 its tokens; `acc_norm` divides by the continuation's length in characters, as lm-eval does). Every example is
@@ -523,11 +525,10 @@ def train_items(model, tokenizer, items, labels, *, lr: float, batch_size: int, 
 
 
 # ================================================================ stage 1: multitask fine-tune
-def fine_tune(model: str, tasks: str, out: str, data_dir: str = "data", n_train: int = 48, n_test: int = 40,
-              max_prompt_tokens: int = 64, max_choice_tokens: int = 16, epochs: int = 1, lr: float = 5e-5,
-              batch_size: int = 8, eval_batch_size: int = 16, layers: str = "0,5,10,15,20,25,-5,-1",
-              seed: int = 0, grad_accum: int = 1, grad_checkpointing: bool = False, optimizer: str = "adamw",
-              mixed_precision: str = "no", device: str = "auto") -> None:
+def fine_tune(*, model: str, tasks: str, out: str, data_dir: str, n_train: int, n_test: int, max_prompt_tokens: int,
+              max_choice_tokens: int, epochs: int, lr: float, batch_size: int, eval_batch_size: int, layers: str,
+              seed: int, grad_accum: int, grad_checkpointing: bool, optimizer: str, mixed_precision: str,
+              device: str) -> None:
     """Binarize every candidate task, score the pre-trained model, fine-tune one model on all tasks jointly
     (correct labels), score it; save the model, the items (data.json) and the scores (results.pt).
     grad_accum, grad_checkpointing, optimizer, mixed_precision: the memory plan (forgetlab.train.TrainConfig);
@@ -670,11 +671,10 @@ def forget_to_convergence(model, tokenizer, items: Sequence[dict], labels: Seque
     return rec
 
 
-def forget(finetuned: str, out: str, data_dir: str = "data", threshold: float = 0.6, margin: float = 0.1,
-           n_forget: int = 64, small_fraction: float = 0.25, n_cross: int = 50, lr: float = 1e-4,
-           batch_size: int = 8, max_epochs: int = 6, tol: float = 0.1, modes: str = "random,flipped",
-           eval_batch_size: int = 16, seed: int = 0, grad_accum: int = 1, grad_checkpointing: bool = False,
-           optimizer: str = "adamw", mixed_precision: str = "no", device: str = "auto") -> None:
+def forget(*, finetuned: str, out: str, data_dir: str, threshold: float, margin: float, n_forget: int,
+           small_fraction: float, n_cross: int, lr: float, batch_size: int, max_epochs: int, tol: float, modes: str,
+           eval_batch_size: int, seed: int, grad_accum: int, grad_checkpointing: bool, optimizer: str,
+           mixed_precision: str, device: str) -> None:
     """For every task that passes the screen (see `screen`): from the fine-tuned model, forget the task on its
     first n_forget training items with random (and flipped) labels until convergence (forget_to_convergence:
     the forget set within `tol` of chance, or of 0 for flipped labels, or max_epochs), recording the forget-set
@@ -773,6 +773,9 @@ def load_results(finetuned: str, forget_dir: str) -> tuple[dict, dict, dict]:
     return json.loads((ft / DATA_FILE).read_text()), torch.load(ft / RESULTS_FILE), torch.load(fg / RESULTS_FILE)
 
 
+# the checkpoint steps of dvc.yaml: `python -m forgetlab.forgetting <step> --flag value ...`
+STEPS = (fine_tune, forget)
+
 if __name__ == "__main__":
     from .cli import run
-    run([fine_tune, forget], description=__doc__.splitlines()[0])
+    run(list(STEPS), description=__doc__.splitlines()[0])

@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .utils import check_positive_int
+
 
 @dataclass(frozen=True)
 class ArchMap:
@@ -316,3 +318,33 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor],
 def full_mask(model: nn.Module, kind: str) -> torch.Tensor:
     """An all-ones (keep everything) mask for a kind."""
     return torch.ones(n_neurons(model, kind))
+
+
+def probeless(means: dict[str, torch.Tensor], concept: str) -> torch.Tensor:
+    """Probeless concept score (Antverg & Belinkov 2022) of every neuron, r(c) = sum_{z != c} |q(c) - q(z)|, from
+    q(z) = the neuron's mean activation on inputs of concept z (`means`, one tensor per concept, same shape)."""
+    if concept not in means or len(means) < 2:
+        raise ValueError(f"concept {concept!r} needs its mean and at least one other concept's; got {sorted(means)}")
+    return sum((means[concept] - means[z]).abs() for z in means if z != concept)
+
+
+def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask of the k highest scores over the whole [layers, hidden] grid (ties by index)."""
+    check_positive_int("k", k, allow_zero=True)
+    if k > scores.numel():
+        raise ValueError(f"parameter 'k' = {k} is larger than the number of neurons ({scores.numel()})")
+    flat = scores.flatten()
+    pick = torch.zeros(flat.numel(), dtype=torch.bool, device=scores.device)
+    pick[torch.argsort(-flat.double(), stable=True)[:k]] = True
+    return pick.view_as(scores)
+
+
+def random_mask(shape: tuple[int, int], k: int, seed: int) -> torch.Tensor:
+    """Bool mask of k neurons sampled uniformly without replacement from ALL layers x hidden units."""
+    check_positive_int("k", k, allow_zero=True)
+    n = shape[0] * shape[1]
+    if k > n:
+        raise ValueError(f"parameter 'k' = {k} is larger than the number of neurons ({n})")
+    pick = torch.zeros(n, dtype=torch.bool)
+    pick[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k]] = True
+    return pick.view(shape)

@@ -8,6 +8,8 @@ stages and watch the concept come back and move to other neurons.
     python -m forgetlab.neuroplasticity fine-tune   --model minilm-l6 --data .../ner --out .../base
     python -m forgetlab.neuroplasticity prune-retrain --base .../base --data .../ner --method concept --out .../concept
 
+(abbreviated: a step takes every flag its dvc.yaml stage passes, none has a default; `dvc repro <stage>` runs it).
+
 Neurons are the hidden units of every block's output (forgetlab.neurons kind "resid"), [layers, hidden].
 Pruning is a mask on those activations (forgetlab.neurons.apply_masks): a pruned unit is exactly zero in every
 forward pass, during retraining too. For post-LayerNorm encoders (BERT, DistilBERT) that is the same model as
@@ -30,6 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import neurons
+from .neurons import random_mask, top_k_mask
 from .train import TrainConfig, train
 from .utils import atomic_path, check_choice, check_fraction, check_positive_int, seed_everything
 
@@ -570,7 +573,7 @@ def probeless_scores(acts: torch.Tensor, labels: Sequence[int], names: Sequence[
             q[z] = flat[sel].mean(0)
     if concept not in q:
         raise ValueError(f"no word labelled {concept!r} in the ranking data")
-    r = sum((q[concept] - q[z]).abs() for z in q if z != concept)
+    r = neurons.probeless(q, concept)
     return r.reshape(acts.shape[1:]).float()
 
 
@@ -585,28 +588,6 @@ def saliency(scores: torch.Tensor, pruned: torch.Tensor | None = None) -> torch.
     n = len(order)
     out[order] = 1.0 - torch.arange(n, dtype=torch.float64) / max(1, n - 1)
     return out.view_as(scores).float()
-
-
-def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Bool mask of the k highest scores over the whole [layers, hidden] grid (ties by index)."""
-    check_positive_int("k", k, allow_zero=True)
-    if k > scores.numel():
-        raise ValueError(f"parameter 'k' = {k} is larger than the number of neurons ({scores.numel()})")
-    flat = scores.flatten()
-    pick = torch.zeros(flat.numel(), dtype=torch.bool)
-    pick[torch.argsort(-flat.double(), stable=True)[:k]] = True
-    return pick.view_as(scores)
-
-
-def random_mask(shape: tuple[int, int], k: int, seed: int) -> torch.Tensor:
-    """Bool mask of k neurons sampled uniformly without replacement from ALL layers x hidden units."""
-    check_positive_int("k", k, allow_zero=True)
-    n = shape[0] * shape[1]
-    if k > n:
-        raise ValueError(f"parameter 'k' = {k} is larger than the number of neurons ({n})")
-    pick = torch.zeros(n, dtype=torch.bool)
-    pick[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k]] = True
-    return pick.view(shape)
 
 
 # ================================================================ masks that persist
@@ -688,9 +669,8 @@ def sample_sentences(rows: list[dict], n: int, entity_share: float, rng: np.rand
     return [rows[i] for i in sorted(pick)]
 
 
-def build_data(source: str, out: str, data_dir: str = "data", min_city_population: int = 15000,
-               max_sentences: int = 4000, entity_share: float = 0.5, test_fraction: float = 0.2,
-               seed: int = 0) -> None:
+def build_data(*, source: str, out: str, data_dir: str, min_city_population: int, max_sentences: int,
+               entity_share: float, test_fraction: float, seed: int) -> None:
     """Write the NER DatasetDict (train / validation / test): silver LOC and PER labels on local Wikipedia + NYT
     text (documents split between train and validation + test; label_quality.json: how many entities contain an
     ambiguous word, see `label_ambiguity`), or a hub / local dataset in conll2003 format."""
@@ -726,9 +706,8 @@ def build_data(source: str, out: str, data_dir: str = "data", min_city_populatio
             (tmp / "label_quality.json").write_text(json.dumps(quality, indent=2, sort_keys=True) + "\n")
 
 
-def fine_tune(model: str, data: str, out: str, data_dir: str = "data", epochs: int = 1, lr: float = 5e-5,
-              batch_size: int = 16, max_len: int = 64, max_train: int = 0, concept: str = "LOC",
-              seed: int = 0, device: str = "auto") -> None:
+def fine_tune(*, model: str, data: str, out: str, data_dir: str, epochs: int, lr: float, batch_size: int, max_len: int,
+              max_train: int, concept: str, seed: int, device: str) -> None:
     """Fine-tune a token classifier (new head) on the NER training split; save it with its test F1.
     device: where it trains and is scored (models.resolve_device)."""
     from .models import load_token_classifier, resolve_device
@@ -759,10 +738,9 @@ def rank_neurons(model, enc: dict, examples: Sequence[dict], names: Sequence[str
     return probeless_scores(standardize(acts, how), word_labels(enc, examples), names, concept)
 
 
-def prune_retrain(base: str, data: str, out: str, method: str = "concept", k: int = 100, n_stages: int = 4,
-                  steps_per_stage: int = 25, lr: float = 5e-5, batch_size: int = 16, max_len: int = 64,
-                  n_rank: int = 1000, standardize_by: str = "none", concept: str = "LOC", data_dir: str = "data",
-                  seed: int = 0, device: str = "auto") -> None:
+def prune_retrain(*, base: str, data: str, out: str, method: str, k: int, n_stages: int, steps_per_stage: int,
+                  lr: float, batch_size: int, max_len: int, n_rank: int, standardize_by: str, concept: str,
+                  data_dir: str, seed: int, device: str) -> None:
     """Prune k block-output neurons (top probeless concept neurons or uniformly random ones) with a persistent
     mask, then retrain in `n_stages` stages of `steps_per_stage` steps; save out/stage_<i> (i = 0 is pruned,
     not retrained) with its mask, the scores and out/history.json (test F1 after every stage). device: where it
@@ -1038,6 +1016,9 @@ def claim_verdicts(f1: dict, concept: str, others: Sequence[str], n_stages: int,
     return directions, verdicts
 
 
+# the checkpoint steps of dvc.yaml: `python -m forgetlab.neuroplasticity <step> --flag value ...`
+STEPS = (build_data, fine_tune, prune_retrain)
+
 if __name__ == "__main__":
     from .cli import run
-    run([build_data, fine_tune, prune_retrain], description=__doc__)
+    run(list(STEPS), description=__doc__)

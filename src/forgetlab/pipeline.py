@@ -75,6 +75,28 @@ def papermill_parameters(cmd: str) -> tuple[str, dict[str, str]]:
     return argv[1], params
 
 
+def step_commands(cmd: str) -> list[list[str]]:
+    """The argv of each checkpoint step in a rendered stage command: `python -m forgetlab.<module> <step> ...` where
+    the module lists its steps in STEPS (forgetlab.cli)."""
+    import importlib
+    parts = [shlex.split(part) for part in cmd.split("&&")]
+    return [a for a in parts if a[:2] == ["python", "-m"] and a[2].startswith("forgetlab.")
+            and hasattr(importlib.import_module(a[2]), "STEPS")]
+
+
+def step_arguments(stage: str, params: dict, root: str | Path = ".", index: int = 0) -> tuple[Callable, dict]:
+    """The function that the index-th checkpoint step of a stage runs, and the keyword arguments its command line
+    passes under `params` (a test or a user calls it from Python with exactly the pipeline's values; every argument
+    comes from the command, none from a default)."""
+    import importlib
+    from .cli import parse
+    steps = step_commands(dict(stage_commands(params, root))[stage])
+    if not 0 <= index < len(steps):
+        raise ValueError(f"stage {stage!r} runs {len(steps)} checkpoint step(s); no index {index}")
+    argv = steps[index]
+    return parse(list(importlib.import_module(argv[2]).STEPS), argv[3:])
+
+
 def make_workdir(path: str | Path, root: str | Path, data_dir: str | Path) -> Path:
     """A scratch copy of what the stages read (notebooks, dvc.yaml, params, profiles) with data/ linked in, so a
     test run never writes into the tracked figures/ or metrics/."""

@@ -171,10 +171,10 @@ def remove_selective_pruning(model, sets: dict, *, acc_original: float, target: 
 
 
 def probeless_ff_scores(forget: neurons.NeuronStats, retain: neurons.NeuronStats) -> torch.Tensor:
-    """The probeless concept ranking (Antverg & Belinkov; forgetlab.neuroplasticity.probeless_scores) for two
-    concepts, |mean on forget - mean on retain|, on the "layer" scale: divided by each layer's pooled standard
-    deviation so that layers with large activations do not take every slot."""
-    diff = (forget.mean - retain.mean).abs()
+    """The probeless concept ranking (neurons.probeless, as neuroplasticity ranks its concept) for two concepts,
+    |mean on forget - mean on retain|, on the "layer" scale: divided by each layer's pooled standard deviation so
+    that layers with large activations do not take every slot."""
+    diff = neurons.probeless({"forget": forget.mean, "retain": retain.mean}, "forget")
     pooled = ((forget.var + retain.var) / 2).mean(1, keepdim=True).sqrt().clamp(min=1e-12)
     return (diff / pooled).float()
 
@@ -202,17 +202,17 @@ def remove_by_ranking(model, sets: dict, scores: torch.Tensor, *, acc_original: 
                       tolerance: float, max_frac: float, max_evals: int) -> dict:
     """Bisect the number k of top-scored FF neurons masked to zero (activation masks) until the validation
     forget drop is in the band; the masks are removed again. Knob: k, the number of neurons masked."""
-    from .neuroplasticity import top_k_mask
     history = [{"knob": 0, "drop": 0.0}]
 
     def drop_at(k):
-        with neurons.apply_masks(model, {"ff": (~top_k_mask(scores, k)).float()}):
+        with neurons.apply_masks(model, {"ff": (~neurons.top_k_mask(scores, k)).float()}):
             d = acc_original - tuning_top1(model, sets)
         history.append({"knob": k, "drop": d})
         return d
 
     k, _ = bisect_count(drop_at, round(max_frac * scores.numel()), target, tolerance, max_evals)
-    return {"history": sorted(history, key=lambda h: h["knob"]), "knob_value": k, "pruned": top_k_mask(scores, k)}
+    return {"history": sorted(history, key=lambda h: h["knob"]), "knob_value": k,
+            "pruned": neurons.top_k_mask(scores, k)}
 
 
 def remove_concept_pruning(model, sets: dict, **tuning) -> dict:
@@ -590,6 +590,9 @@ def load_results(path: str | Path) -> dict:
     return json.loads(f.read_text())
 
 
+# the checkpoint step of dvc.yaml: `python -m forgetlab.robustness <step> --flag value ...`
+STEPS = (run,)
+
 if __name__ == "__main__":
     from .cli import run as cli_run
-    cli_run([run], description=__doc__.splitlines()[0])
+    cli_run(list(STEPS), description=__doc__.splitlines()[0])

@@ -46,6 +46,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -59,7 +60,6 @@ from .train import TrainConfig, stack_collate, train
 from .utils import (atomic_path, check_choice, check_fraction, check_positive_int, parse_list, seed_everything,
                     write_json)
 
-METHODS = ("GA", "GA_GDR", "GA_KLR", "NPO", "NPO_GDR", "NPO_KLR")
 SPLIT_FILE = "split.json"
 RESULTS_FILE = "results.json"
 
@@ -105,30 +105,58 @@ def kl_official(model, ref_model, input_ids, attention_mask) -> torch.Tensor:
 KLR_VARIANTS = {"correct": kl_to_reference, "official": kl_official}
 
 
+def ga_forget_loss(model, batch: dict, beta: float) -> torch.Tensor:
+    """Gradient ascent: -CE on the forget batch (beta unused)."""
+    return -mean_ce(model, batch["input_ids"], batch["attention_mask"])
+
+
 def npo_forget_loss(model, batch: dict, beta: float) -> torch.Tensor:
     logp = muse.sequence_logprob(model, batch["input_ids"], batch["attention_mask"])
     return -(2 / beta) * F.logsigmoid(-beta * (logp - batch["ref_logp"])).mean()
 
 
+def gdr_regularizer(model, batch: dict, ref_model, kl: Callable) -> torch.Tensor:
+    """Gradient descent on the retain batch: its CE."""
+    return mean_ce(model, batch["retain_input_ids"], batch["retain_attention_mask"])
+
+
+def klr_regularizer(model, batch: dict, ref_model, kl: Callable) -> torch.Tensor:
+    """KL to the target (ref_model) on the retain batch, with the KL of the run's klr_variant."""
+    return kl(model, ref_model, batch["retain_input_ids"], batch["retain_attention_mask"])
+
+
+FORGET_LOSSES = {"GA": ga_forget_loss, "NPO": npo_forget_loss}
+REGULARIZERS = {"GDR": gdr_regularizer, "KLR": klr_regularizer}
+
+
+@dataclass(frozen=True)
+class Method:
+    """An unlearning method of MUSE: a loss on the forget batch (FORGET_LOSSES) plus, optionally, a regularizer on
+    the retain batch (REGULARIZERS), added with weight retain_weight."""
+    forget: str
+    regularizer: str | None = None
+
+
+# every method by name; a new one is one entry here (and a loss or regularizer above if it needs a new one)
+REGISTRY = {"GA": Method("GA"), "GA_GDR": Method("GA", "GDR"), "GA_KLR": Method("GA", "KLR"),
+            "NPO": Method("NPO"), "NPO_GDR": Method("NPO", "GDR"), "NPO_KLR": Method("NPO", "KLR")}
+METHODS = tuple(REGISTRY)
+
+
 def make_loss(method: str, *, beta: float = 0.1, ref_model=None, retain_weight: float = 1.0,
               klr_variant: str = "correct") -> Callable:
     """The loss_fn of an unlearning method (forget loss + retain regularizer); klr_variant picks the KL of _KLR."""
-    check_choice("method", method, METHODS)
+    spec = REGISTRY[check_choice("method", method, METHODS)]
     kl = KLR_VARIANTS[check_choice("klr_variant", klr_variant, KLR_VARIANTS)]
-    forget, _, reg = method.partition("_")
-    if reg == "KLR" and ref_model is None:
+    if spec.regularizer == "KLR" and ref_model is None:
         raise ValueError(f"method {method} needs ref_model (the target) for its KL regularizer")
+    forget = FORGET_LOSSES[spec.forget]
+    regularizer = REGULARIZERS.get(spec.regularizer)
 
     def loss_fn(model, batch):
-        if forget == "GA":
-            loss = -mean_ce(model, batch["input_ids"], batch["attention_mask"])
-        else:
-            loss = npo_forget_loss(model, batch, beta)
-        if reg == "GDR":
-            loss = loss + retain_weight * mean_ce(model, batch["retain_input_ids"], batch["retain_attention_mask"])
-        elif reg == "KLR":
-            loss = loss + retain_weight * kl(model, ref_model, batch["retain_input_ids"],
-                                             batch["retain_attention_mask"])
+        loss = forget(model, batch, beta)
+        if regularizer is not None:
+            loss = loss + retain_weight * regularizer(model, batch, ref_model, kl)
         return loss
 
     return loss_fn
@@ -203,10 +231,9 @@ def split_from_args(data_dir: str, source: str, n_forget: int, n_retain: int, n_
                            data_dir=data_dir, seed=seed)
 
 
-def fine_tune(model: str = "smollm2-135m", data_dir: str = "data", source: str = "nyt", splits: str = "forget,retain",
-              n_forget: int = 16, n_retain: int = 16, n_holdout: int = 16, seq_len: int = 64,
-              qa_per_passage: int = 1, n_shots: int = 2, epochs: int = 10, lr: float = 2e-4, batch_size: int = 8,
-              seed: int = 0, out: str = "checkpoints/quantization_recovery/target", device: str = "auto") -> None:
+def fine_tune(*, model: str, data_dir: str, source: str, splits: str, n_forget: int, n_retain: int, n_holdout: int,
+              seq_len: int, qa_per_passage: int, n_shots: int, epochs: int, lr: float, batch_size: int, seed: int,
+              out: str, device: str) -> None:
     """Fine-tune `model` on the passages of `splits` (the target: forget,retain; the retrain model: retain);
     epochs = 0 keeps the model as it is (paper profile: MUSE's published target and retrain models).
     device: where it trains (models.resolve_device)."""
@@ -350,7 +377,7 @@ def run_unlearning(model, tok, ref_model, split: dict, *, method: str, lr: float
     loss_fn = make_loss(method, beta=beta, ref_model=ref_model, klr_variant=klr_variant)
     hook = None
     if sure_percentile is not None:
-        forget_loss = make_loss(method.split("_")[0], beta=beta)
+        forget_loss = make_loss(REGISTRY[method].forget, beta=beta)  # the forget term alone ("GA" or "NPO")
         batches = [stack_collate(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
         state = {"mask": saliency_mask(row_saliency(model, forget_loss, batches), sure_percentile), "step": 0}
 
@@ -407,21 +434,19 @@ def run_name(method: str, lr: float, sure: bool = False, dtype: str = "float32",
             f"{'+officialKL' if klr_variant == 'official' else ''}@{lr:g}")
 
 
-def unlearn(target: str = "checkpoints/quantization_recovery/target",
-            retrain: str = "checkpoints/quantization_recovery/retrain", methods: str = ",".join(METHODS),
-            lrs: str = "1e-5", sure: str = "false", dtype: str = "float32", klr_variant: str = "correct",
-            epochs: int = 10, extra_epochs: int = 1, tolerance: float = 0.05, utility_share: float = 0.9,
-            batch_size: int = 4, beta: float = 0.1, sure_percentile: float = 90.0, recompute_every: int = 0,
-            precisions: str = "full,int8,fp4,nf4,rtn4", epoch_precisions: str = "full,fp4,nf4,rtn4-g64",
-            prompt_len: int = 32, max_new_tokens: int = 32, answer_tokens: int = 8, keep: str = "", seed: int = 0,
-            out: str = "checkpoints/quantization_recovery/unlearn", device: str = "auto") -> None:
+def unlearn(*, target: str, retrain: str, methods: str, lrs: str, sure: str, dtype: str, klr_variant: str, epochs: int,
+            extra_epochs: int, tolerance: float, utility_share: float, batch_size: int, beta: float,
+            sure_percentile: float | None = None, recompute_every: int | None = None, precisions: str,
+            epoch_precisions: str, prompt_len: int, max_new_tokens: int, answer_tokens: int, keep: str, seed: int,
+            out: str, device: str) -> None:
     """Unlearn the target with every method x lr (x SURE off/on: sure = false | true | both), in `dtype`, with the
     `klr_variant` KL for _KLR methods; score every epoch at `epoch_precisions` (add "<precision>+target_emb" for
     the embedding control), select an epoch (select_epoch), and record the selected model's raw evaluation outputs
     at every precision of `precisions`. Checkpoints of the selected models are kept for the methods in `keep`
-    (non-SURE runs), in out/<run name> (run_name). device: where the reference, the retrain model and every
-    unlearned copy run (models.resolve_device; on the host CPU a 7B forward per step takes minutes); every function
-    here builds its inputs on the model's device."""
+    (non-SURE runs), in out/<run name> (run_name). sure_percentile, recompute_every: SURE's mask (None when no
+    SURE run is made). device: where the reference, the retrain model and every unlearned copy run
+    (models.resolve_device; on the host CPU a 7B forward per step takes minutes); every function here builds its
+    inputs on the model's device."""
     from .models import load_causal_lm, resolve_device
     from .quantization import weight_change_share
     device = resolve_device(device)
@@ -431,9 +456,11 @@ def unlearn(target: str = "checkpoints/quantization_recovery/target",
         if lr <= 0:
             raise ValueError(f"parameter 'lrs' must hold positive learning rates, got {lr}")
     sure_list = _sure_options(sure)
+    if True in sure_list and (sure_percentile is None or recompute_every is None):
+        raise ValueError(f"parameters 'sure_percentile' and 'recompute_every' are needed when sure is {sure!r}")
     check_choice("dtype", dtype, DTYPES)
     check_choice("klr_variant", klr_variant, KLR_VARIANTS)
-    if klr_variant != "correct" and not any(m.endswith("_KLR") for m in method_list):
+    if klr_variant != "correct" and not any(REGISTRY[m].regularizer == "KLR" for m in method_list):
         raise ValueError(f"parameter 'klr_variant' {klr_variant!r} changes only _KLR methods; methods: {method_list}")
     precs = check_precisions("precisions", precisions)
     eprecs = check_precisions("epoch_precisions", epoch_precisions)
@@ -465,7 +492,7 @@ def unlearn(target: str = "checkpoints/quantization_recovery/target",
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
         for method in method_list:
-            variant = klr_variant if method.endswith("_KLR") else "correct"
+            variant = klr_variant if REGISTRY[method].regularizer == "KLR" else "correct"
             for lr in lr_list:
                 for use_sure in sure_list:
                     name = run_name(method, lr, use_sure, dtype, variant)
@@ -502,6 +529,9 @@ def load_results(path: str | Path) -> dict:
     return json.loads((Path(path) / RESULTS_FILE).read_text())
 
 
+# the checkpoint steps of dvc.yaml: `python -m forgetlab.unlearning <step> --flag value ...`
+STEPS = (fine_tune, unlearn)
+
 if __name__ == "__main__":
     from .cli import run
-    run([fine_tune, unlearn], description=__doc__)
+    run(list(STEPS), description=__doc__)

@@ -171,12 +171,9 @@ def evaluate_images(model, pixels: torch.Tensor, labels: Sequence[int], batch_si
 
 
 # ================================================================ the train step
-def train_vit(model: str = "scratch", data_dir: str = "data", source: str = "cifar10", n_images: int = 10000,
-              test_fraction: float = 0.2, image_size: int = 32, patch_size: int = 8, hidden: int = 128,
-              layers: int = 4, heads: int = 4, ff: int = 256, epochs: int = 20, lr: float = 1e-3,
-              batch_size: int = 64, weight_decay: float = 0.05, label_column: str = "label",
-              image_column: str = "img", seed: int = 0,
-              out: str = "checkpoints/selective_pruning_vision/vit", device: str = "auto") -> None:
+def train_vit(*, model: str, data_dir: str, source: str, n_images: int, test_fraction: float, image_size: int,
+              patch_size: int, hidden: int, layers: int, heads: int, ff: int, epochs: int, lr: float, batch_size: int,
+              weight_decay: float, label_column: str, image_column: str, seed: int, out: str, device: str) -> None:
     """Train the ViT on the training split (model "scratch": a new small ViT; else a hub id or folder, fine-tuned
     for `epochs`, 0 = used as is) and save it with the split and its test accuracy. n_images: a stratified
     subsample of the dataset, split into train and test (test_fraction). device: where it trains and is scored
@@ -577,16 +574,12 @@ def evaluate_sets(model, data: Data, forget: int, batch_size: int = 256) -> dict
     return out
 
 
-def unlearn(base: str = "checkpoints/selective_pruning_vision/vit", forget_class: str = "airplane",
-            methods: str = ",".join(METHODS), ff_frac: float = 0.2, attn_frac: float = 0.1, scoring: str = "abs",
-            eps_ff: float = 1e-3, eps_attn: float = 1e-4, retrain_epochs: int = 20, retrain_lr: float = 1e-3,
-            ft_epochs: int = 3, ft_lr: float = 3e-4, ga_epochs: int = 1, ga_lr: float = 1e-4,
-            amnesiac_epochs: int = 1, amnesiac_lr: float = 3e-4, unsir_noise: int = 64, unsir_noise_steps: int = 20,
-            unsir_lr: float = 3e-4, ssd_alpha: float = 10.0, ssd_lambda: float = 1.0, ssd_alpha_tuned: float = 5.0,
-            teacher_epochs: int = 1, teacher_lr: float = 3e-4, teacher_temperature: float = 1.0,
-            retain_fraction: float = 0.3,
-            batch_size: int = 64, weight_decay: float = 0.05, seed: int = 0,
-            out: str = "checkpoints/selective_pruning_vision/unlearn", device: str = "auto") -> None:
+def unlearn(*, base: str, forget_class: str, methods: str, ff_frac: float, attn_frac: float, scoring: str,
+            eps_ff: float, eps_attn: float, retrain_epochs: int, retrain_lr: float, ft_epochs: int, ft_lr: float,
+            ga_epochs: int, ga_lr: float, amnesiac_epochs: int, amnesiac_lr: float, unsir_noise: int,
+            unsir_noise_steps: int, unsir_lr: float, ssd_alpha: float, ssd_lambda: float, ssd_alpha_tuned: float,
+            teacher_epochs: int, teacher_lr: float, teacher_temperature: float, retain_fraction: float, batch_size: int,
+            weight_decay: float, seed: int, out: str, device: str) -> None:
     """Run every method on a copy of the base ViT; save per-example losses and hits on the retain / forget test
     images and the forget training images, compute units and wall times (results.json). device: where the
     methods run (models.resolve_device). Each method's hyperparameters are the arguments its class names
@@ -655,6 +648,9 @@ def auc_chance_band(n_members: int, n_nonmembers: int, z: float = 1.96) -> tuple
 
 
 
+# the checkpoint steps of dvc.yaml: `python -m forgetlab.vision <step> --flag value ...`
+STEPS = (train_vit, unlearn)
+
 if __name__ == "__main__":
     from .cli import run
-    run([train_vit, unlearn], description=__doc__)
+    run(list(STEPS), description=__doc__)
