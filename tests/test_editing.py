@@ -510,3 +510,18 @@ def test_salem_smoke(smoke):
         assert (smoke / "figures" / "salem" / f"{fig}.png").stat().st_size > 5000
     executed = json.loads((smoke / "reports" / "05_salem_editing.ipynb").read_text())
     assert executed["metadata"]["papermill"]["parameters"]["seed"] == p["seed"]
+
+
+def test_notebook_05_tables_by_hand():
+    from forgetlab import salem
+    methods = {"salem": {"pass_drawdown": 0.2, "heldout_drawdown": 0.05}, "no_edit": {"pass_drawdown": 0.0,
+                                                                                    "heldout_drawdown": 0.0}}
+    # a random flip of a share 0.2 at held-out accuracy 0.6: loses 0.2 * 0.6, gains 0.2 * 0.4 / 2
+    assert salem.random_flips(methods, 0.6) == {"salem": {"pass drawdown = flip share c": 0.2,
+                                                          "held-out drawdown if random flips": 0.08,
+                                                          "held-out drawdown observed": 0.05}}
+    ci = {"n_clusters": 3, "salem_minus_least": {"fail_acc": 0.125, "fail_acc_ci": [-0.05, 0.3],
+                                                 "pass_drawdown": -0.01, "pass_drawdown_ci": [-0.02, 0.0]}}
+    table = salem.differences(ci)
+    assert table.loc["least", "edit success (pp)"] == "+12.5 [-5.0, +30.0]"
+    assert table.loc["least", "pass drawdown (pp)"] == "-1.0 [-2.0, +0.0]"
