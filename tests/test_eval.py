@@ -134,3 +134,12 @@ def test_count_stats_are_eval_summarize_and_the_paired_bootstrap_by_hand():
     assert metrics.paired_bootstrap_diff(a, a, "topk_skip", n_boot=50) == (0.0, [0.0, 0.0])
     with pytest.raises(ValueError, match="stat must be one of"):
         metrics.paired_bootstrap_diff(a, b, "accuracy")
+
+
+def test_pad_left_and_right_with_the_attention_mask():
+    from forgetlab import tokens
+    ids, mask = tokens.pad([[5, 6, 7], [8]], 0)
+    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    ids, mask = tokens.pad([(5, 6, 7), (8,)], -1, left=True)
+    assert ids.tolist() == [[5, 6, 7], [-1, -1, 8]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert ids.dtype == mask.dtype == torch.long

@@ -33,6 +33,7 @@ from torch import nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
+from . import tokens
 from .utils import atomic_path, check_choice, check_fraction, check_positive_int, seed_everything, write_json
 
 LABELS = ("True", "False", "Neither")  # supported, refuted, not enough info (BIG-bench vitaminc choices)
@@ -118,17 +119,14 @@ def encode(tokenizer, example: dict, max_len: int = 128) -> dict:
 
 def collate(items: Sequence[dict], pad_id: int = 0) -> dict:
     """Right-pad a list of items into a batch (attention_mask; LM labels padded with -100)."""
-    width = max(len(it["input_ids"]) for it in items)
-    def pad(seq, value):
-        return list(seq) + [value] * (width - len(seq))
-    batch = {"input_ids": torch.tensor([pad(it["input_ids"], pad_id) for it in items]),
-             "attention_mask": torch.tensor([pad([1] * len(it["input_ids"]), 0) for it in items])}
+    ids, mask = tokens.pad([it["input_ids"] for it in items], pad_id)
+    batch = {"input_ids": ids, "attention_mask": mask}
     if "token_type_ids" in items[0]:
-        batch["token_type_ids"] = torch.tensor([pad(it["token_type_ids"], 0) for it in items])
+        batch["token_type_ids"] = tokens.pad([it["token_type_ids"] for it in items], 0)[0]
     if isinstance(items[0]["labels"], int):
         batch["labels"] = torch.tensor([it["labels"] for it in items])
     else:
-        batch["labels"] = torch.tensor([pad(it["labels"], -100) for it in items])
+        batch["labels"] = tokens.pad([it["labels"] for it in items], -100)[0]
     return batch
 
 

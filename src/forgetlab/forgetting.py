@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .models import load_causal_lm, resolve_device
+from .tokens import pad
 from .train import TrainConfig, train
 from .utils import (atomic_path, check_choice, check_fraction, check_positive_int, check_type, parse_list,
                     seed_everything, write_json)
@@ -170,17 +171,6 @@ def _encode(tokenizer, items: Sequence[dict]) -> tuple[list[list[int]], list[lis
     return prefixes, conts
 
 
-def _pad(seqs: list[list[int]], pad_id: int, left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        sl = slice(width - len(s), width) if left else slice(0, len(s))
-        ids[i, sl] = torch.tensor(s)
-        mask[i, sl] = 1
-    return ids, mask
-
-
 def _layers_of(hidden: Sequence[torch.Tensor], layers: Sequence[int]) -> list[torch.Tensor]:
     return [hidden[l] for l in layers]
 
@@ -231,7 +221,7 @@ def _cont_logp(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) 
 
 def _score_full(model, pre, con, pad_id, layers, device):
     seqs = [pre[i // 2] + c for i, c in enumerate(con)]
-    ids, mask = _pad(seqs, pad_id)
+    ids, mask = pad(seqs, pad_id)
     out = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=bool(layers),
                 use_cache=False)
     logits = out.logits.cpu()
@@ -252,7 +242,7 @@ def _score_full(model, pre, con, pad_id, layers, device):
 
 
 def _score_cached(model, pre, con, pad_id, layers, device):
-    ids, mask = _pad(pre, pad_id, left=True)
+    ids, mask = pad(pre, pad_id, left=True)
     pos = (mask.cumsum(1) - 1).clamp(min=0)
     # only the last position's logits are needed (they predict the first answer token): skip the LM head elsewhere
     out = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
@@ -260,7 +250,7 @@ def _score_cached(model, pre, con, pad_id, layers, device):
     cache = out.past_key_values
     cache.batch_repeat_interleave(2)
     first = torch.log_softmax(out.logits[:, -1].float().cpu(), -1).repeat_interleave(2, 0)  # predicts token 0
-    cids, cmask = _pad(con, pad_id)
+    cids, cmask = pad(con, pad_id)
     n_pre = mask.sum(1).repeat_interleave(2)
     cpos = n_pre[:, None] + torch.arange(cids.shape[1])[None]
     full_mask = torch.cat([mask.repeat_interleave(2, 0), cmask], 1)
@@ -479,8 +469,8 @@ def training_batches(tokenizer, items: Sequence[dict], labels: Sequence[int], ba
     batches = []
     for s in range(0, len(order), batch_size):
         rows = [seqs[i] for i in order[s:s + batch_size]]
-        ids, mask = _pad([r[0] for r in rows], pad_id)
-        lab, _ = _pad([r[1] for r in rows], IGNORE)
+        ids, mask = pad([r[0] for r in rows], pad_id)
+        lab, _ = pad([r[1] for r in rows], IGNORE)
         batches.append({"input_ids": ids, "attention_mask": mask, "labels": lab})
     return batches
 

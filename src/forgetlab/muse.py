@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import tokens
 from .utils import check_fraction, check_positive_int
 
 SPLITS = ("forget", "retain", "holdout")
@@ -136,10 +137,8 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[int]], max_new_tokens:
     dev = next(model.parameters()).device
     outs = []
     for i in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=desc is None, leave=False):
-        chunk = [list(p) for p in prompts[i:i + batch_size]]
-        width = max(map(len, chunk))
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=dev)
-        att = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=dev)
+        ids, att = tokens.pad(prompts[i:i + batch_size], pad, left=True, device=dev)
+        width = ids.shape[1]
         gen = model.generate(input_ids=ids, attention_mask=att, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=pad, eos_token_id=_stop_ids(tokenizer, stop) if stop else None)
         for row in gen[:, width:]:
@@ -160,8 +159,7 @@ def token_logprobs(model, passages: Sequence[dict], batch_size: int = 16) -> lis
     dev = next(model.parameters()).device
     for i in range(0, len(passages), batch_size):
         chunk = passages[i:i + batch_size]
-        width = max(len(p["ids"]) for p in chunk)
-        ids = torch.tensor([p["ids"] + [0] * (width - len(p["ids"])) for p in chunk], device=dev)
+        ids, _ = tokens.pad([p["ids"] for p in chunk], 0, device=dev)
         logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
         lp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
         out += [lp[j, :len(p["ids"]) - 1].tolist() for j, p in enumerate(chunk)]

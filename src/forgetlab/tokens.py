@@ -55,3 +55,16 @@ def iter_batches(seqs: dict[str, torch.Tensor], batch_size: int) -> Iterator[dic
 
 def n_tokens(seqs: dict[str, torch.Tensor]) -> int:
     return int(seqs["attention_mask"].sum())
+
+
+def pad(seqs, value: int, *, left: bool = False, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token lists of unequal length as one [batch, longest] tensor, padded with `value` on the right (or on the
+    left, for generation), and the attention mask (1 on real tokens), both created on `device`."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), value, dtype=torch.long, device=device)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long, device=device)
+    for i, s in enumerate(seqs):
+        sl = slice(width - len(s), width) if left else slice(0, len(s))
+        ids[i, sl] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[i, sl] = 1
+    return ids, mask
