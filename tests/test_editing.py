@@ -246,7 +246,7 @@ def test_summarize_drawdown_and_adapt_weighting():
              "time_per_edit_s": 0.1, "edited_params": 10},
             {"n_edits": 2, "n_adapt": 3, "fail_acc": 0.5, "adapt_acc": 1.0, "pass_acc": 0.6, "heldout_acc": 0.5,
              "time_per_edit_s": 0.3, "edited_params": 10}]
-    s = ed.summarize(rows, {"pass_acc": 1.0, "heldout_acc": 0.6})
+    s = ed.summarize_edits(rows, {"pass_acc": 1.0, "heldout_acc": 0.6})
     assert s["fail_acc"] == pytest.approx(0.75) and s["adapt_acc"] == pytest.approx(0.75)
     assert s["pass_drawdown"] == pytest.approx(0.3) and s["heldout_drawdown"] == pytest.approx(0.1)
     assert s["n_edits"] == 4 and s["time_per_edit_s"] == pytest.approx(0.2)
@@ -259,7 +259,7 @@ def test_edit_intervals_resample_whole_edit_batches_and_pair_the_methods():
     res = {"rows": rows, "base_pass_hits": [1, 1, 1, 1]}
     out = ed.edit_intervals(res, n_boot=2000, seed=0, pairs=[("a", "b")])
     assert out["n_clusters"] == 2
-    # point estimates: a fixes 3/4, b 1/4; drawdowns 1/8 and 5/8 (what summarize reports)
+    # point estimates: a fixes 3/4, b 1/4; drawdowns 1/8 and 5/8 (what summarize_edits reports)
     d = out["a_minus_b"]
     assert d["fail_acc"] == pytest.approx(0.5) and d["pass_drawdown"] == pytest.approx(0.125 - 0.625)
     # two clusters: a resample is batch 0 twice, batch 1 twice or one of each, so a's edit success is 1, 1/2 or 3/4

@@ -114,8 +114,8 @@ def test_drop_gap_ci_brackets_the_gap_and_is_zero_for_no_change():
     assert metrics.drop_gap_ci(base, base, base, base) == (0.0, 0.0)
 
 
-def test_count_stats_are_eval_summarize_and_the_paired_bootstrap_by_hand():
-    """metrics.COUNT_STATS (vectorized for bootstrap sums) give eval.summarize's numbers; the paired difference of
+def test_count_stats_are_eval_summarize_counts_and_the_paired_bootstrap_by_hand():
+    """metrics.COUNT_STATS (vectorized for bootstrap sums) give eval.summarize_counts's numbers; the paired difference of
     two models on the same sequences by hand; a model against itself has the interval [0, 0]."""
     from forgetlab import eval as ev
     from forgetlab import metrics
@@ -125,7 +125,7 @@ def test_count_stats_are_eval_summarize_and_the_paired_bootstrap_by_hand():
     b = dict(a, top1=torch.tensor([2., 1.]), nll=torch.tensor([10., 20.]))
     for k, f in metrics.COUNT_STATS.items():
         s = {key: float(v.sum()) for key, v in a.items()}
-        assert float(f(s)) == pytest.approx(ev.summarize(a)[k], rel=1e-6), k
+        assert float(f(s)) == pytest.approx(ev.summarize_counts(a)[k], rel=1e-6), k
     diff, ci = metrics.paired_bootstrap_diff(a, b, "top1", n_boot=200)
     assert diff == pytest.approx(9 / 30 - 3 / 30)
     assert ci[0] <= diff <= ci[1]

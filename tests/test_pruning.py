@@ -134,7 +134,7 @@ def _counts(top1, nll, n=10):
 
 def _evaluation(**corpora):
     from forgetlab import eval as ev
-    return {c: {"counts": k, "summary": ev.summarize(k)} for c, k in corpora.items()}
+    return {c: {"counts": k, "summary": ev.summarize_counts(k)} for c, k in corpora.items()}
 
 
 def test_notebook_01s_numbers_by_hand():

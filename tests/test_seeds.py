@@ -33,10 +33,10 @@ def test_summary_and_metric_paths(tmp_path):
         seeds.read_metric(tmp_path, "x:recovery.GB.share")
     with pytest.raises(ValueError, match="stem"):
         seeds.read_metric(tmp_path, "recovery.GA")
-    s = seeds.summarize({0: 1.0, 1: 2.0, 2: 4.0})
+    s = seeds.summarize_seeds({0: 1.0, 1: 2.0, 2: 4.0})
     assert s["mean"] == pytest.approx(7 / 3) and s["sd"] == pytest.approx(1.5275252, rel=1e-6)
     assert (s["min"], s["max"], s["n"]) == (1.0, 4.0, 3)
-    assert math.isnan(seeds.summarize({0: 1.0})["sd"])
+    assert math.isnan(seeds.summarize_seeds({0: 1.0})["sd"])
 
 
 def test_unknown_stage_fails_clearly(root):

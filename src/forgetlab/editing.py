@@ -566,7 +566,7 @@ def evaluate_edits(model, method: Callable[[dict], dict], edits: Sequence[dict],
     return rows
 
 
-def summarize(rows: Sequence[dict], base: dict) -> dict:
+def summarize_edits(rows: Sequence[dict], base: dict) -> dict:
     """Mean over edit batches (adapt accuracy weighted by its samples) and drawdowns against the unedited model
     (base: {"pass_acc", "heldout_acc", ("ppl")})."""
     n_adapt = sum(r["n_adapt"] for r in rows)
@@ -638,7 +638,7 @@ def compare_methods(model, sets: dict, editors: dict[str, MEND], *, edit_batch: 
                     model, mend_method(model, editors[name], s), edits, sets["pass_test"], (), edit_batch=edit_batch,
                     pad_id=pad_id, with_adapt=False, desc=f"{name} x{s:g}" if desc else None)
             swept[name][float(s)] = done[key]
-    return {"base": base, "methods": {n: summarize(r, base) for n, r in rows.items()}, "rows": rows,
+    return {"base": base, "methods": {n: summarize_edits(r, base) for n, r in rows.items()}, "rows": rows,
             "sweep": swept, "base_pass_hits": base_pass_hits}
 
 

@@ -93,7 +93,7 @@ def lm_counts(model, tokenizer, batches: Iterable[dict], *, top_k: int = 10, ski
                             top_k=top_k, skip_ids=skip_ids, seed=seed, desc=desc)
 
 
-def summarize(counts: dict[str, torch.Tensor]) -> dict[str, float]:
+def summarize_counts(counts: dict[str, torch.Tensor]) -> dict[str, float]:
     """Token-level aggregates of token_counts: accuracies in [0, 1], mean loss, perplexity."""
     s = {k: float(v.sum()) for k, v in counts.items()}
     loss = s["nll"] / max(s["n"], 1)
@@ -106,4 +106,4 @@ def evaluate_lm(model, batches: Iterable[dict], *, top_k: int = 10, skip_ids: to
                 desc: str | None = "eval") -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """(summary, per-sequence counts) of next-token prediction over `batches`."""
     counts = token_counts(model, batches, top_k=top_k, skip_ids=skip_ids, desc=desc)
-    return summarize(counts), counts
+    return summarize_counts(counts), counts

@@ -178,7 +178,7 @@ def bootstrap_clustered_mean(values, clusters, *, n_boot: int = 1000, seed: int 
                               seed=seed, alpha=alpha)
 
 
-# Token-level summaries of per-sequence counts (forgetlab.eval.token_counts keys), as eval.summarize computes
+# Token-level summaries of per-sequence counts (forgetlab.eval.token_counts keys), as eval.summarize_counts computes
 # them, written for sums that carry a leading bootstrap axis (a test keeps the two in step).
 COUNT_STATS: dict[str, Callable[[dict], np.ndarray]] = {
     "top1": lambda s: s["top1"] / np.maximum(s["n"], 1),

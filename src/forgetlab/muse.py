@@ -259,7 +259,7 @@ def score(raw: dict, split: dict, tokenizer, *, k: float = 0.4, prompt_len: int 
             "minK_holdout": np.array([min_k_score(lp, k) for lp in raw["logprobs_holdout"]])}
 
 
-def summarize(scores: dict, retrain_scores: dict) -> dict:
+def summarize_scores(scores: dict, retrain_scores: dict) -> dict:
     """The four MUSE numbers of one model: VerbMem, KnowMem forget / retain (means), PrivLeak (percent)."""
     auc = mink_auc(scores["minK_forget"], scores["minK_holdout"])
     auc_ret = mink_auc(retrain_scores["minK_forget"], retrain_scores["minK_holdout"])

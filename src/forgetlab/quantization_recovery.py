@@ -14,12 +14,12 @@ RECOVERY_KEYS = ("verbmem", "knowmem_forget")  # the forget-side metrics whose r
 
 
 def muse_table(scores: dict, *, n_boot: int, seed: int) -> dict:
-    """{model: {precision: muse.summarize against the retrain model at full precision, with PrivLeak's bootstrap
+    """{model: {precision: muse.summarize_scores against the retrain model at full precision, with PrivLeak's bootstrap
     interval}} from `scores` ({model: {precision: muse.score}}, which must hold "retrain" at "full")."""
     ret_full = scores["retrain"]["full"]
 
     def summary(m, p):
-        s = muse.summarize(scores[m][p], ret_full)
+        s = muse.summarize_scores(scores[m][p], ret_full)
         s["privleak_ci"] = muse.privleak_ci(scores[m][p]["minK_forget"], scores[m][p]["minK_holdout"],
                                             ret_full["minK_forget"], ret_full["minK_holdout"], n_boot=n_boot,
                                             seed=seed)

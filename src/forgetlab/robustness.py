@@ -128,7 +128,7 @@ def tuning_top1(model, sets: dict) -> float:
     """Forget top-1 on the VALIDATION windows: the only score the tuning of a method's strength sees."""
     if not sets["forget"]["val"]:
         raise ValueError("no validation windows: parameter 'n_val_seqs' must be positive to tune a method")
-    return ev.summarize(ev.token_counts(model, sets["forget"]["val"], desc=None))["top1"]
+    return ev.summarize_counts(ev.token_counts(model, sets["forget"]["val"], desc=None))["top1"]
 
 
 def evaluate(model, sets: dict) -> dict:
@@ -136,7 +136,7 @@ def evaluate(model, sets: dict) -> dict:
     out = {}
     for role in ("forget", "retain"):
         counts = ev.token_counts(model, sets[role]["test"], desc=None)
-        out[role] = {"top1": ev.summarize(counts)["top1"], "hits": counts["top1"].long().tolist(),
+        out[role] = {"top1": ev.summarize_counts(counts)["top1"], "hits": counts["top1"].long().tolist(),
                      "n": counts["n"].long().tolist()}
     return out
 

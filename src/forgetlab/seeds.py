@@ -38,7 +38,7 @@ def read_metric(metrics_dir: Path, metric: str) -> float:
     return float(lookup(json.loads((metrics_dir / f"{stem}.json").read_text()), path))
 
 
-def summarize(values: dict[int, float]) -> dict:
+def summarize_seeds(values: dict[int, float]) -> dict:
     """Mean, sample standard deviation, min and max over seeds."""
     v = list(values.values())
     return {"per_seed": {str(s): x for s, x in values.items()}, "mean": statistics.fmean(v),
@@ -64,7 +64,7 @@ def run_seeds(stages: list[str], seeds: list[int], metrics: list[str], root: str
             runs[str(seed)] = {n: {"wall_s": r["wall_s"], "peak_rss_gb": r["peak_rss_gb"]} for n, r in res.items()}
             for m in metrics:
                 values[m][seed] = read_metric(work / "metrics", m)
-    return {"stages": stages, "profile": profile, "metrics": {m: summarize(v) for m, v in values.items()},
+    return {"stages": stages, "profile": profile, "metrics": {m: summarize_seeds(v) for m, v in values.items()},
             "runs": runs}
 
 

@@ -4,7 +4,7 @@ functions, and the numbers read off the curves (drops with their gap's interval,
 The pruning itself is `forgetlab.pruning`; the notebook calls these functions, plots and explains.
 
 `sets` is {corpus: {"train": statistics batches, "test": held-out batches, "skip": the corpus's most common token
-ids}}; an evaluation is {corpus: {"summary": forgetlab.eval.summarize(counts), "counts": per-sequence counts}}.
+ids}}; an evaluation is {corpus: {"summary": forgetlab.eval.summarize_counts(counts), "counts": per-sequence counts}}.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def evaluate_sets(model, tok, sets: dict, corpora: Sequence[str], *, top_k: int,
     for c in corpora:
         counts = ev.lm_counts(model, tok, sets[c]["test"], top_k=top_k, skip_ids=sets[c]["skip"], seed=seed,
                               desc=f"eval {c}")
-        out[c] = {"summary": ev.summarize(counts), "counts": counts}
+        out[c] = {"summary": ev.summarize_counts(counts), "counts": counts}
     return out
 
 
