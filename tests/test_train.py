@@ -110,3 +110,11 @@ def test_cli_builds_flags_from_the_signature():
     assert cli.run([fit], ["fit", "--model", "m", "--epochs", "3", "--masked", "true"]) == ("m", 3, 1e-3, True)
     with pytest.raises(SystemExit):
         cli.run([fit], ["fit", "--model", "m"])  # --epochs is required
+    with pytest.raises(SystemExit):
+        cli.run([fit], ["fit", "--model", "m", "--epochs", "3", "--masked", "yes"])  # true or false only
+
+    def step(n_steps: int, sure_percentile: float | None = None):
+        return n_steps, sure_percentile
+    # snake_case flags too (DVC's dict unpacking writes them so); `X | None` parses as X
+    assert cli.run([step], ["step", "--n_steps", "2", "--sure-percentile", "90"]) == (2, 90.0)
+    assert cli.run([step], ["step", "--n-steps", "2"]) == (2, None)

@@ -35,7 +35,8 @@ def _parser_for(fn: Callable, sub) -> None:
     for name, param in inspect.signature(fn).parameters.items():
         typ = _flag_type(hints.get(name, str))
         kw = {"required": True} if param.default is inspect.Parameter.empty else {"default": param.default}
-        p.add_argument(f"--{name.replace('_', '-')}", type=_parse_bool if typ is bool else typ, dest=name,
+        flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])  # as DVC unpacks a dict
+        p.add_argument(*flags, type=_parse_bool if typ is bool else typ, dest=name,
                        metavar="BOOL" if typ is bool else None, **kw)
     p.set_defaults(_fn=fn)
 
