@@ -379,3 +379,13 @@ def test_a_dvc_experiment_with_the_smoke_profile_runs_and_exp_show_lists_its_hea
     data = exps[0]["revs"][0]["data"]
     assert data["params"]["params.yaml"]["data"]["neuroplasticity_data"]["max_sentences"] == 200
     assert "sp_gap" in data["metrics"]["metrics/headline.json"]["data"]
+
+
+def test_dict_unpacking_is_dvcs_own():
+    """pipeline.unpack writes a section into a command as DVC's `${section}` does (default parsing settings)."""
+    from dvc.parsing.interpolate import to_str
+
+    from forgetlab import pipeline
+    section = {"model": "smollm2-135m", "n_steps": 3, "lr": 1e-05, "keep": "", "methods": "GA,NPO_GDR",
+               "odd": "a b;c", "flag": True, "off": False, "ks": [0, 2], "names": ["x y", "z"]}
+    assert pipeline.unpack(section) == to_str(section)

@@ -1,4 +1,5 @@
-"""Read dvc.yaml the way DVC does for our simple templates: `${section.key}` filled from a params dict.
+"""Read dvc.yaml the way DVC does for our simple templates: `${section.key}` filled from a params dict, and
+`${section}` unpacked into `--key value` flags (tests/test_repo.py compares every command with DVC's own).
 
 Used by the notebook smoke tests (to run exactly the commands of dvc.yaml with the smoke profile), by `make bench`
 and by `python -m forgetlab.pipeline run --profile smoke --jobs 2 --workdir /tmp/smoke` for a quick run outside DVC
@@ -39,16 +40,37 @@ def to_str(value) -> str:
     return str(value)
 
 
+def unpack(section: dict) -> str:
+    """A params.yaml section as DVC's dict unpacking writes it into a command (`${section}`, default `parsing`
+    settings): `--key value` per key in order, strings shell-quoted, true as `--key`, false left out, a list as
+    `--key a b`."""
+    out = []
+    for key, value in section.items():
+        if isinstance(value, dict):
+            raise TypeError(f"params.yaml section value {key!r} is a dict; sections here are flat")
+        if isinstance(value, bool):
+            out += [f"--{key}"] if value else []
+        elif isinstance(value, str):
+            out += [f"--{key}", shlex.quote(value)]
+        elif isinstance(value, list):
+            out += [f"--{key}"] + [shlex.quote(v) if isinstance(v, str) else str(v) for v in value]
+        else:
+            out += [f"--{key}", str(value)]
+    return " ".join(out)
+
+
 def render(cmd: str, params: dict) -> str:
-    """Fill ${a.b} references exactly as DVC does (no quoting; a value the shell would split or act on is an
-    error here, where under DVC it would become a pipe or a redirection)."""
+    """Fill ${a.b} references exactly as DVC does: a scalar unquoted (a value the shell would split or act on is
+    an error here, where under DVC it would become a pipe or a redirection), a whole section by dict unpacking."""
     def fill(m):
         try:
             value = lookup(params, m.group(1))
         except KeyError:
             raise KeyError(f"dvc.yaml refers to ${{{m.group(1)}}}, which params.yaml does not define") from None
-        if isinstance(value, (dict, list)):
-            raise TypeError(f"${{{m.group(1)}}} is a {type(value).__name__}; use a comma-separated string")
+        if isinstance(value, dict):
+            return unpack(value)
+        if isinstance(value, list):
+            raise TypeError(f"${{{m.group(1)}}} is a list; use a comma-separated string")
         text = to_str(value)
         if not _SHELL_SAFE.fullmatch(text):
             raise ValueError(f"params.yaml: {m.group(1)} = {text!r}; DVC pastes values into the command unquoted, "
