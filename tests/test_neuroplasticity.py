@@ -6,6 +6,7 @@ import torch
 from conftest import ROOT, bpe_tokenizer, read_metrics, step_args
 
 from forgetlab import neuroplasticity as npl
+from forgetlab import neuroplasticity_claims as claims
 from forgetlab import neurons
 from forgetlab.models import tiny_model
 from forgetlab.train import TrainConfig, train
@@ -517,14 +518,14 @@ def test_the_claim_verdicts_follow_their_stated_rules():
     priming = {"similarity": {"same_layers": ci(0.1), "all_others": ci(0.1)}}
     poly = {"after": ci(0.1), "carriers_change_ci": [-0.1, 0.1]}
     reloc = {"raw": {"lo": -2.0, "hi": -0.5}, "std": {"lo": -0.5, "hi": 0.5}}
-    directions, v = npl.claim_verdicts(f1(0.9, 0.1, 0.85), "LOC", ["PER"], 2, reloc, priming, poly)
+    directions, v = claims.claim_verdicts(f1(0.9, 0.1, 0.85), "LOC", ["PER"], 2, reloc, priming, poly)
     assert directions == {"raw": "earlier", "std": "no clear shift"}
     assert v == {"removal_concept_specific": "holds", "relearned": "holds", "moves_earlier": "partly",
                  "primed": "holds", "polysemantic": "partly"}
     # the other type lost too much: only partly specific; half the concept back: relearning partly holds
-    _, v = npl.claim_verdicts(f1(0.9, 0.1, 0.5, other_pruned=0.5), "LOC", ["PER"], 2, reloc, priming, poly)
+    _, v = claims.claim_verdicts(f1(0.9, 0.1, 0.5, other_pruned=0.5), "LOC", ["PER"], 2, reloc, priming, poly)
     assert (v["removal_concept_specific"], v["relearned"]) == ("partly", "partly")
     # pruning did not remove the concept (0.5 > 0.2 x 0.9): relearning is not tested
-    _, v = npl.claim_verdicts(f1(0.9, 0.5, 0.9), "LOC", ["PER"], 2, reloc,
-                              {"similarity": {"same_layers": ci(-0.3), "all_others": ci(0.1)}}, poly)
+    _, v = claims.claim_verdicts(f1(0.9, 0.5, 0.9), "LOC", ["PER"], 2, reloc,
+                                 {"similarity": {"same_layers": ci(-0.3), "all_others": ci(0.1)}}, poly)
     assert (v["removal_concept_specific"], v["relearned"], v["primed"]) == ("does not hold", "not tested", "partly")
