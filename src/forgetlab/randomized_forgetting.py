@@ -40,9 +40,6 @@ def task_forgetting(ft_res: dict, fg_res: dict, task: str, *, scoring: str, n_bo
     def ci(values):
         return metrics.bootstrap_mean(np.asarray(values, float), n_boot=n_boot, seed=seed)
 
-    def ratio(a, b):
-        return hits_forget_ratio(a, b)
-
     def ratio_ci(a, b):
         return hits_forget_ratio_ci(a, b, n_boot=n_boot, seed=seed)
     runs = fg_res["runs"]
@@ -54,8 +51,8 @@ def task_forgetting(ft_res: dict, fg_res: dict, task: str, *, scoring: str, n_bo
          "pretrained_acc": c_base.mean(), "pretrained_ci": ci(c_base), "finetuned_acc": c_ft.mean(),
          "finetuned_ci": ci(c_ft), "forget_acc": c_after.mean(), "forget_ci": ci(c_after),
          "forgetset_acc_before": fs_ft.mean(), "forgetset_acc_after": fs_after.mean(),
-         "forget_ratio": ratio(c_ft, c_after), "forget_ratio_ci": ratio_ci(c_ft, c_after),
-         "forgetset_ratio": ratio(fs_ft, fs_after), "forgetset_ratio_ci": ratio_ci(fs_ft, fs_after)}
+         "forget_ratio": hits_forget_ratio(c_ft, c_after), "forget_ratio_ci": ratio_ci(c_ft, c_after),
+         "forgetset_ratio": hits_forget_ratio(fs_ft, fs_after), "forgetset_ratio_ci": ratio_ci(fs_ft, fs_after)}
     ok = c_ft.mean() > 0.5 and fs_ft.mean() > 0.5 and e["forgetset_ratio"] > 0
     e["normalized_ratio"] = e["forget_ratio"] / e["forgetset_ratio"] if ok else math.nan
     e["normalized_ratio_ci"] = (fg.bootstrap_normalized_ratio(c_ft, c_after, fs_ft, fs_after, n_boot=n_boot, seed=seed)
@@ -63,7 +60,7 @@ def task_forgetting(ft_res: dict, fg_res: dict, task: str, *, scoring: str, n_bo
     if "small" in r:
         c_small = hits(r["small"]["final_test"], scoring)
         e |= {"small_converged": r["small"]["converged"], "small_epochs": r["small"]["epochs"],
-              "forget_acc_small": c_small.mean(), "forget_ratio_small": ratio(c_ft, c_small),
+              "forget_acc_small": c_small.mean(), "forget_ratio_small": hits_forget_ratio(c_ft, c_small),
               "forget_ratio_small_ci": ratio_ci(c_ft, c_small),
               # paired over the same test items: r(N) - r(N_small) = sum(ft - after) / sum(ft - 0.5) difference
               "forget_ratio_minus_small_ci": metrics.bootstrap_diff_of_ratios(
@@ -72,7 +69,7 @@ def task_forgetting(ft_res: dict, fg_res: dict, task: str, *, scoring: str, n_bo
         f = runs[f"{task}|flipped"]
         c_fl = hits(f["final_test"], scoring)
         e |= {"flipped_converged": f["converged"], "flipped_epochs": f["epochs"], "flipped_acc": c_fl.mean(),
-              "flipped_ci": ci(c_fl), "forget_ratio_flipped": ratio(c_ft, c_fl),
+              "flipped_ci": ci(c_fl), "forget_ratio_flipped": hits_forget_ratio(c_ft, c_fl),
               "forget_ratio_flipped_ci": ratio_ci(c_ft, c_fl),
               "forgetset_acc_after_flipped": float(fg.correct(f["forget"][-1], scoring).mean())}
     return e

@@ -647,7 +647,6 @@ def auc_chance_band(n_members: int, n_nonmembers: int, z: float = 1.96) -> tuple
     return 0.5 - z * se, 0.5 + z * se
 
 
-
 # the checkpoint steps of dvc.yaml: `python -m forgetlab.vision <step> --flag value ...`
 STEPS = (train_vit, unlearn)
 
