@@ -43,46 +43,67 @@ def test_notebooks_are_committed_clean(nb):
     assert notebooks.problems(nb) == []
 
 
-def test_every_notebook_has_a_stage_and_the_stage_passes_only_known_parameters():
-    params = profile.load_params("default", ROOT)
-    used = set()
-    for name, cmd in pipeline.stage_commands(params, ROOT):
-        if not cmd.startswith("papermill"):
-            continue
-        nb, passed = pipeline.papermill_parameters(cmd)
-        used.add(Path(nb).name)
-        defaults = notebooks.parameters_of(ROOT / nb)
-        assert set(passed) == set(defaults), f"{name}: -p flags and the parameters cell differ"
-    assert used == {p.name for p in NOTEBOOKS}
-
-
-def papermill_stages(name: str = "default"):
-    """(stage, notebook path, {parameter: rendered text}, the notebook's defaults) of every notebook stage."""
+def notebook_stages(name: str = "default"):
+    """(stage, notebook path, the parameters its command gives the notebook, the notebook's defaults) of every
+    notebook stage under a profile (parsing the command fails on an unknown, missing or mistyped flag)."""
     for stage, cmd in pipeline.stage_commands(profile.load_params(name, ROOT), ROOT):
-        if cmd.startswith("papermill"):
-            nb, passed = pipeline.papermill_parameters(cmd)
+        if pipeline.is_notebook_stage(cmd):
+            nb, passed = pipeline.notebook_parameters(cmd, ROOT)
             yield stage, nb, passed, notebooks.parameters_of(ROOT / nb)
+
+
+def test_every_notebook_has_a_stage():
+    assert {Path(nb).name for _, nb, _, _ in notebook_stages()} == {p.name for p in NOTEBOOKS}
 
 
 def test_every_notebook_default_is_the_value_dvc_yaml_passes_from_params_yaml():
     """A notebook run by hand (JupyterLab) computes what the pipeline computes: each parameter's default equals the
-    default profile's value (compared as papermill would receive it); outputs default to scratch/, never to the
-    tracked figures/ and metrics/."""
-    from papermill.cli import _resolve_type
-    for _, nb, passed, defaults in papermill_stages():
-        for key, text in passed.items():
-            if key in ("figures_dir", "metrics_path"):
-                assert str(defaults[key]).startswith("scratch/"), f"{nb}: {key} default {defaults[key]!r}"
-                continue
+    default profile's value, with the same type (a list a list, a float a float); outputs default to scratch/,
+    never to the tracked figures/ and metrics/."""
+    for _, nb, passed, defaults in notebook_stages():
+        assert set(passed) == set(defaults)
+        for key, value in passed.items():
             default = defaults[key]
-            want = _resolve_type(text)
-            if isinstance(default, bool):
-                want = text == "true"
-            elif isinstance(default, float) and isinstance(want, int):
-                want = float(want)
-            elif isinstance(default, str):
-                want = text
-            assert default == want, f"{nb}: parameter {key} defaults to {default!r}, params.yaml gives {text!r}"
+            if key in ("figures_dir", "metrics_path"):
+                assert str(default).startswith("scratch/"), f"{nb}: {key} default {default!r}"
+                continue
+            assert (default, type(default)) == (value, type(value)), \
+                f"{nb}: parameter {key} defaults to {default!r}, params.yaml gives {value!r}"
+
+
+@pytest.mark.parametrize("name", list(profile.PROFILES))
+def test_every_notebook_parameter_arrives_with_the_type_of_its_default(name):
+    """Every profile's values reach each notebook with the type of its default (a list of items of the type of the
+    default's items; a float may be written as an int), so no notebook check rejects a profile."""
+    for stage, nb, passed, defaults in notebook_stages(name):
+        for key, value in passed.items():
+            default = defaults[key]
+            ok = (isinstance(value, (int, float)) and not isinstance(value, bool)) if isinstance(default, float) \
+                else type(value) is type(default)
+            assert ok, f"{name}/{stage}: {key}={value!r} arrives as {type(value).__name__}, default is {default!r}"
+            if isinstance(default, list) and default:
+                assert all(type(v) is type(default[0]) for v in value), f"{name}/{stage}: {key}={value!r}"
+
+
+def test_a_notebook_stage_reads_its_flags_strictly(tmp_path, capsys):
+    """The notebook stage's flags (DVC's dict unpacking of its section): a bool as --key/--no-key, a list as
+    --key a b, and an unknown, missing or mistyped flag is an error naming it."""
+    nb = tmp_path / "n.ipynb"
+    cell = nbformat.v4.new_code_cell("n = 3\nlr = 0.5\nname = 'x'\nflag = True\nks = [1, 2]\nfracs = [0.5]")
+    cell.metadata["tags"] = ["parameters"]
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), nb)
+    argv = ["--n", "4", "--lr", "1", "--name", "7", "--no-flag", "--ks", "3", "--fracs", "1", "0.25"]
+    assert notebooks.parse_parameters(nb, argv) == {"n": 4, "lr": 1, "name": "7", "flag": False, "ks": [3],
+                                                    "fracs": [1.0, 0.25]}
+    assert notebooks.parse_parameters(nb, argv[:6] + ["--flag"])["ks"] == []  # DVC leaves an empty list out
+    for bad, msg in ((argv + ["--seed", "0"], "unrecognized arguments: --seed"),
+                     (argv[2:], "the following arguments are required: --n"),
+                     (["--n", "many"] + argv[2:], "argument --n: invalid number value: 'many'"),
+                     (argv + ["--ks", "x"], "argument --ks: invalid int value: 'x'"),
+                     (argv[:6] + argv[7:], "required: --flag/--no-flag")):
+        with pytest.raises(SystemExit):
+            notebooks.parse_parameters(nb, bad)
+        assert msg in capsys.readouterr().err
 
 
 def test_our_rendering_of_dvc_yaml_is_dvcs_own():
@@ -94,25 +115,6 @@ def test_our_rendering_of_dvc_yaml_is_dvcs_own():
     with Repo(str(ROOT)) as repo:
         dvcs = {s.addressing: " ".join(s.cmd.split()) for s in repo.index.stages if getattr(s, "cmd", None)}
     assert ours == dvcs
-
-
-@pytest.mark.parametrize("name", list(profile.PROFILES))
-def test_every_papermill_parameter_arrives_with_the_type_of_its_default(name):
-    """What `papermill -p` makes of each rendered value (int, float, str; 'true' stays a string, read by
-    utils.check_bool) matches the type of the notebook's default, so no notebook check rejects a profile."""
-    from papermill.cli import _resolve_type
-    for stage, nb, passed, defaults in papermill_stages(name):
-        for key, text in passed.items():
-            value, default = _resolve_type(text), defaults[key]
-            if isinstance(default, bool):
-                assert text in ("true", "false"), f"{name}/{stage}: {key}={text!r} is not a boolean"
-            elif isinstance(default, str) and "," in default:  # a list; one item may arrive as a number
-                assert isinstance(value, (str, int, float)), f"{name}/{stage}: {key}={text!r}"
-            elif isinstance(default, float):
-                assert isinstance(value, (int, float)), f"{name}/{stage}: {key}={text!r} is not a number"
-            else:
-                assert type(value) is type(default), \
-                    f"{name}/{stage}: {key}={text!r} arrives as {type(value).__name__}, default is {default!r}"
 
 
 def forgetlab_steps(params: dict):
@@ -291,13 +293,20 @@ def test_profile_apply_changes_only_the_overlay_values_and_keeps_every_comment(t
     assert changed <= len(profile.flatten(profile.overlay(name, ROOT)))
 
 
-def test_exp_sets_quote_what_hydra_would_read_as_a_sweep():
-    flags = profile.exp_sets("smoke", ROOT)
-    pairs = dict(f.strip("'").split("=", 1) for f in flags[1::2])
+@pytest.mark.parametrize("name", [p for p in profile.PROFILES if p != "default"])
+def test_exp_sets_give_dvc_exactly_the_profiles_values(name):
+    """`dvc exp run -S key=value` reads each value with Hydra's override grammar: every value of the overlay comes
+    back with its type (a list a list, the string '0.001' a string, not a float; a bare a,b would be a sweep)."""
+    import shlex
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    flags = profile.exp_sets(name, ROOT)
     assert flags[::2] == ["-S"] * (len(flags) // 2)
-    assert pairs["selective_pruning.pairs"] == "'code/text,python/code'" or \
-        pairs["selective_pruning.pairs"].strip("'\"") == "code/text,python/code"
-    assert all("," not in v or v.startswith("'") for v in pairs.values() for v in [v.replace("'\"'\"'", "'")])
+    parsed = OverridesParser.create().parse_overrides([shlex.split(f)[0] for f in flags[1::2]])
+    got = {o.key_or_group: o.value() for o in parsed}
+    want = profile.flatten(profile.overlay(name, ROOT))
+    assert {k: (v, type(v)) for k, v in got.items()} == {k: (v, type(v)) for k, v in want.items()}
+    assert all(not o.is_sweep_override() for o in parsed)
 
 
 def test_a_missing_checkpoint_names_the_dvc_repro_that_makes_it(tmp_path):

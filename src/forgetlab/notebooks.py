@@ -4,6 +4,11 @@
     python -m forgetlab.notebooks check notebooks/*.ipynb   # fail if any has outputs or no parameters cell
     python -m forgetlab.notebooks export reports/01_selective_pruning.ipynb  # executed copy -> .html beside it
                                                     # and the tutorial git tracks: tutorials/01_selective_pruning.ipynb
+    python -m forgetlab.notebooks run notebooks/01_selective_pruning.ipynb --seed 0 ...  # what a stage runs
+
+A notebook stage passes its params.yaml section by DVC's dict unpacking (`${section}`: `--key value` per key, a list
+as `--key a b`, a boolean as `--key` or `--no-key`); `run` reads those flags with the types of the notebook's
+`parameters` cell, runs the notebook with Papermill into reports/ and exports it (HTML and the tracked tutorial).
 """
 from __future__ import annotations
 
@@ -47,11 +52,62 @@ def parameters_of(path: str | Path) -> dict:
     return out
 
 
-def run(notebook: str | Path, output: str | Path, parameters: dict, cwd: str | Path = ".") -> None:
-    """Execute a notebook with Papermill (the same call dvc.yaml makes)."""
+def number(text: str) -> int | float:
+    """A number as YAML wrote it: `5` stays an int, `0.5` and `1e-05` are floats."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def parameter_parser(notebook: str | Path) -> argparse.ArgumentParser:
+    """Flags for a notebook's parameters, typed by the defaults of its `parameters` cell (which equal params.yaml's
+    values, tests/test_repo.py): a bool is `--key`/`--no-key`, a list `--key a b` (its items of the type of the
+    default's items; left out, as DVC leaves out an empty list, it is []), a number keeps the type its text has,
+    anything else is a string. Every other parameter is required: a stage passes all of them, so no default of the
+    notebook competes with params.yaml."""
+    ap = argparse.ArgumentParser(prog=f"forgetlab.notebooks run {Path(notebook).name}", allow_abbrev=False)
+    for name, default in parameters_of(notebook).items():
+        flag = f"--{name}"
+        if isinstance(default, bool):
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, required=True)
+        elif isinstance(default, list):
+            item = type(default[0]) if default else str
+            ap.add_argument(flag, nargs="*", type=item, default=[], metavar=item.__name__.upper())
+        elif isinstance(default, (int, float)):
+            ap.add_argument(flag, type=number, required=True)
+        else:
+            ap.add_argument(flag, type=str, required=True)
+    return ap
+
+
+def parse_parameters(notebook: str | Path, argv: list[str]) -> dict:
+    """The parameters a notebook stage's flags give the notebook (an unknown or missing flag is an error)."""
+    return vars(parameter_parser(notebook).parse_args(argv))
+
+
+def run(notebook: str | Path, output: str | Path, parameters: dict, cwd: str | Path = ".",
+        progress_bar: bool = False) -> None:
+    """Execute a notebook with Papermill."""
     import papermill as pm
-    pm.execute_notebook(str(notebook), str(output), parameters=parameters, cwd=str(cwd), progress_bar=False,
+    pm.execute_notebook(str(notebook), str(output), parameters=parameters, cwd=str(cwd), progress_bar=progress_bar,
                         kernel_name="python3")
+
+
+REPORTS = Path("reports")
+
+
+def run_stage(notebook: str | Path, argv: list[str]) -> Path:
+    """What a notebook stage runs: the notebook with the parameters its flags give, executed into reports/ (kept
+    only when it succeeds; Papermill leaves the failing copy with its traceback), then exported to HTML beside it
+    and to the tutorial git tracks."""
+    parameters = parse_parameters(notebook, argv)
+    REPORTS.mkdir(exist_ok=True)
+    out = REPORTS / Path(notebook).name
+    run(notebook, out, parameters, progress_bar=True)
+    print(to_html(out))
+    print(tutorial_copy(out))
+    return out
 
 
 def to_html(path: str | Path) -> Path:
@@ -120,8 +176,14 @@ def tutorial_copy(path: str | Path, out_dir: str | Path = TUTORIALS) -> Path:
 
 
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["run"]:  # run NOTEBOOK --key value ...: the flags belong to the notebook
+        if len(argv) < 2:
+            raise SystemExit("usage: python -m forgetlab.notebooks run NOTEBOOK [--key value ...]")
+        run_stage(argv[1], argv[2:])
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=("strip", "check", "html", "export"))
+    ap.add_argument("action", choices=("strip", "check", "html", "export", "run"))
     ap.add_argument("paths", nargs="+")
     args = ap.parse_args(argv)
     if args.action == "strip":

@@ -33,27 +33,27 @@ def lookup(obj: dict, dotted: str):
 
 
 def to_str(value) -> str:
-    """A params.yaml scalar as DVC writes it into a command: YAML booleans become `true`/`false` (which Papermill's
-    -p passes on as strings; notebooks read them with utils.check_bool)."""
+    """A params.yaml scalar as DVC writes it into a command: YAML booleans become `true`/`false` (read by
+    forgetlab.cli as booleans)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
 
 
 def unpack(section: dict) -> str:
-    """A params.yaml section as DVC's dict unpacking writes it into a command (`${section}`, default `parsing`
-    settings): `--key value` per key in order, strings shell-quoted, true as `--key`, false left out, a list as
-    `--key a b`."""
+    """A params.yaml section as DVC's dict unpacking writes it into a command (`${section}`, with this repository's
+    .dvc/config `parsing.bool = boolean_optional`): `--key value` per key in order, strings shell-quoted, true as
+    `--key`, false as `--no-key`, a list as `--key a b` (an empty list left out)."""
     out = []
     for key, value in section.items():
         if isinstance(value, dict):
             raise TypeError(f"params.yaml section value {key!r} is a dict; sections here are flat")
         if isinstance(value, bool):
-            out += [f"--{key}"] if value else []
+            out += [f"--{key}" if value else f"--no-{key}"]
         elif isinstance(value, str):
             out += [f"--{key}", shlex.quote(value)]
         elif isinstance(value, list):
-            out += [f"--{key}"] + [shlex.quote(v) if isinstance(v, str) else str(v) for v in value]
+            out += [f"--{key}"] * bool(value) + [shlex.quote(v) if isinstance(v, str) else str(v) for v in value]
         else:
             out += [f"--{key}", str(value)]
     return " ".join(out)
@@ -70,7 +70,8 @@ def render(cmd: str, params: dict) -> str:
         if isinstance(value, dict):
             return unpack(value)
         if isinstance(value, list):
-            raise TypeError(f"${{{m.group(1)}}} is a list; use a comma-separated string")
+            raise TypeError(f"${{{m.group(1)}}} is a list, which DVC passes only inside a whole section, "
+                            f"${{{m.group(1).rsplit('.', 1)[0]}}}")
         text = to_str(value)
         if not _SHELL_SAFE.fullmatch(text):
             raise ValueError(f"params.yaml: {m.group(1)} = {text!r}; DVC pastes values into the command unquoted, "
@@ -88,13 +89,21 @@ def stage_commands(params: dict, root: str | Path = ".") -> list[tuple[str, str]
     return [(name, render(" ".join(s["cmd"].split()), params)) for name, s in stages(root).items()]
 
 
-def papermill_parameters(cmd: str) -> tuple[str, dict[str, str]]:
-    """The notebook and the `-p key value` pairs of a rendered papermill command."""
+NOTEBOOK_RUN = ["python", "-m", "forgetlab.notebooks", "run"]
+
+
+def is_notebook_stage(cmd: str) -> bool:
+    return shlex.split(cmd)[:4] == NOTEBOOK_RUN
+
+
+def notebook_parameters(cmd: str, root: str | Path = ".") -> tuple[str, dict]:
+    """The notebook a rendered notebook-stage command runs and the parameters it gives the notebook (typed as
+    forgetlab.notebooks.run_stage reads them)."""
+    from .notebooks import parse_parameters
     argv = shlex.split(cmd)
-    if argv[0] != "papermill":
-        raise ValueError(f"not a papermill command: {cmd[:60]}")
-    params = {argv[i + 1]: argv[i + 2] for i in range(len(argv)) if argv[i] == "-p"}
-    return argv[1], params
+    if argv[:4] != NOTEBOOK_RUN:
+        raise ValueError(f"not a notebook stage: {cmd[:60]}")
+    return argv[4], parse_parameters(Path(root) / argv[4], argv[5:])
 
 
 def step_commands(cmd: str) -> list[list[str]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 import sys
 from pathlib import Path
 
@@ -81,15 +82,36 @@ def overlay(profile: str, root: str | Path = ".") -> dict:
     return _overlay(profile, Path(root))
 
 
+def _quoted(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _hydra(value) -> str:
+    """A value in Hydra's override grammar, which `dvc exp run -S` reads: a list as [a,b] (a string item quoted
+    unless it is plainly a word or a path), a scalar as its YAML text, quoted where Hydra would read a sweep."""
+    if isinstance(value, list):
+        return "[" + ",".join(_quoted(v) if isinstance(v, str) and not re.fullmatch(r"[\w/.+-]+", v) else _hydra(v)
+                              for v in value) + "]"
+    text = "true" if value is True else "false" if value is False else str(value)
+    if isinstance(value, str) and (_reads_as_other_type(text) or any(c in text for c in ",[]{}()=:' ")):
+        return _quoted(text)  # a bare a,b is a sweep; a bare 0.001 a float
+    return text
+
+
+def _reads_as_other_type(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return text.lower() in ("true", "false", "null", "none", "")
+
+
 def exp_sets(profile: str, root: str | Path = ".") -> list[str]:
     """`-S section.key=value` flags that make `dvc exp run` use the profile (DVC parses each value as YAML)."""
     import shlex
     flags = []
     for key, value in flatten(overlay(profile, root)).items():
-        text = "true" if value is True else "false" if value is False else str(value)
-        if any(c in text for c in ",[]{}()=:' "):  # Hydra's override grammar: a bare a,b is a sweep
-            text = "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-        flags += ["-S", shlex.quote(f"{key}={text}")]
+        flags += ["-S", shlex.quote(f"{key}={_hydra(value)}")]
     return flags
 
 
@@ -110,6 +132,10 @@ def apply(profile: str, path: str | Path = "params.yaml", root: str | Path = "."
         node = doc
         for part in parents:
             node = node[part]
+        if isinstance(value, list):  # [a, b] on one line, as params.yaml writes lists
+            from ruamel.yaml.comments import CommentedSeq
+            value = CommentedSeq(value)
+            value.fa.set_flow_style()
         node[leaf] = value
     with open(path, "w") as f:
         rt.dump(doc, f)

@@ -39,15 +39,6 @@ def check_type(name: str, value: Any, types: type | tuple[type, ...]) -> Any:
     return value
 
 
-def check_bool(name: str, value: Any) -> bool:
-    """A boolean parameter. DVC writes a YAML boolean into a command as `true`/`false`, which `papermill -p` passes
-    as a string, so those two strings (any case) are read as booleans too; anything else is a TypeError."""
-    if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    check_type(name, value, bool)
-    return value
-
-
 def check_fraction(name: str, value: Any, *, allow_zero: bool = True) -> float:
     """A fraction in [0, 1] (or (0, 1] with allow_zero=False)."""
     check_type(name, value, (int, float))
@@ -73,8 +64,8 @@ def check_choice(name: str, value: Any, allowed: Iterable[str]) -> str:
 
 
 def parse_list(name: str, value: Any, item_type: type = str) -> list:
-    """Accept a list or a comma-separated string (how Papermill passes lists from dvc.yaml); a one-item list
-    arrives from `papermill -p` as a number ("64" becomes 64), so a number is read as that one item."""
+    """Accept a list or a comma-separated string (how a checkpoint step's flag passes a list from params.yaml); a
+    number is read as a one-item list."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
     if isinstance(value, str):
