@@ -466,25 +466,26 @@ def test_bad_parameters_fail_with_clear_messages(tmp_path):
 @pytest.mark.notebook
 def test_salem_smoke(smoke):
     from forgetlab import profile
-    p = profile.load_params("smoke", ROOT)["salem"]
+    params = profile.load_params("smoke", ROOT)
     m = read_metrics(smoke, "salem")
-    for setting, n_layers, controls in (("classify", 6, p["controls"]), ("qa", 30, p["qa_controls"])):
+    for setting, n_layers, p in (("classify", 6, params["salem_editors"]), ("qa", 30, params["salem_qa_editors"])):
+        controls = p["controls"]
         s = m[setting]
         assert len(s["saliency"]) == n_layers
         assert s["salient_layer"] == max(range(n_layers), key=lambda i: s["saliency"][i])
         assert max(s["saliency"]) == 1.0 and s["saliency_scale_1e6"] > 0  # relative to the most salient layer
-        assert set(s["methods"]) == {"salem", "mend_top", "fine_tune", "no_edit", *controls.split(",")}
+        assert set(s["methods"]) == {"salem", "mend_top", "fine_tune", "no_edit", *controls}
         assert s["methods"]["no_edit"]["pass_drawdown"] == 0.0 and s["methods"]["no_edit"]["edited_params"] == 0
         assert s["methods"]["no_edit"]["fail_acc"] == 0.0  # fail samples are the ones the base model gets wrong
-        assert s["methods"]["salem"]["edited_params"] * p["top_k"] == s["methods"]["mend_top"]["edited_params"]
+        top_k = params["salem_editors"]["top_k"]  # both settings' editors
+        assert s["methods"]["salem"]["edited_params"] * top_k == s["methods"]["mend_top"]["edited_params"]
         assert s["methods"]["least"]["edited_params"] == s["methods"]["salem"]["edited_params"]
         # per-edit saliency with gold and permuted targets: every profile moves, the argmax counts add up
         sh = s["per_edit_shift"]
         assert sh["profile_l1_min"] > 0 and sum(sh["argmax_gold"]) == sum(sh["argmax_permuted"]) == sh["n_edits"]
         # early stopping ran: held-out evaluations, at most the step budget, step sizes positive
-        steps = p["editor_steps"] if setting == "classify" else p["qa_editor_steps"]
         for log in s["training"].values():
-            assert log["val"] and 1 <= log["best_step"] <= log["n_steps"] <= steps
+            assert log["val"] and 1 <= log["best_step"] <= log["n_steps"] <= p["steps"]
             assert all(v["edit_lr_min"] > 0 for v in log["val"])
         # matched strength: both comparisons, read at the smaller unscaled edit success
         for other in ("mend_top", "least"):
@@ -509,7 +510,7 @@ def test_salem_smoke(smoke):
     for fig in ("saliency", "per_edit_saliency", "editor_training", "edit_vs_drawdown", "matched_strength"):
         assert (smoke / "figures" / "salem" / f"{fig}.png").stat().st_size > 5000
     executed = json.loads((smoke / "reports" / "05_salem_editing.ipynb").read_text())
-    assert executed["metadata"]["papermill"]["parameters"]["seed"] == p["seed"]
+    assert executed["metadata"]["papermill"]["parameters"]["seed"] == params["salem_base"]["seed"]
 
 
 def test_notebook_05_tables_by_hand():

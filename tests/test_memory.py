@@ -60,8 +60,8 @@ def test_every_stage_has_a_plan_and_the_memory_plan_never_costs_more():
     un = memory.estimate(memory.STAGES["quantization_recovery_unlearn"], params)
     big = memory.shape("muse-bench/MUSE-news_target").params * 4 / memory.GIB
     assert un.checkpoints == pytest.approx(3 * big)
-    with pytest.raises(KeyError, match="'salem.no_such_key' is not in the profile"):
-        memory.resolve(memory.Model("salem.model", batch="salem.no_such_key"), params)
+    with pytest.raises(KeyError, match="'salem_base.no_such_key' is not in the profile"):
+        memory.resolve(memory.Model("salem_base.model", batch="salem_base.no_such_key"), params)
 
 
 def test_the_readme_table_is_generated_from_the_paper_profile():

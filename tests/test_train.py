@@ -118,3 +118,12 @@ def test_cli_builds_flags_from_the_signature():
     # snake_case flags too (DVC's dict unpacking writes them so); `X | None` parses as X
     assert cli.run([step], ["step", "--n_steps", "2", "--sure-percentile", "90"]) == (2, 90.0)
     assert cli.run([step], ["step", "--n-steps", "2"]) == (2, None)
+
+    def pick(names: list[str], ks: list[int], out: str):
+        return names, ks, out
+    # a YAML list arrives as --key a b (DVC's dict unpacking); an empty one DVC leaves out
+    assert cli.run([pick], ["pick", "--names", "least", "random", "--ks", "0", "8", "--out", "o"]) == (
+        ["least", "random"], [0, 8], "o")
+    assert cli.run([pick], ["pick", "--out", "o", "--ks"]) == ([], [], "o")
+    with pytest.raises(SystemExit):
+        cli.run([pick], ["pick", "--ks", "a", "--out", "o"])

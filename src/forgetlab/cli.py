@@ -15,9 +15,12 @@ from typing import Callable
 
 
 def _flag_type(hint):
-    """The argparse type of an annotation: int, float, str; `X | None` is X (None = the flag is left out)."""
+    """The argparse type of an annotation: int, float, str, bool, list[X]; `X | None` is X (None = the flag is
+    left out)."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
-    hint = args[0] if len(args) == 1 else hint
+    hint = args[0] if len(args) == 1 and typing.get_origin(hint) is not list else hint
+    if typing.get_origin(hint) is list:
+        return list[_flag_type(typing.get_args(hint)[0])]
     return hint if hint in (int, float, str, bool) else str
 
 
@@ -36,6 +39,10 @@ def _parser_for(fn: Callable, sub) -> None:
         typ = _flag_type(hints.get(name, str))
         kw = {"required": True} if param.default is inspect.Parameter.empty else {"default": param.default}
         flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])  # as DVC unpacks a dict
+        if typing.get_origin(typ) is list:  # --key a b, as DVC unpacks a YAML list; an empty list it leaves out
+            kw = {"default": []} if param.default is inspect.Parameter.empty else kw
+            p.add_argument(*flags, nargs="*", type=typing.get_args(typ)[0], dest=name, **kw)
+            continue
         p.add_argument(*flags, type=_parse_bool if typ is bool else typ, dest=name,
                        metavar="BOOL" if typ is bool else None, **kw)
     p.set_defaults(_fn=fn)

@@ -34,7 +34,8 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from . import tokens
-from .utils import atomic_path, check_choice, check_fraction, check_positive_int, seed_everything, write_json
+from .utils import (atomic_path, check_choice, check_fraction, check_positive_int, check_type, seed_everything,
+                    write_json)
 
 LABELS = ("True", "False", "Neither")  # supported, refuted, not enough info (BIG-bench vitaminc choices)
 HF_LABELS = {"SUPPORTS": 0, "REFUTES": 1, "NOT ENOUGH INFO": 2}  # tals/vitaminc and FEVER-style NLI data
@@ -1005,24 +1006,23 @@ def text_batches(tok, texts: Sequence[str], text_len: int, batch_size: int = 8) 
 
 
 # ============================================================================ stage: MEND editors
-def train_editors(*, edits: str, out: str, data_dir: str, top_k: int, controls: str, rank: int, steps: int,
+def train_editors(*, edits: str, out: str, data_dir: str, top_k: int, controls: list[str], rank: int, steps: int,
                   edit_batch: int, loc_batch: int, lr: float, lr_lr: float, edit_lr: float, c_edit: float, c_loc: float,
                   val_edits: int, eval_every: int, patience: int, saliency_batch: int, saliency_samples: int, seed: int,
                   device: str) -> dict:
     """Layer saliency on the editor-train fail samples (the first `saliency_samples`, 0 = all): per mini-batch of
     `saliency_batch` (SaLEM's choice of block) and per single edit, with the gold targets and with permuted
     (wrong) ones. Then MEND editors, each trained to early stopping on `val_edits` held-out training edits: SaLEM
-    (the most salient block), MEND on the last `top_k` blocks, and the single-block `controls` (comma-separated,
-    of CONTROLS). A block set two names share is trained once. Writes out/<name>/editor.{pt,json} and
+    (the most salient block), MEND on the last `top_k` blocks, and the single-block `controls` (a list of
+    CONTROLS). A block set two names share is trained once. Writes out/<name>/editor.{pt,json} and
     out/saliency.json (profiles, chosen blocks, training curves). device: where the model and the editors run
     (models.resolve_device)."""
     from .models import resolve_device
-    from .utils import parse_list
     device = resolve_device(device)
     check_positive_int("top_k", top_k)
     check_positive_int("val_edits", val_edits)
     check_positive_int("saliency_samples", saliency_samples, allow_zero=True)
-    controls = parse_list("controls", controls)
+    check_type("controls", controls, list)
     seed_everything(seed)
     model, tok, data, sets = load_setting(edits, data_dir=data_dir, device=device)
     pad = pad_id_of(tok)

@@ -161,7 +161,7 @@ class Model:
     trainable_share: float = 1.0
     optimizer: str = "adamw"
     copies: int = 0
-    editors: int = 0  # MEND editors of salem.rank trained beside it
+    editors: int = 0  # MEND editors of salem_editors.rank trained beside it
     hub: bool = True  # downloaded by this stage (False: read from an earlier stage's checkpoint)
     weights: bool = True  # False: the same model as another of the phase (its activations only)
 
@@ -193,8 +193,8 @@ def resolve(m: Model, params: dict, data_dir: str = "data") -> Use:
         "optimizer": m.optimizer, "grad_checkpointing": False, "mixed_precision": "no"}
     shp = shape(str(_get(params, m.name)), m.kind, data_dir)
     seq = int(_get(params, m.seq))
-    # MEND's editors: for each of the MLP's two matrix shapes, A and B of rank salem.rank over [u; delta]
-    editors = m.editors * 2 * 2 * (shp.hidden + shp.ff) * int(params["salem"]["rank"]) if m.editors else 0
+    # MEND's editors: for each of the MLP's two matrix shapes, A and B of rank salem_editors.rank over [u; delta]
+    editors = m.editors * 2 * 2 * (shp.hidden + shp.ff) * int(params["salem_editors"]["rank"]) if m.editors else 0
     return Use(shape=shp, dtype=m.dtype, trained=m.trained, optimizer=plan["optimizer"],
                mixed_precision=plan["mixed_precision"], grad_checkpointing=bool(plan["grad_checkpointing"]),
                batch=int(_get(params, m.batch)), seq=seq, full_logits=m.full_logits,
@@ -276,22 +276,22 @@ STAGES = {
                                      full_logits=False, hub=False), ),
                               (Model("neuroplasticity.embedding_model", "encoder", batch=64, seq=128,
                                      full_logits=False, hub=False),)), data_gib=3.0),
-    "salem_base": Stage(((Model("salem.model", "sequence_classifier", trained=True, batch="salem.batch_size",
-                                seq="salem.max_len", full_logits=False),),), saved=1, data_gib=1.0),
-    "salem_edits": Stage(((Model("salem.model", "sequence_classifier", batch=32, seq="salem.max_len",
+    "salem_base": Stage(((Model("salem_base.model", "sequence_classifier", trained=True, batch="salem_base.batch_size",
+                                seq="salem_base.max_len", full_logits=False),),), saved=1, data_gib=1.0),
+    "salem_edits": Stage(((Model("salem_base.model", "sequence_classifier", batch=32, seq="salem_base.max_len",
                                  full_logits=False, hub=False),
-                           Model("salem.gen_model", batch=16, seq="salem.max_new_tokens", full_logits=False,
-                                 new_tokens="salem.max_new_tokens")),)),
+                           Model("salem_edits.gen_model", batch=16, seq="salem_edits.max_new_tokens", full_logits=False,
+                                 new_tokens="salem_edits.max_new_tokens")),)),
     # MEND: the model is frozen (no optimizer state), its activations and the edited matrices' gradients flow
     # to the editors; every trained editor (5) is kept, one in training with Adam
-    "salem_editors": Stage(((Model("salem.model", "sequence_classifier", trained=True, batch="salem.loc_batch",
-                                   seq="salem.max_len", full_logits=False, optimizer="sgd", trainable_share=0.5,
+    "salem_editors": Stage(((Model("salem_base.model", "sequence_classifier", trained=True, batch="salem_editors.loc_batch",
+                                   seq="salem_base.max_len", full_logits=False, optimizer="sgd", trainable_share=0.5,
                                    editors=5, hub=False),),)),
-    "salem_qa_edits": Stage(((Model("salem.lm", batch=16, seq="salem.qa_max_len"),),)),
-    "salem_qa_editors": Stage(((Model("salem.lm", trained=True, batch="salem.qa_edit_batch", seq="salem.qa_max_len",
+    "salem_qa_edits": Stage(((Model("salem_qa_edits.model", batch=16, seq="salem_qa_edits.max_len"),),)),
+    "salem_qa_editors": Stage(((Model("salem_qa_edits.model", trained=True, batch="salem_qa_editors.edit_batch", seq="salem_qa_edits.max_len",
                                       optimizer="sgd", trainable_share=0.6, editors=5, hub=False),),)),
     # the fine-tuning baseline clones the whole LM and takes Adam steps on the clone, beside the LM itself
-    "salem": Stage(((Model("salem.lm", trained=True, batch="salem.qa_edit_batch", seq="salem.qa_max_len", copies=1,
+    "salem": Stage(((Model("salem_qa_edits.model", trained=True, batch="salem_qa_editors.edit_batch", seq="salem_qa_edits.max_len", copies=1,
                            hub=False),),)),
     _RF: Stage(((Model(f"{_RF}.model", trained=True, batch=f"{_RF}.batch_size", seq=_RF_SEQ, full_logits=False,
                        plan=_RF),), (_RF_EVAL,)), saved=1),
