@@ -475,7 +475,7 @@ def test_quantization_recovery_smoke(smoke):
     runs = [unlearning.run_name(meth, lr) for meth in p_un["methods"].split(",")
             for lr in map(float, str(p_un["lrs"]).split(","))]
     assert set(t) == {"target", "retrain", "base", *runs}
-    assert set(t["base"]) == set(p_nb["base_precisions"].split(","))
+    assert set(t["base"]) == set(p_nb["base_precisions"])
     assert set(t["target"]) == set(p_un["precisions"].split(",")) and {"full", "nf4"} <= set(t["target"])
     for row in t.values():
         for s in row.values():
@@ -520,7 +520,7 @@ def test_quantization_recovery_smoke(smoke):
         if variant == "SURE":
             assert change < sure_nf4[(meth, "baseline")]
     assert {g["granularity"] for g in m["group_size"]} == {"tensor", "channel"} | {
-        f"g{g}" for g in str(p_nb["group_sizes"]).split(",")}
+        f"g{g}" for g in p_nb["group_sizes"]}
     for name in ("fig1_table_heatmap", "fig2_recovery", "fig3_group_size", "fig4_sure", "fig5_epoch_curves",
                  "fig6_bf16_embedding", "fig7_official_kl"):
         for fmt in ("png", "pdf"):

@@ -387,7 +387,7 @@ def test_vision_toxicity_smoke(smoke):
     lo, hi = vis["mia_chance_band"]
     n = vis["mia_n"]
     assert lo < 0.5 < hi and hi == as_written(lambda x: 0.5 + x, 1.96 * np.sqrt((2 * n + 1) / (12 * n ** 2)))
-    assert len(vis["sweep"]) == 1 + 2 * len(p["selective_pruning_vision_toxicity"]["sweep_fracs"].split(","))
+    assert len(vis["sweep"]) == 1 + 2 * len(p["selective_pruning_vision_toxicity"]["sweep_fracs"])
     # toxicity: the offline screen finds some toxic sentences, and the generations are scored before and after
     c = tox["counts"]
     assert c["forget"] >= 20 and c["retain"] > 5 * c["forget"] and c["screen_generations"] == 8

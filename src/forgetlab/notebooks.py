@@ -98,9 +98,9 @@ REPORTS = Path("reports")
 
 
 def run_stage(notebook: str | Path, argv: list[str]) -> Path:
-    """What a notebook stage runs: the notebook with the parameters its flags give, executed into reports/ (kept
-    only when it succeeds; Papermill leaves the failing copy with its traceback), then exported to HTML beside it
-    and to the tutorial git tracks."""
+    """What a notebook stage runs: the notebook with the parameters its flags give, executed into reports/, then
+    exported to HTML beside it and to the tutorial git tracks. A failing cell stops the stage before the export
+    (Papermill leaves the executed copy in reports/ with its traceback, for reading)."""
     parameters = parse_parameters(notebook, argv)
     REPORTS.mkdir(exist_ok=True)
     out = REPORTS / Path(notebook).name
@@ -183,7 +183,7 @@ def main(argv=None) -> None:
         run_stage(argv[1], argv[2:])
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=("strip", "check", "html", "export", "run"))
+    ap.add_argument("action", choices=("strip", "check", "html", "export"))
     ap.add_argument("paths", nargs="+")
     args = ap.parse_args(argv)
     if args.action == "strip":
