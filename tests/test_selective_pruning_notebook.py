@@ -57,6 +57,7 @@ def test_a_parameter_of_the_wrong_type_fails_with_a_clear_message(tmp_path, data
 
 def test_a_bad_pair_fails_with_a_clear_message(tmp_path, data_dir):
     work = pipeline.make_workdir(tmp_path, ROOT, data_dir)
-    cmd = "papermill notebooks/01_selective_pruning.ipynb out.ipynb -p pairs code/text,poetry/code -p main_pairs code/text"
+    cmd = ("papermill notebooks/01_selective_pruning.ipynb out.ipynb "
+           "-y '{pairs: [code/text, poetry/code], main_pairs: [code/text]}'")  # the lists as YAML, as a stage passes
     proc = subprocess.run(cmd, shell=True, cwd=work, env=stage_env(), capture_output=True, text=True)
     assert proc.returncode != 0 and "unknown corpus name 'poetry'" in proc.stdout + proc.stderr
