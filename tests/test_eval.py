@@ -115,8 +115,8 @@ def test_drop_gap_ci_brackets_the_gap_and_is_zero_for_no_change():
 
 
 def test_count_stats_are_eval_summarize_counts_and_the_paired_bootstrap_by_hand():
-    """metrics.COUNT_STATS (vectorized for bootstrap sums) give eval.summarize_counts's numbers; the paired difference of
-    two models on the same sequences by hand; a model against itself has the interval [0, 0]."""
+    """metrics.COUNT_STATS (vectorized for bootstrap sums) give eval.summarize_counts's numbers; the paired
+    difference of two models on the same sequences by hand; a model against itself has the interval [0, 0]."""
     from forgetlab import eval as ev
     from forgetlab import metrics
     a = {"n": torch.tensor([10., 20.]), "n_skip": torch.tensor([5., 10.]), "nll": torch.tensor([10., 40.]),
