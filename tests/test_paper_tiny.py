@@ -70,8 +70,7 @@ def test_paper_tiny_is_the_paper_profile_at_smoke_sizes():
         if isinstance(values, dict):
             for key in hub_keys & set(values):
                 assert tiny[section][key] == values[key], f"{section}.{key}"
-    tasks = tiny["randomized_forgetting_finetune"]["tasks"].split(",")
-    assert set(tasks) <= set(paper["randomized_forgetting_finetune"]["tasks"].split(","))
+    assert set(tiny["randomized_forgetting_finetune"]["tasks"]) <= set(paper["randomized_forgetting_finetune"]["tasks"])
     # the overlay DVC gets (`dvc exp run -S`) is the merged one
     sets = " ".join(profile.exp_sets("paper-tiny", ROOT))
     assert "selective_pruning.model=facebook/opt-1.3b" in sets and "selective_pruning.seq_len=32" in sets

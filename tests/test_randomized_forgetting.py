@@ -220,13 +220,13 @@ def forget_args(tmp_path, **overrides) -> dict:
 
 def test_bad_parameters_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match="tasks"):
-        fg.fine_tune(**step_args("randomized_forgetting_finetune", tasks="strategyqa", out=str(tmp_path / "o")))
+        fg.fine_tune(**step_args("randomized_forgetting_finetune", tasks=["strategyqa"], out=str(tmp_path / "o")))
     with pytest.raises(ValueError, match="small_fraction"):
         fg.forget(**forget_args(tmp_path, n_forget=16, small_fraction=0.05))
     with pytest.raises(ValueError, match="small_fraction"):
         fg.forget(**forget_args(tmp_path, small_fraction=1.5))
     with pytest.raises(ValueError, match="mode"):
-        fg.forget(**forget_args(tmp_path, modes="random,shuffled"))
+        fg.forget(**forget_args(tmp_path, modes=["random", "shuffled"]))
     with pytest.raises(ValueError, match="threshold"):
         fg.forget(**forget_args(tmp_path, threshold=1.5))
     with pytest.raises(ValueError, match="margin"):
@@ -414,22 +414,22 @@ def test_stages_end_to_end_on_a_tiny_model_and_hub_format_tasks(tmp_path):
                                       num_attention_heads=4, num_key_value_heads=2, pad_token_id=tok.pad_token_id))
     lm.save_pretrained(tmp_path / "lm")
     tok.save_pretrained(tmp_path / "lm")
-    tasks = f"hf:boolq@{tmp_path / 'a'},hf:boolq@{tmp_path / 'b'}"
+    tasks = [f"hf:boolq@{tmp_path / 'a'}", f"hf:boolq@{tmp_path / 'b'}"]
     ft, out = tmp_path / "ft", tmp_path / "forget"
     fg.fine_tune(**step_args("randomized_forgetting_finetune", model=str(tmp_path / "lm"), tasks=tasks, out=str(ft),
-                             n_train=12, n_test=8, max_prompt_tokens=64, batch_size=4, layers="0,-1",
+                             n_train=12, n_test=8, max_prompt_tokens=64, batch_size=4, layers=[0, -1],
                              eval_batch_size=5))
     data = json.loads((ft / fg.DATA_FILE).read_text())
-    assert list(data["tasks"]) == tasks.split(",")
+    assert list(data["tasks"]) == tasks
     res = torch.load(ft / fg.RESULTS_FILE)
     assert res["layers"] == [0, 2]
-    assert res["finetuned"][tasks.split(",")[0]]["probe_x"].shape == (8, 2, 32)
-    assert res["base"][tasks.split(",")[0]]["probe_x"].shape == (8, 2, 32)  # the probes' pre-trained control
+    assert res["finetuned"][tasks[0]]["probe_x"].shape == (8, 2, 32)
+    assert res["base"][tasks[0]]["probe_x"].shape == (8, 2, 32)  # the probes' pre-trained control
     fg.forget(**step_args("randomized_forgetting_forget", finetuned=str(ft), out=str(out), threshold=0.0, margin=-1.0,
                           n_forget=8, small_fraction=0.5, n_cross=3, batch_size=4, max_epochs=2, tol=0.0,
                           eval_batch_size=5))
     r = torch.load(out / fg.RESULTS_FILE)
-    a, b = tasks.split(",")
+    a, b = tasks
     assert r["kept"] == [a, b] and set(r["runs"]) == {f"{a}|random", f"{a}|flipped", f"{b}|random", f"{b}|flipped"}
     assert set(r["screen"]) == {a, b} and r["n_small"] == 4
     run = r["runs"][f"{a}|random"]
@@ -464,7 +464,7 @@ def test_randomized_forgetting_smoke(smoke):
     m = read_metrics(smoke, "randomized_forgetting")
     ck = smoke / "checkpoints" / "randomized_forgetting"
     data = json.loads((ck / "finetuned" / fg.DATA_FILE).read_text())
-    assert m["candidates"] == p_ft["tasks"].split(",") == data["task_order"]
+    assert m["candidates"] == p_ft["tasks"] == data["task_order"]
     assert set(data["tasks"]) == set(m["candidates"])
     assert m["n_forget"] == p_fg["n_forget"] and m["n_small"] == round(p_fg["small_fraction"] * p_fg["n_forget"])
     assert m["tol"] == p_fg["tol"] and m["max_epochs"] == p_fg["max_epochs"] and m["margin"] == p_fg["margin"]
@@ -489,7 +489,7 @@ def test_randomized_forgetting_smoke(smoke):
         assert len(d["forgetset_curve_flipped"]) == fres["runs"][f"{t}|flipped"]["epochs"] + 1
         assert 0 <= d["confidence"] <= 1 and d["variance"] > 0
         for kind in ("pretrained", "finetuned", "after", "transfer", "shuffled"):
-            assert len(d[f"probe_{kind}"]) == len(m["layers"]) == len(p_ft["layers"].split(","))
+            assert len(d[f"probe_{kind}"]) == len(m["layers"]) == len(p_ft["layers"])
             assert all(0 <= a <= 1 for a in d[f"probe_{kind}"])
     assert set(m["cross_task_forget_ratio"]) == set(m["kept"])
     assert set(m["correlations"]) == {"confidence", "variance"}

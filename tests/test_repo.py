@@ -121,7 +121,9 @@ def forgetlab_steps(params: dict):
     """(stage, index, module, step, flags on the command line) of every `python -m forgetlab.<module> <step>`."""
     for stage, cmd in pipeline.stage_commands(params, ROOT):
         for i, argv in enumerate(pipeline.step_commands(cmd)):
-            yield stage, i, argv[2], argv[3], {a[2:].replace("-", "_") for a in argv[4:] if a.startswith("--")}
+            # a boolean's flag is --key or --no-key (no step has an argument whose name starts with no_)
+            yield stage, i, argv[2], argv[3], {re.sub(r"^--(no-)?", "", a).replace("-", "_") for a in argv[4:]
+                                               if a.startswith("--")}
 
 
 @pytest.mark.parametrize("name", list(profile.PROFILES))

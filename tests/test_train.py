@@ -107,11 +107,13 @@ def test_cli_builds_flags_from_the_signature():
     def fit(model: str, epochs: int, lr: float = 1e-3, masked: bool = False):
         """Fit something."""
         return model, epochs, lr, masked
-    assert cli.run([fit], ["fit", "--model", "m", "--epochs", "3", "--masked", "true"]) == ("m", 3, 1e-3, True)
+    # a boolean as DVC unpacks it under .dvc/config's parsing.bool = boolean_optional: --key / --no-key
+    assert cli.run([fit], ["fit", "--model", "m", "--epochs", "3", "--masked"]) == ("m", 3, 1e-3, True)
+    assert cli.run([fit], ["fit", "--model", "m", "--epochs", "3", "--no-masked"]) == ("m", 3, 1e-3, False)
     with pytest.raises(SystemExit):
         cli.run([fit], ["fit", "--model", "m"])  # --epochs is required
     with pytest.raises(SystemExit):
-        cli.run([fit], ["fit", "--model", "m", "--epochs", "3", "--masked", "yes"])  # true or false only
+        cli.run([fit], ["fit", "--model", "m", "--epochs", "3", "--masked", "true"])  # no value after a boolean
 
     def step(n_steps: int, sure_percentile: float | None = None):
         return n_steps, sure_percentile

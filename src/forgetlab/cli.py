@@ -1,7 +1,8 @@
 """Checkpoint stages as command lines: `python -m forgetlab.<paper> <step> --key value ...`.
 
 Each step is a plain function with keyword arguments and type annotations; the flags are built from its
-signature, so dvc.yaml passes `--key ${section.key}` for exactly the function's arguments (and
+signature, so dvc.yaml passes the stage's section (`${section}`, DVC's dict unpacking: `--key value`, a list as
+`--key a b`, a boolean as `--key` or `--no-key`) for exactly the function's arguments (and
 `accelerate launch -m forgetlab.<paper> ...` runs the same thing on several GPUs).
 """
 from __future__ import annotations
@@ -24,12 +25,6 @@ def _flag_type(hint):
     return hint if hint in (int, float, str, bool) else str
 
 
-def _parse_bool(text: str) -> bool:
-    if text.lower() not in ("true", "false"):
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return text.lower() == "true"
-
-
 def _parser_for(fn: Callable, sub) -> None:
     """A step's flags: one per argument; an argument without a default is a required flag (a step's values come
     from params.yaml through dvc.yaml, never from a second default here)."""
@@ -43,8 +38,10 @@ def _parser_for(fn: Callable, sub) -> None:
             kw = {"default": []} if param.default is inspect.Parameter.empty else kw
             p.add_argument(*flags, nargs="*", type=typing.get_args(typ)[0], dest=name, **kw)
             continue
-        p.add_argument(*flags, type=_parse_bool if typ is bool else typ, dest=name,
-                       metavar="BOOL" if typ is bool else None, **kw)
+        if typ is bool:  # --key / --no-key, as DVC unpacks a boolean here (.dvc/config: parsing.bool)
+            p.add_argument(*flags, action=argparse.BooleanOptionalAction, dest=name, **kw)
+            continue
+        p.add_argument(*flags, type=typ, dest=name, **kw)
     p.set_defaults(_fn=fn)
 
 

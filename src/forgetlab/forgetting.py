@@ -515,8 +515,9 @@ def train_items(model, tokenizer, items, labels, *, lr: float, batch_size: int, 
 
 
 # ================================================================ stage 1: multitask fine-tune
-def fine_tune(*, model: str, tasks: str, out: str, data_dir: str, n_train: int, n_test: int, max_prompt_tokens: int,
-              max_choice_tokens: int, epochs: int, lr: float, batch_size: int, eval_batch_size: int, layers: str,
+def fine_tune(*, model: str, tasks: list[str], out: str, data_dir: str, n_train: int, n_test: int,
+              max_prompt_tokens: int, max_choice_tokens: int, epochs: int, lr: float, batch_size: int,
+              eval_batch_size: int, layers: list[int],
               seed: int, grad_accum: int, grad_checkpointing: bool, optimizer: str, mixed_precision: str,
               device: str) -> None:
     """Binarize every candidate task, score the pre-trained model, fine-tune one model on all tasks jointly
@@ -528,7 +529,7 @@ def fine_tune(*, model: str, tasks: str, out: str, data_dir: str, n_train: int, 
     device = resolve_device(device)
     names = parse_list("tasks", tasks)
     if len(names) < 2:
-        raise ValueError("parameter 'tasks' needs at least 2 tasks (comma-separated)")
+        raise ValueError(f"parameter 'tasks' needs at least 2 tasks, got {names}")
     for name, v in (("n_train", n_train), ("n_test", n_test), ("max_prompt_tokens", max_prompt_tokens),
                     ("max_choice_tokens", max_choice_tokens), ("epochs", epochs), ("batch_size", batch_size),
                     ("eval_batch_size", eval_batch_size)):
@@ -662,7 +663,8 @@ def forget_to_convergence(model, tokenizer, items: Sequence[dict], labels: Seque
 
 
 def forget(*, finetuned: str, out: str, data_dir: str, threshold: float, margin: float, n_forget: int,
-           small_fraction: float, n_cross: int, lr: float, batch_size: int, max_epochs: int, tol: float, modes: str,
+           small_fraction: float, n_cross: int, lr: float, batch_size: int, max_epochs: int, tol: float,
+           modes: list[str],
            eval_batch_size: int, seed: int, grad_accum: int, grad_checkpointing: bool, optimizer: str,
            mixed_precision: str, device: str) -> None:
     """For every task that passes the screen (see `screen`): from the fine-tuned model, forget the task on its

@@ -239,8 +239,9 @@ def fits(e: Estimate) -> list[str]:
 _RF = "randomized_forgetting_finetune"
 _RF_SEQ = (f"{_RF}.max_prompt_tokens", f"{_RF}.max_choice_tokens")
 # scoring: the prompts' KV cache repeated for both answers (so seq + seq tokens per prompt)
-_RF_EVAL = Model(f"{_RF}.model", batch=f"{_RF}.eval_batch_size", seq=_RF_SEQ, new_tokens=_RF_SEQ, full_logits=False,
-                 hub=False)
+_RF_MEMORY = "randomized_forgetting_memory"  # the scoring batch and the memory plan of both training stages
+_RF_EVAL = Model(f"{_RF}.model", batch=f"{_RF_MEMORY}.eval_batch_size", seq=_RF_SEQ, new_tokens=_RF_SEQ,
+                 full_logits=False, hub=False)
 _QR_SEQ = "quantization_recovery_target.seq_len"
 _QR_REF = Model("quantization_recovery_target.model", batch="quantization_recovery_unlearn.batch_size", seq=_QR_SEQ,
                 hub=False)  # the reference of KL / NPO (full logits)
@@ -296,10 +297,10 @@ STAGES = {
     "salem": Stage(((Model("salem_qa_edits.model", trained=True, batch="salem_qa_editors.edit_batch",
                            seq="salem_qa_edits.max_len", copies=1, hub=False),),)),
     _RF: Stage(((Model(f"{_RF}.model", trained=True, batch=f"{_RF}.batch_size", seq=_RF_SEQ, full_logits=False,
-                       plan=_RF),), (_RF_EVAL,)), saved=1),
+                       plan=_RF_MEMORY),), (_RF_EVAL,)), saved=1),
     "randomized_forgetting_forget": Stage(((Model(f"{_RF}.model", trained=True,
                                                   batch="randomized_forgetting_forget.batch_size", seq=_RF_SEQ,
-                                                  full_logits=False, plan=_RF, hub=False),
+                                                  full_logits=False, plan=_RF_MEMORY, hub=False),
                                             # the forget set is scored inside training (after optimizer steps)
                                             replace(_RF_EVAL, weights=False)),),
                                           host_copies=1),  # the fine-tuned weights, restored before every run
