@@ -469,14 +469,14 @@ def test_quantization_recovery_smoke(smoke):
     m = read_metrics(smoke, "quantization_recovery")
     p = profile.load_params("smoke", ROOT)
     assert m["split"] == {"forget": 4, "retain": 4, "holdout": 4, "shots": 1}
-    assert m["precisions"] == p["quantization_recovery_unlearn"]["precisions"].split(",")
+    assert m["precisions"] == p["quantization_recovery_eval"]["precisions"]
     t = m["table"]
     p_un, p_nb = p["quantization_recovery_unlearn"], p["quantization_recovery"]
-    runs = [unlearning.run_name(meth, lr) for meth in p_un["methods"].split(",")
-            for lr in map(float, str(p_un["lrs"]).split(","))]
+    p_sched = p["quantization_recovery_schedule"]
+    runs = [unlearning.run_name(meth, lr) for meth in p_un["methods"] for lr in p_un["lrs"]]
     assert set(t) == {"target", "retrain", "base", *runs}
     assert set(t["base"]) == set(p_nb["base_precisions"])
-    assert set(t["target"]) == set(p_un["precisions"].split(",")) and {"full", "nf4"} <= set(t["target"])
+    assert set(t["target"]) == set(p["quantization_recovery_eval"]["precisions"]) and {"full", "nf4"} <= set(t["target"])
     for row in t.values():
         for s in row.values():
             assert 0 <= s["verbmem"] <= 1 and 0 <= s["knowmem_forget"] <= 1 and 0 <= s["auc"] <= 1
@@ -493,20 +493,20 @@ def test_quantization_recovery_smoke(smoke):
         assert k == as_written(metrics.recovery_share, t[run]["full"]["verbmem"], t["retrain"]["full"]["verbmem"],
                                t["target"]["full"]["verbmem"])
     # every epoch of every run is recorded at every epoch precision, with the selection marked once per run
-    eprecs = p_un["epoch_precisions"].split(",")
+    eprecs = p_sched["epoch_precisions"]
     assert m["epoch_precisions"] == eprecs
     by_run = {}
     for r in m["epochs"]:
         by_run.setdefault(r["name"], []).append(r)
-    sure_runs = [unlearning.run_name(meth, lr, True) for meth in p["quantization_recovery_sure"]["methods"].split(",")
-                 for lr in map(float, str(p["quantization_recovery_sure"]["lrs"]).split(","))]
-    arm_lrs = [float(x) for x in str(p["quantization_recovery_arms"]["lrs"]).split(",")]
+    sure_runs = [unlearning.run_name(meth, lr, True) for meth in p["quantization_recovery_sure"]["methods"]
+                 for lr in p["quantization_recovery_sure"]["lrs"]]
+    arm_lrs = p["quantization_recovery_arms"]["lrs"]
     arm_runs = [unlearning.run_name(p_un["keep"], lr, dtype="bfloat16") for lr in arm_lrs] + [
         unlearning.run_name(p_un["keep"], lr, klr_variant="official") for lr in arm_lrs]
     assert set(by_run) == {*runs, *sure_runs, *arm_runs}
     for name, rows in by_run.items():
         epochs = sorted({r["epoch"] for r in rows})
-        assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) <= p_un["epochs"]
+        assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) <= p_sched["epochs"]
         assert {r["precision"] for r in rows} == set(eprecs)
         assert len({r["epoch"] for r in rows if r["selected"]}) == 1
         for r in rows:

@@ -15,8 +15,8 @@ def test_seeded_params_change_the_seed_of_exactly_the_named_stages_sections(root
     assert params["forgetting_robustness_run"]["seed"] == 0  # the input is not modified
     # a stage listing single keys of a section (not its seed) does not read that seed; one listing section.seed does
     out = seeds.seeded_params(params, defs, ["quantization_recovery"], 3)
-    assert out["quantization_recovery"]["seed"] == 3 and out["quantization_recovery_unlearn"]["seed"] == 0
-    assert seeds.seeded_params(params, defs, ["quantization_recovery_sure"], 3)["quantization_recovery_unlearn"][
+    assert out["quantization_recovery"]["seed"] == 3 and out["quantization_recovery_schedule"]["seed"] == 0
+    assert seeds.seeded_params(params, defs, ["quantization_recovery_sure"], 3)["quantization_recovery_schedule"][
         "seed"] == 3
     # every other value is unchanged
     out["forgetting_robustness_run"]["seed"] = out["forgetting_robustness"]["seed"] = 0

@@ -243,10 +243,10 @@ _RF_MEMORY = "randomized_forgetting_memory"  # the scoring batch and the memory 
 _RF_EVAL = Model(f"{_RF}.model", batch=f"{_RF_MEMORY}.eval_batch_size", seq=_RF_SEQ, new_tokens=_RF_SEQ,
                  full_logits=False, hub=False)
 _QR_SEQ = "quantization_recovery_target.seq_len"
-_QR_REF = Model("quantization_recovery_target.model", batch="quantization_recovery_unlearn.batch_size", seq=_QR_SEQ,
+_QR_REF = Model("quantization_recovery_target.model", batch="quantization_recovery_schedule.batch_size", seq=_QR_SEQ,
                 hub=False)  # the reference of KL / NPO (full logits)
 _QR_UNLEARN = Model("quantization_recovery_target.model", trained=True, seq=_QR_SEQ, hub=False,
-                    batch="quantization_recovery_unlearn.batch_size")  # fp32 AdamW
+                    batch="quantization_recovery_schedule.batch_size")  # fp32 AdamW
 _NP = Model("neuroplasticity_base.model", "token_classifier", trained=True, batch="neuroplasticity_base.batch_size",
             seq="neuroplasticity_base.max_len", full_logits=False, hub=False)
 _VIT_SEQ = 197  # ViT-B/16 at 224 px: 196 patches + CLS
@@ -259,8 +259,7 @@ _OPT_GEN = Model(f"{_TOX}.lm", batch=f"{_TOX}.gen_batch_size", seq=64, new_token
 
 def _n_kept(params: dict) -> int:
     un = params["quantization_recovery_unlearn"]
-    kept = [m for m in str(un["keep"]).split(",") if m]
-    return len(kept) * len(str(un["lrs"]).split(","))
+    return len(un["lrs"]) if un["keep"] else 0  # the kept method's selected model at every lr
 
 
 STAGES = {

@@ -231,19 +231,22 @@ def split_from_args(data_dir: str, source: str, n_forget: int, n_retain: int, n_
                            data_dir=data_dir, seed=seed)
 
 
-def fine_tune(*, model: str, data_dir: str, source: str, splits: str, n_forget: int, n_retain: int, n_holdout: int,
-              seq_len: int, qa_per_passage: int, n_shots: int, epochs: int, lr: float, batch_size: int, seed: int,
-              out: str, device: str) -> None:
-    """Fine-tune `model` on the passages of `splits` (the target: forget,retain; the retrain model: retain);
-    epochs = 0 keeps the model as it is (paper profile: MUSE's published target and retrain models).
-    device: where it trains (models.resolve_device)."""
+ROLES = {"target": ("model", ["forget", "retain"]), "retrain": ("retrain_model", ["retain"])}
+
+
+def fine_tune(*, role: str, model: str, retrain_model: str, data_dir: str, source: str, n_forget: int,
+              n_retain: int, n_holdout: int, seq_len: int, qa_per_passage: int, n_shots: int, epochs: int, lr: float,
+              batch_size: int, seed: int, out: str, device: str) -> None:
+    """Fine-tune the model of `role` (ROLES): the target (`model` on the forget and retain passages) or the retrain
+    model (`retrain_model` on the retain passages only), with the same split, epochs and lr; epochs = 0 keeps the
+    model as it is (paper profile: MUSE's published target and retrain models). device: where it trains
+    (models.resolve_device)."""
     from .models import load_causal_lm, resolve_device
+    check_choice("role", role, tuple(ROLES))
     device = resolve_device(device)
     seed_everything(seed)
-    names = parse_list("splits", splits)
-    for n in names:
-        check_choice("splits", n, ("forget", "retain"))
-    lm, tok = load_causal_lm(model, data_dir=data_dir, device=device)
+    names = ROLES[role][1]
+    lm, tok = load_causal_lm({"target": model, "retrain": retrain_model}[role], data_dir=data_dir, device=device)
     split = split_from_args(data_dir, source, n_forget, n_retain, n_holdout, seq_len, qa_per_passage, n_shots,
                             seed, tok)
     passages = [p for n in names for p in split[n]]
@@ -251,7 +254,7 @@ def fine_tune(*, model: str, data_dir: str, source: str, splits: str, n_forget: 
     losses = []  # epochs = 0: a published target / retrain model (MUSE's), saved with the split as is
     if epochs:
         losses = train(lm, muse.lm_items(passages), TrainConfig(lr=lr, epochs=epochs, batch_size=batch_size,
-                                                                  seed=seed), desc=f"fine-tune {splits}")
+                                                                  seed=seed), desc=f"fine-tune {role}")
     with atomic_path(out) as tmp:
         lm.save_pretrained(tmp)
         tok.save_pretrained(tmp)
@@ -434,16 +437,16 @@ def run_name(method: str, lr: float, sure: bool = False, dtype: str = "float32",
             f"{'+officialKL' if klr_variant == 'official' else ''}@{lr:g}")
 
 
-def unlearn(*, target: str, retrain: str, methods: str, lrs: str, sure: str, dtype: str, klr_variant: str, epochs: int,
-            extra_epochs: int, tolerance: float, utility_share: float, batch_size: int, beta: float,
-            sure_percentile: float | None = None, recompute_every: int | None = None, precisions: str,
-            epoch_precisions: str, prompt_len: int, max_new_tokens: int, answer_tokens: int, keep: str, seed: int,
-            out: str, device: str) -> None:
+def unlearn(*, target: str, retrain: str, methods: list[str], lrs: list[float], sure: str, dtype: str,
+            klr_variant: str, epochs: int, extra_epochs: int, tolerance: float, utility_share: float, batch_size: int,
+            beta: float, sure_percentile: float | None = None, recompute_every: int | None = None,
+            precisions: list[str], epoch_precisions: list[str], prompt_len: int, max_new_tokens: int,
+            answer_tokens: int, keep: str, seed: int, out: str, device: str) -> None:
     """Unlearn the target with every method x lr (x SURE off/on: sure = false | true | both), in `dtype`, with the
     `klr_variant` KL for _KLR methods; score every epoch at `epoch_precisions` (add "<precision>+target_emb" for
     the embedding control), select an epoch (select_epoch), and record the selected model's raw evaluation outputs
-    at every precision of `precisions`. Checkpoints of the selected models are kept for the methods in `keep`
-    (non-SURE runs), in out/<run name> (run_name). sure_percentile, recompute_every: SURE's mask (None when no
+    at every precision of `precisions`. Checkpoints of the selected models are kept for the method `keep` ('' =
+    none; non-SURE runs), in out/<run name> (run_name). sure_percentile, recompute_every: SURE's mask (None when no
     SURE run is made). device: where the reference, the retrain model and every unlearned copy run
     (models.resolve_device; on the host CPU a 7B forward per step takes minutes); every function here builds its
     inputs on the model's device."""
@@ -473,10 +476,9 @@ def unlearn(*, target: str, retrain: str, methods: str, lrs: str, sure: str, dty
     check_fraction("utility_share", utility_share)
     if not isinstance(tolerance, (int, float)) or tolerance < 0:
         raise ValueError(f"parameter 'tolerance' must be a number >= 0, got {tolerance!r}")
-    keep_list = [check_choice("keep", m, METHODS) for m in parse_list("keep", keep)]
+    keep_list = [check_choice("keep", keep, METHODS)] if keep else []
     if set(keep_list) - set(method_list):
-        raise ValueError(f"parameter 'keep' names methods that are not run: {sorted(set(keep_list) - set(method_list))}"
-                         f"; methods: {method_list}")
+        raise ValueError(f"parameter 'keep' names a method that is not run: {keep}; methods: {method_list}")
     split = load_split(target)
     seed_everything(seed)
     ref, tok = load_causal_lm(target, device=device)
