@@ -397,9 +397,12 @@ def test_before_after_similarity_on_a_tiny_model():
 
 
 def test_bad_parameters_fail_clearly(tmp_path):
-    with pytest.raises(ValueError, match="method"):
+    with pytest.raises(ValueError, match="arm"):
         npl.prune_retrain(**step_args("neuroplasticity_concept", base=str(tmp_path), data=str(tmp_path),
-                                      out=str(tmp_path / "o"), method="best"))
+                                      out=str(tmp_path / "o"), arm="best"))
+    with pytest.raises(ValueError, match="sensitivity_standardize_by"):
+        npl.prune_retrain(**step_args("neuroplasticity_concept", base=str(tmp_path), data=str(tmp_path),
+                                      out=str(tmp_path / "o"), sensitivity_standardize_by="global"))
     with pytest.raises(ValueError, match="standardize"):
         npl.standardize(torch.zeros(2, 1, 1), "global")
     with pytest.raises(ValueError, match="label_position"):

