@@ -66,11 +66,10 @@ def step_argv(stage: str, index: int = 0, **overrides) -> list[str]:
     from forgetlab import pipeline, profile
     cmds = dict(pipeline.stage_commands(profile.load_params("smoke", ROOT), ROOT))
     argv = pipeline.step_commands(cmds[stage])[index]
-    flags = []
-    for key, value in step_args(stage, index, **overrides).items():
-        if value is not None:
-            flags += [f"--{key.replace('_', '-')}", str(value).lower() if isinstance(value, bool) else str(value)]
-    return ["-m", argv[2], argv[3]] + flags
+    import shlex
+    # written as DVC unpacks a section (a list as --key a b, a boolean as --key / --no-key)
+    flags = pipeline.unpack({k: v for k, v in step_args(stage, index, **overrides).items() if v is not None})
+    return ["-m", argv[2], argv[3]] + shlex.split(flags)
 
 
 def stage_env() -> dict:

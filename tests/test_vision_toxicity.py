@@ -413,7 +413,7 @@ def test_vision_toxicity_smoke(smoke):
 def test_a_bad_method_fails_with_a_clear_message(tmp_path):
     out = subprocess.run(
         ["python"] + step_argv("selective_pruning_vit_unlearn", base=str(tmp_path / "missing"), forget_class="x",
-                               methods="prune,erase"), cwd=ROOT, env=stage_env(), capture_output=True, text=True)
+                               methods=["prune", "erase"]), cwd=ROOT, env=stage_env(), capture_output=True, text=True)
     assert out.returncode != 0 and "unknown methods 'erase'" in out.stderr
 
 
@@ -430,7 +430,7 @@ def test_train_step_saves_a_split_and_a_bad_forget_class_fails_clearly(tmp_path,
     assert len(lab) == [labels[i] for i in split["test"]].count(0) > 0 and set(lab) == {0}
     with pytest.raises(ValueError, match="unknown forget_class 'dragon'; allowed: airplane, automobile"):
         vision.unlearn(**step_args("selective_pruning_vit_unlearn", base=str(tmp_path / "vit"), forget_class="dragon",
-                                   methods="prune", out=str(tmp_path / "u")))
+                                   methods=["prune"], out=str(tmp_path / "u")))
     assert not (tmp_path / "u").exists()
 
 

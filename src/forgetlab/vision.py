@@ -574,7 +574,7 @@ def evaluate_sets(model, data: Data, forget: int, batch_size: int = 256) -> dict
     return out
 
 
-def unlearn(*, base: str, forget_class: str, methods: str, ff_frac: float, attn_frac: float, scoring: str,
+def unlearn(*, base: str, forget_class: str, methods: list[str], ff_frac: float, attn_frac: float, scoring: str,
             eps_ff: float, eps_attn: float, retrain_epochs: int, retrain_lr: float, ft_epochs: int, ft_lr: float,
             ga_epochs: int, ga_lr: float, amnesiac_epochs: int, amnesiac_lr: float, unsir_noise: int,
             unsir_noise_steps: int, unsir_lr: float, ssd_alpha: float, ssd_lambda: float, ssd_alpha_tuned: float,
