@@ -98,13 +98,16 @@ def test_standin_is_deterministic_and_answers_are_spans_of_their_paragraph():
 
 def test_standin_covers_every_task_the_parameters_profiles_and_tests_name(data_dir):
     """A task named in params.yaml or a profile must exist in the stand-in, or the smoke pipeline breaks on it."""
-    import re
+    import yaml
 
     from forgetlab.data import standin
     names = set()
     for path in [Path("params.yaml"), *Path("profiles").glob("*.yaml")]:
-        for value in re.findall(r"^\s*(?:tasks|source): ([\w/,]+)", path.read_text(), re.M):
-            names |= {t for t in value.split(",") if "/" in t or "_" in t}
+        for section in yaml.safe_load(path.read_text()).values():
+            for key in ("tasks", "source"):  # a task list, or a task named as a data source
+                value = section.get(key) if isinstance(section, dict) else None
+                names |= {t for t in ([value] if isinstance(value, str) else value or [])
+                          if ("/" in t or "_" in t) and not t.startswith("hf:")}
     names -= {"nyt", "new_wiki", "offline", "cifar10"}
     assert "vitaminc_fact_verification" in names and "arithmetic/2_digit_addition" in names
     assert names <= set(list_mc_tasks(data_dir)), names - set(list_mc_tasks(data_dir))

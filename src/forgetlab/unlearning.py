@@ -231,7 +231,7 @@ def split_from_args(data_dir: str, source: str, n_forget: int, n_retain: int, n_
                            data_dir=data_dir, seed=seed)
 
 
-ROLES = {"target": ("model", ["forget", "retain"]), "retrain": ("retrain_model", ["retain"])}
+ROLES = {"target": ["forget", "retain"], "retrain": ["retain"]}  # fine_tune's role -> the splits it trains on
 
 
 def fine_tune(*, role: str, model: str, retrain_model: str, data_dir: str, source: str, n_forget: int,
@@ -245,7 +245,7 @@ def fine_tune(*, role: str, model: str, retrain_model: str, data_dir: str, sourc
     check_choice("role", role, tuple(ROLES))
     device = resolve_device(device)
     seed_everything(seed)
-    names = ROLES[role][1]
+    names = ROLES[role]
     lm, tok = load_causal_lm({"target": model, "retrain": retrain_model}[role], data_dir=data_dir, device=device)
     split = split_from_args(data_dir, source, n_forget, n_retain, n_holdout, seq_len, qa_per_passage, n_shots,
                             seed, tok)
