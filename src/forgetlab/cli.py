@@ -25,6 +25,21 @@ def _flag_type(hint):
     return hint if hint in (int, float, str, bool) else str
 
 
+def add_flag(p: argparse.ArgumentParser, *flags: str, typ, **kw) -> None:
+    """One flag, read as DVC's dict unpacking writes a value (.dvc/config: parsing.bool = boolean_optional): a bool
+    as `--key` / `--no-key`, a list[X] as `--key a b` (a required list reads [] when left out, as DVC leaves out an
+    empty one), anything else as `--key value` converted by `typ`."""
+    if typing.get_origin(typ) is list:
+        if kw.pop("required", False):
+            kw["default"] = []
+        item = typing.get_args(typ)[0]
+        p.add_argument(*flags, nargs="*", type=item, metavar=item.__name__.upper(), **kw)
+    elif typ is bool:
+        p.add_argument(*flags, action=argparse.BooleanOptionalAction, **kw)
+    else:
+        p.add_argument(*flags, type=typ, **kw)
+
+
 def _parser_for(fn: Callable, sub) -> None:
     """A step's flags: one per argument; an argument without a default is a required flag (a step's values come
     from params.yaml through dvc.yaml, never from a second default here)."""
@@ -34,14 +49,7 @@ def _parser_for(fn: Callable, sub) -> None:
         typ = _flag_type(hints.get(name, str))
         kw = {"required": True} if param.default is inspect.Parameter.empty else {"default": param.default}
         flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])  # as DVC unpacks a dict
-        if typing.get_origin(typ) is list:  # --key a b, as DVC unpacks a YAML list; an empty list it leaves out
-            kw = {"default": []} if param.default is inspect.Parameter.empty else kw
-            p.add_argument(*flags, nargs="*", type=typing.get_args(typ)[0], dest=name, **kw)
-            continue
-        if typ is bool:  # --key / --no-key, as DVC unpacks a boolean here (.dvc/config: parsing.bool)
-            p.add_argument(*flags, action=argparse.BooleanOptionalAction, dest=name, **kw)
-            continue
-        p.add_argument(*flags, type=typ, dest=name, **kw)
+        add_flag(p, *flags, typ=typ, dest=name, **kw)
     p.set_defaults(_fn=fn)
 
 

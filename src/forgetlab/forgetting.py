@@ -517,9 +517,8 @@ def train_items(model, tokenizer, items, labels, *, lr: float, batch_size: int, 
 # ================================================================ stage 1: multitask fine-tune
 def fine_tune(*, model: str, tasks: list[str], out: str, data_dir: str, n_train: int, n_test: int,
               max_prompt_tokens: int, max_choice_tokens: int, epochs: int, lr: float, batch_size: int,
-              eval_batch_size: int, layers: list[int],
-              seed: int, grad_accum: int, grad_checkpointing: bool, optimizer: str, mixed_precision: str,
-              device: str) -> None:
+              eval_batch_size: int, layers: list[int], seed: int, grad_accum: int, grad_checkpointing: bool,
+              optimizer: str, mixed_precision: str, device: str) -> None:
     """Binarize every candidate task, score the pre-trained model, fine-tune one model on all tasks jointly
     (correct labels), score it; save the model, the items (data.json) and the scores (results.pt).
     grad_accum, grad_checkpointing, optimizer, mixed_precision: the memory plan (forgetlab.train.TrainConfig);
@@ -664,9 +663,8 @@ def forget_to_convergence(model, tokenizer, items: Sequence[dict], labels: Seque
 
 def forget(*, finetuned: str, out: str, data_dir: str, threshold: float, margin: float, n_forget: int,
            small_fraction: float, n_cross: int, lr: float, batch_size: int, max_epochs: int, tol: float,
-           modes: list[str],
-           eval_batch_size: int, seed: int, grad_accum: int, grad_checkpointing: bool, optimizer: str,
-           mixed_precision: str, device: str) -> None:
+           modes: list[str], eval_batch_size: int, seed: int, grad_accum: int, grad_checkpointing: bool,
+           optimizer: str, mixed_precision: str, device: str) -> None:
     """For every task that passes the screen (see `screen`): from the fine-tuned model, forget the task on its
     first n_forget training items with random (and flipped) labels until convergence (forget_to_convergence:
     the forget set within `tol` of chance, or of 0 for flipped labels, or max_epochs), recording the forget-set

@@ -66,18 +66,18 @@ def parameter_parser(notebook: str | Path) -> argparse.ArgumentParser:
     default's items; left out, as DVC leaves out an empty list, it is []), a number keeps the type its text has,
     anything else is a string. Every other parameter is required: a stage passes all of them, so no default of the
     notebook competes with params.yaml."""
+    from .cli import add_flag
     ap = argparse.ArgumentParser(prog=f"forgetlab.notebooks run {Path(notebook).name}", allow_abbrev=False)
     for name, default in parameters_of(notebook).items():
-        flag = f"--{name}"
         if isinstance(default, bool):
-            ap.add_argument(flag, action=argparse.BooleanOptionalAction, required=True)
+            typ = bool
         elif isinstance(default, list):
-            item = type(default[0]) if default else str
-            ap.add_argument(flag, nargs="*", type=item, default=[], metavar=item.__name__.upper())
+            typ = list[type(default[0]) if default else str]
         elif isinstance(default, (int, float)):
-            ap.add_argument(flag, type=number, required=True)
+            typ = number
         else:
-            ap.add_argument(flag, type=str, required=True)
+            typ = str
+        add_flag(ap, f"--{name}", typ=typ, required=True)
     return ap
 
 

@@ -33,8 +33,8 @@ def lookup(obj: dict, dotted: str):
 
 
 def to_str(value) -> str:
-    """A params.yaml scalar as DVC writes it into a command: YAML booleans become `true`/`false` (read by
-    forgetlab.cli as booleans)."""
+    """A params.yaml scalar as DVC writes it into a command: YAML booleans become `true`/`false` (a string to the
+    reader: a boolean argument reaches a step or a notebook as --key / --no-key, only inside a whole section)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
