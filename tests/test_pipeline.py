@@ -224,16 +224,17 @@ def test_render_fills_values_as_dvc_does_and_refuses_what_the_shell_would_act_on
         render("x ${s.nope}", params)
 
 
-def test_parse_list_reads_what_papermill_passes_for_one_or_several_items():
-    from forgetlab.utils import parse_list
-    assert parse_list("g", "32, 64", int) == [32, 64]
-    assert parse_list("g", 64, int) == [64]  # `-p g 64` arrives as an int
-    assert parse_list("f", 0.5, float) == [0.5]
-    assert parse_list("m", [1, 2.5], float) == [1, 2.5]
-    with pytest.raises(ValueError, match="parameter 'g': cannot read 'a,b' as a list of int"):
-        parse_list("g", "a,b", int)
-    with pytest.raises(TypeError, match="parameter 'g' must be a list or a comma-separated string"):
-        parse_list("g", True, int)
+def test_a_list_parameter_is_a_list_never_a_comma_string():
+    from forgetlab.utils import check_list
+    assert check_list("g", [32, 64], int) == [32, 64]
+    assert check_list("m", (1, 2.5), float) == [1, 2.5]  # a float list takes ints
+    assert check_list("g", [], int) == []
+    with pytest.raises(TypeError, match=r"parameter 'g' must be a list of int \(a YAML list"):
+        check_list("g", "32,64", int)
+    with pytest.raises(TypeError, match="parameter 'g' must be a list of int"):
+        check_list("g", 64, int)
+    with pytest.raises(TypeError, match=r"parameter 'g\[1\]' must be int, got bool True"):
+        check_list("g", [1, True], int)
 
 
 def test_our_stage_graph_is_dvcs_own():

@@ -286,7 +286,7 @@ def test_target_embedding_control_restores_only_the_embedding_matrix():
         with unlearning.evaluated_as(model, "full+target_emb"):
             pass
     with pytest.raises(ValueError, match="unknown precision"):
-        unlearning.check_precisions("epoch_precisions", "full,nf3")
+        unlearning.check_precisions("epoch_precisions", ["full", "nf3"])
 
 
 def test_recovery_share_is_nan_when_the_gap_is_inside_its_interval():

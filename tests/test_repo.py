@@ -142,7 +142,8 @@ def test_checkpoint_steps_take_every_value_from_the_command_line(name):
         for arg, p in inspect.signature(fn).parameters.items():
             assert arg in flags or p.default is None, f"{stage}: {module} {step} does not pass --{arg}"
             if name == "default" and p.default not in (inspect.Parameter.empty, None):
-                assert kwargs[arg] == p.default, \
+                default = list(p.default) if isinstance(p.default, tuple) else p.default  # a list's default
+                assert kwargs[arg] == default, \
                     f"{module}.{fn.__name__}({arg}={p.default!r}); {stage} passes {kwargs[arg]!r}"
     modules = {m for m, _ in run}
     for module in modules:

@@ -323,15 +323,17 @@ def test_attack_grid_scores_every_attack_and_restores_the_removed_weights():
 
 def test_bad_parameters_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match="methods"):
-        rb.run(methods="GA,pruning", out=str(tmp_path / "x"))
+        rb.run(methods=["GA", "pruning"], out=str(tmp_path / "x"))
     with pytest.raises(ValueError, match="relearn_ks.*include 0"):
-        rb.run(relearn_ks="8,32", out=str(tmp_path / "x"))
+        rb.run(relearn_ks=[8, 32], out=str(tmp_path / "x"))
     with pytest.raises(ValueError, match="n_train_seqs"):
-        rb.run(relearn_ks="0,64", n_train_seqs=32, out=str(tmp_path / "x"))
+        rb.run(relearn_ks=[0, 64], n_train_seqs=32, out=str(tmp_path / "x"))
     with pytest.raises(ValueError, match="target"):
         rb.run(target=1.5, out=str(tmp_path / "x"))
     with pytest.raises(ValueError, match="precision"):
-        rb.run(precisions="nf3", out=str(tmp_path / "x"))
+        rb.run(precisions=["nf3"], out=str(tmp_path / "x"))
+    with pytest.raises(TypeError, match="parameter 'relearn_ks' must be a list of int"):
+        rb.run(relearn_ks="0,8", out=str(tmp_path / "x"))  # lists are YAML lists, never comma strings
     assert not (tmp_path / "x").exists()
 
 
@@ -347,12 +349,10 @@ def test_forgetting_robustness_smoke(smoke):
     assert len(ids["val"]) == p["n_val_seqs"] and len(ids["test"]) == p["n_eval_seqs"]
     assert not {i.split("/")[0] for i in ids["val"]} & {i.split("/")[0] for i in ids["test"]}
     assert m["val_test_disjoint"] and m["n_test_windows"] == p["n_eval_seqs"]
-    small = [rb.small_step_name(x, p["small_lr"]) for x in p["small_step_methods"].split(",")]
-    methods = p["methods"].split(",") + small
+    small = [rb.small_step_name(x, p["small_lr"]) for x in p["small_step_methods"]]
+    methods = p["methods"] + small
     assert set(m["recovery"]) == set(methods) | {"random_pruning"}
-    ks = [int(k) for k in str(p["relearn_ks"]).split(",")]
-    quant = p["precisions"].split(",")
-    qks = [int(k) for k in str(p["quantized_ks"]).split(",")]
+    ks, quant, qks = p["relearn_ks"], p["precisions"], p["quantized_ks"]
     attacks = ({f"k={k}|full" for k in ks} | {f"k={k}|{q}" for k in qks for q in quant}) - {"k=0|full"}
     acc0 = m["original"]["forget_top1"]
     assert acc0 == as_written(float, res["base"]["forget"]["top1"])

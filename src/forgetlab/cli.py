@@ -42,12 +42,14 @@ def add_flag(p: argparse.ArgumentParser, *flags: str, typ, **kw) -> None:
 
 def _parser_for(fn: Callable, sub) -> None:
     """A step's flags: one per argument; an argument without a default is a required flag (a step's values come
-    from params.yaml through dvc.yaml, never from a second default here)."""
+    from params.yaml through dvc.yaml, never from a second default here), and a list left out reads [] whatever
+    the function's default (DVC's unpacking leaves out an empty list)."""
     p = sub.add_parser(fn.__name__.replace("_", "-"), help=((fn.__doc__ or "").strip().splitlines() or [""])[0])
     hints = typing.get_type_hints(fn)
     for name, param in inspect.signature(fn).parameters.items():
         typ = _flag_type(hints.get(name, str))
-        kw = {"required": True} if param.default is inspect.Parameter.empty else {"default": param.default}
+        required = param.default is inspect.Parameter.empty or typing.get_origin(typ) is list
+        kw = {"required": True} if required else {"default": param.default}
         flags = [f"--{name.replace('_', '-')}"] + ([f"--{name}"] if "_" in name else [])  # as DVC unpacks a dict
         add_flag(p, *flags, typ=typ, dest=name, **kw)
     p.set_defaults(_fn=fn)

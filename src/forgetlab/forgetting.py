@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from .models import load_causal_lm, resolve_device
 from .tokens import pad
 from .train import TrainConfig, train
-from .utils import (atomic_path, check_choice, check_fraction, check_positive_int, check_type, parse_list,
+from .utils import (atomic_path, check_choice, check_fraction, check_list, check_positive_int, check_type,
                     seed_everything, write_json)
 
 LABEL_MODES = ("random", "flipped")
@@ -526,7 +526,7 @@ def fine_tune(*, model: str, tasks: list[str], out: str, data_dir: str, n_train:
     too; a 7B model on the host CPU would take hours)."""
     memory = memory_plan(grad_accum, grad_checkpointing, optimizer, mixed_precision)
     device = resolve_device(device)
-    names = parse_list("tasks", tasks)
+    names = check_list("tasks", tasks, str)
     if len(names) < 2:
         raise ValueError(f"parameter 'tasks' needs at least 2 tasks, got {names}")
     for name, v in (("n_train", n_train), ("n_test", n_test), ("max_prompt_tokens", max_prompt_tokens),
@@ -536,7 +536,7 @@ def fine_tune(*, model: str, tasks: list[str], out: str, data_dir: str, n_train:
     seed_everything(seed)
     lm, tok = load_causal_lm(model, data_dir=data_dir, device=device)
     n_hidden = lm.config.num_hidden_layers + 1
-    layer_ids = sorted({l % n_hidden for l in parse_list("layers", layers, int)})
+    layer_ids = sorted({l % n_hidden for l in check_list("layers", layers, int)})
     data = {"model": model, "task_order": names, "tasks": {}}
     for name in names:
         data["tasks"][name] = task_splits(name, load_task(name, data_dir), tok, n_train, n_test, max_prompt_tokens,
@@ -688,7 +688,7 @@ def forget(*, finetuned: str, out: str, data_dir: str, threshold: float, margin:
     if small_fraction and not 2 <= n_small < n_forget:
         raise ValueError(f"parameter 'small_fraction' ({small_fraction}) gives {n_small} items: it must give at "
                          f"least 2 and fewer than n_forget ({n_forget}); 0 turns the small-N ablation off")
-    label_modes = parse_list("modes", modes)
+    label_modes = check_list("modes", modes, str)
     for m in label_modes:
         check_choice("mode", m, LABEL_MODES)
     if "random" not in label_modes:

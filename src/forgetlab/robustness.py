@@ -49,7 +49,7 @@ from . import eval as ev
 from . import neurons, pruning, quantization, unlearning
 from .data import load_split
 from .train import TrainConfig, stack_collate, train
-from .utils import (atomic_path, check_choice, check_fraction, check_positive_int, parse_list, seed_everything,
+from .utils import (atomic_path, check_choice, check_fraction, check_list, check_positive_int, seed_everything,
                     write_json)
 
 METHODS = ("selective_pruning", "concept_pruning", "GA", "GA_GDR", "NPO_GDR", "SURE", "random_labels")
@@ -484,36 +484,32 @@ def small_step_name(method: str, lr: float) -> str:
 def run(model: str = "smollm2-135m", data_dir: str = "data", forget: str = "code", retain: str = "text",
         seq_len: int = 64, n_train_seqs: int = 32, n_val_seqs: int = 24, n_eval_seqs: int = 64,
         max_per_doc: int = 2, test_fraction: float = 0.3, max_docs: int = 20000, batch_size: int = 8,
-        methods: str = ",".join(METHODS), target: float = 0.15, tolerance: float = 0.02, prune_step: float = 0.004,
+        methods: list[str] = METHODS, target: float = 0.15, tolerance: float = 0.02, prune_step: float = 0.004,
         eps_ff: float = 0.001, max_prune_steps: int = 20, concept_max_frac: float = 0.2,
         random_max_frac: float = 0.5, max_evals: int = 10, lr: float = 1e-4, unlearn_batch_size: int = 4,
         max_unlearn_steps: int = 40, beta: float = 0.1, sure_percentile: float = 90.0,
-        small_step_methods: str = "NPO_GDR", small_lr: float = 1e-5, small_max_steps: int = 100,
-        small_eval_every: int = 5, relearn_ks: str = "0,8,32", relearn_lr: float = 1e-4, relearn_epochs: int = 2,
-        relearn_batch_size: int = 4, precisions: str = "nf4", quantized_ks: str = "0", seed: int = 0,
+        small_step_methods: list[str] = ("NPO_GDR",), small_lr: float = 1e-5, small_max_steps: int = 100,
+        small_eval_every: int = 5, relearn_ks: list[int] = (0, 8, 32), relearn_lr: float = 1e-4,
+        relearn_epochs: int = 2, relearn_batch_size: int = 4, precisions: list[str] = ("nf4",),
+        quantized_ks: list[int] = (0,), seed: int = 0,
         out: str = "checkpoints/forgetting_robustness/run", device: str = "auto") -> dict:
     """Remove the forget capability with every method, tuned to the same drop on validation windows, and attack
-    each result (scored on test windows). `small_step_methods`: gradient methods re-run at `small_lr` ("none":
-    no small-step arm). device: where the model is pruned, unlearned, attacked and scored
+    each result (scored on test windows). `small_step_methods`: gradient methods re-run at `small_lr` ([]: no
+    small-step arm). device: where the model is pruned, unlearned, attacked and scored
     (models.resolve_device). Each removal method's hyperparameters are the flags its class names (make_remover)."""
     params = dict(locals())  # the flags, named as in params.yaml
     from .models import load_lm, resolve_device
     device = resolve_device(device)
-    meths = parse_list("methods", methods)
-    for m in meths:
-        check_choice("methods", m, METHODS)
-    small = [] if small_step_methods == "none" else parse_list("small_step_methods", small_step_methods)
-    for m in small:
-        check_choice("small_step_methods", m, tuple(GRADIENT_LOSSES))
-    ks = parse_list("relearn_ks", relearn_ks, int)
-    for k in ks:
-        check_positive_int("relearn_ks", k, allow_zero=True)
+    meths = [check_choice("methods", m, METHODS) for m in check_list("methods", methods, str)]
+    small = [check_choice("small_step_methods", m, tuple(GRADIENT_LOSSES))
+             for m in check_list("small_step_methods", small_step_methods, str)]
+    ks = [check_positive_int("relearn_ks", k, allow_zero=True) for k in check_list("relearn_ks", relearn_ks, int)]
     if 0 not in ks:
         raise ValueError(f"parameter 'relearn_ks' must include 0 (the removed model itself), got {relearn_ks!r}")
-    precs = parse_list("precisions", precisions)
+    precs = check_list("precisions", precisions, str)
     for p in precs:
         quantization.parse_precision(p)
-    qks = parse_list("quantized_ks", quantized_ks, int)
+    qks = check_list("quantized_ks", quantized_ks, int)
     if not set(qks) <= set(ks) or 0 not in qks:
         raise ValueError(f"parameter 'quantized_ks' must include 0 and be among relearn_ks {ks}, got {quantized_ks!r}")
     for name, v in (("target", target), ("tolerance", tolerance), ("prune_step", prune_step),

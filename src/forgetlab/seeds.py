@@ -69,15 +69,15 @@ def run_seeds(stages: list[str], seeds: list[int], metrics: list[str], root: str
 
 
 def main(argv=None) -> None:
-    from .utils import parse_list, write_json
+    from .utils import write_json
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--stages", required=True, help="comma-separated stages, in dvc.yaml order")
-    ap.add_argument("--seeds", required=True, help="comma-separated seeds besides the committed seed 0")
+    ap.add_argument("--stages", nargs="+", required=True, help="stages, in dvc.yaml order")
+    ap.add_argument("--seeds", nargs="+", type=int, required=True, help="seeds besides the committed seed 0")
     ap.add_argument("--metric", action="append", required=True, help="<metrics stem>:<dotted path>, repeatable")
     ap.add_argument("--profile", default="default")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    out = run_seeds(parse_list("stages", a.stages), parse_list("seeds", a.seeds, int), a.metric,
+    out = run_seeds(a.stages, a.seeds, a.metric,
                     profile=a.profile)
     write_json(a.out, out)
     for m, s in out["metrics"].items():

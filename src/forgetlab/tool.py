@@ -1,7 +1,7 @@
 """`forgetlab`: the repository's attacks, selective pruning and layer saliency on your own model and texts.
 
-    forgetlab attack   --original MODEL --unlearned MODEL --forget TEXTS --retain TEXTS [--relearn-k 0,8,32]
-                       [--precisions full,nf4,rtn4] [--out DIR]
+    forgetlab attack   --original MODEL --unlearned MODEL --forget TEXTS --retain TEXTS [--relearn-k 0 8 32]
+                       [--precisions full nf4 rtn4] [--out DIR]
     forgetlab prune    --model MODEL --forget TEXTS --retain TEXTS --ff-frac F [--attn-frac F] [--scoring abs]
                        [--steps N] --out DIR
     forgetlab saliency --model MODEL --edits FILE [--json FILE]
@@ -93,21 +93,9 @@ def windows(tok, forget: str, retain: str, **kw) -> dict:
                          "--n-eval-seqs windows") from None
 
 
-def parse_ints(name: str, text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"--{name} {text!r}: expected comma-separated integers such as 0,8,32") from None
-    for v in values:
-        check_positive_int(name, v, allow_zero=True)
-    if not values:
-        raise ValueError(f"--{name} is empty")
-    return values
-
-
 # ================================================================ attack
-def attack(original: str, unlearned: str, forget: str, retain: str, *, relearn_k: str = NB06["relearn_ks"],
-           precisions: str = "full," + NB06["precisions"], seq_len: int = NB06["seq_len"],
+def attack(original: str, unlearned: str, forget: str, retain: str, *, relearn_k: list[int] = NB06["relearn_ks"],
+           precisions: list[str] = ("full", *NB06["precisions"]), seq_len: int = NB06["seq_len"],
            n_train_seqs: int = NB06["n_train_seqs"], n_val_seqs: int = NB06["n_val_seqs"],
            n_eval_seqs: int = NB06["n_eval_seqs"],
            max_per_doc: int = NB06["max_per_doc"], test_fraction: float = NB06["test_fraction"],
@@ -128,8 +116,8 @@ def attack(original: str, unlearned: str, forget: str, retain: str, *, relearn_k
     from . import quantization
     from .plots import save_figure
     from .utils import seed_everything, write_json
-    ks = sorted(set(parse_ints("relearn-k", relearn_k)) | {0})  # k = 0: the unlearned model itself
-    precs = [p.strip() for p in precisions.split(",") if p.strip()]
+    ks = sorted({check_positive_int("relearn-k", k, allow_zero=True) for k in relearn_k} | {0})  # 0: the model itself
+    precs = list(dict.fromkeys(precisions))
     for p in precs:
         try:
             quantization.parse_precision(p)
@@ -389,8 +377,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--original", required=True, metavar="MODEL")
     p.add_argument("--unlearned", required=True, metavar="MODEL")
     texts_and_windows(p)
-    p.add_argument("--relearn-k", default=NB06["relearn_ks"], help="forget windows relearned (default %(default)s)")
-    p.add_argument("--precisions", default="full," + NB06["precisions"],
+    p.add_argument("--relearn-k", nargs="+", type=int, default=list(NB06["relearn_ks"]), metavar="K",
+                   help="numbers of forget windows relearned (default %(default)s)")
+    p.add_argument("--precisions", nargs="+", default=["full", *NB06["precisions"]], metavar="P",
                    help="full, int8, fp4, nf4, rtn4, rtn4g64, ... (default %(default)s)")
     for key in ("relearn_lr", "relearn_epochs", "relearn_batch_size"):
         p.add_argument("--" + key.replace("_", "-"), type=type(NB06[key]), default=NB06[key])

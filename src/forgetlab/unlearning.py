@@ -57,7 +57,7 @@ from torch import nn
 
 from . import muse
 from .train import TrainConfig, stack_collate, train
-from .utils import (atomic_path, check_choice, check_fraction, check_positive_int, parse_list, seed_everything,
+from .utils import (atomic_path, check_choice, check_fraction, check_list, check_positive_int, seed_everything,
                     write_json)
 
 SPLIT_FILE = "split.json"
@@ -306,7 +306,7 @@ def evaluated_as(model, precision: str, ref_model=None):
 
 def check_precisions(name: str, value) -> list[str]:
     from .quantization import parse_precision
-    precs = parse_list(name, value)
+    precs = check_list(name, value, str)
     for p in precs:
         parse_precision(p.partition(EMB_SUFFIX)[0])
     return precs
@@ -453,8 +453,8 @@ def unlearn(*, target: str, retrain: str, methods: list[str], lrs: list[float], 
     from .models import load_causal_lm, resolve_device
     from .quantization import weight_change_share
     device = resolve_device(device)
-    method_list = [check_choice("methods", m, METHODS) for m in parse_list("methods", methods)]
-    lr_list = parse_list("lrs", lrs, float)
+    method_list = [check_choice("methods", m, METHODS) for m in check_list("methods", methods, str)]
+    lr_list = check_list("lrs", lrs, float)
     for lr in lr_list:
         if lr <= 0:
             raise ValueError(f"parameter 'lrs' must hold positive learning rates, got {lr}")

@@ -63,21 +63,15 @@ def check_choice(name: str, value: Any, allowed: Iterable[str]) -> str:
     return value
 
 
-def parse_list(name: str, value: Any, item_type: type = str) -> list:
-    """Accept a list or a comma-separated string (how a checkpoint step's flag passes a list from params.yaml); a
-    number is read as a one-item list."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = str(value)
-    if isinstance(value, str):
-        items = [v.strip() for v in value.split(",") if v.strip()]
-        try:
-            return [item_type(v) for v in items]
-        except ValueError as e:
-            raise ValueError(f"parameter {name!r}: cannot read {value!r} as a list of {item_type.__name__}") from e
-    if isinstance(value, (list, tuple)):
-        return [check_type(f"{name}[{i}]", v, item_type if item_type is not float else (int, float))
-                for i, v in enumerate(value)]
-    raise TypeError(f"parameter {name!r} must be a list or a comma-separated string, got {type(value).__name__}")
+def check_list(name: str, value: Any, item_type: type = str) -> list:
+    """A list parameter (a YAML list in params.yaml, `--key a b` on a step's command line): a list or tuple whose
+    items are `item_type` (a float list takes ints too); anything else, a comma string included, is refused by
+    name."""
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"parameter {name!r} must be a list of {item_type.__name__} (a YAML list, e.g. [a, b]), got "
+                        f"{type(value).__name__} {value!r}")
+    return [check_type(f"{name}[{i}]", v, item_type if item_type is not float else (int, float))
+            for i, v in enumerate(value)]
 
 
 # ---------------------------------------------------------------- atomic outputs

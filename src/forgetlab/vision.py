@@ -49,7 +49,7 @@ from . import neurons, pruning
 from .models import resolve_device
 from .neurons import NeuronStats
 from .train import TrainConfig, train
-from .utils import (atomic_path, check_choice, check_fraction, check_positive_int, parse_list, seed_everything,
+from .utils import (atomic_path, check_choice, check_fraction, check_list, check_positive_int, seed_everything,
                     write_json)
 
 SPLIT_FILE, TRAIN_FILE, RESULTS_FILE = "split.json", "train.json", "results.json"
@@ -586,7 +586,7 @@ def unlearn(*, base: str, forget_class: str, methods: list[str], ff_frac: float,
     (make_method); batch_size, weight_decay and retain_fraction are shared by all."""
     params = dict(locals())  # the flat hyperparameters, named as in params.yaml
     device = resolve_device(device)
-    names = parse_list("methods", methods)
+    names = check_list("methods", methods, str)
     for m in names:
         check_choice("methods", m, METHODS)
     check_fraction("retain_fraction", retain_fraction, allow_zero=False)
