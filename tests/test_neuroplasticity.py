@@ -262,6 +262,33 @@ def test_masked_neurons_stay_exactly_zero_through_training_and_reload(tmp_path):
     assert torch.all(_resid_outputs(reloaded, ids)[:, :, pruned] == 0)
 
 
+def test_prune_sweep_masks_while_scoring_and_leaves_the_model_as_it_was(tmp_path):
+    """Notebook 02's k sweep: one row per (k, method); with every neuron pruned the concept and random masks are the
+    same mask (equal F1s), and no mask is left on the model afterwards."""
+    from transformers import BertConfig, BertForTokenClassification, BertTokenizerFast
+    torch.manual_seed(0)
+    names = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    model = BertForTokenClassification(BertConfig(
+        vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_labels=len(names), id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})).eval()
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(45)]))
+    tok = BertTokenizerFast(str(vocab))
+    gen = torch.Generator().manual_seed(1)
+    examples = [{"tokens": [f"w{int(i)}" for i in torch.randint(0, 45, (6,), generator=gen)],
+                 "ner_tags": torch.randint(0, len(names), (6,), generator=gen).tolist()} for _ in range(12)]
+    enc = npl.encode(tok, examples, 12, "first")
+    scores = torch.rand(neurons.n_neurons(model, "resid"), generator=gen)
+    before = npl.evaluate_ner(model, enc, examples, names, "LOC", 4, desc=None)
+    n_all = scores.numel()
+    rows = npl.prune_sweep(model, enc, examples, names, "LOC", scores, [3, n_all], batch_size=4, seed=0)
+    assert [(r["k"], r["method"]) for r in rows] == [(3, "concept"), (3, "random"), (n_all, "concept"),
+                                                     (n_all, "random")]
+    assert set(rows[0]) == {"k", "method", "LOC", "PER"}
+    assert rows[2]["LOC"] == rows[3]["LOC"] and rows[2]["PER"] == rows[3]["PER"]  # all pruned either way
+    assert npl.evaluate_ner(model, enc, examples, names, "LOC", 4, desc=None) == before  # the masks came off
+
+
 def _tiny_distilbert():
     from transformers import DistilBertConfig, DistilBertForTokenClassification
     torch.manual_seed(0)

@@ -96,31 +96,61 @@ def test_stage_killed_during_training_leaves_no_output_and_reruns(smoke):
 # The second run of the determinism test leaves out the costliest chains (forgetting robustness: removals and
 # attacks; quantization recovery, whose checkpoint stages only feed its notebook; the ViT / toxicity chain of
 # notebook 01b; neuroplasticity, whose fine-tunes and prune-retrains go through the same train() as randomized
-# forgetting's), whose mechanisms (train(), unlearning losses, pruning, quantization, bootstrap) the rerun stages
-# exercise too, and the two summaries of the metrics (headline, curves); this keeps `make test` within budget.
-# The rerun keeps selective pruning (activation statistics), randomized forgetting (fine-tune, random-label
-# forgetting) and SaLEM (MEND editors trained through functional_call).
+# forgetting's; SaLEM's QA editors and its notebook, whose edit evaluations are forward passes and seeded
+# bootstraps as in the kept notebooks), whose mechanisms (train(), unlearning losses, pruning, quantization,
+# bootstrap) the rerun stages exercise too, and the two summaries of the metrics (headline, curves); this keeps
+# `make test` within budget. The rerun keeps selective pruning (activation statistics) and randomized forgetting
+# (fine-tune, random-label forgetting), compared by their metrics files, and SaLEM's base model, edits and MEND
+# editors (trained through functional_call), compared by their checkpoint files (DETERMINISM_CHECKPOINTS).
 DETERMINISM_SKIP = ("forgetting_robustness_run", "forgetting_robustness", "quantization_recovery_target",
                     "quantization_recovery_retrain", "quantization_recovery_unlearn", "quantization_recovery_sure",
                     "quantization_recovery_arms", "quantization_recovery", "selective_pruning_vit",
                     "selective_pruning_vit_unlearn", "selective_pruning_vision_toxicity", "neuroplasticity_data",
                     "neuroplasticity_base", "neuroplasticity_concept", "neuroplasticity_random",
-                    "neuroplasticity_concept_std", "neuroplasticity", "headline", "curves")
+                    "neuroplasticity_concept_std", "neuroplasticity", "salem_qa_edits", "salem_qa_editors", "salem",
+                    "headline", "curves")
+DETERMINISM_CHECKPOINTS = ("checkpoints/salem/base", "checkpoints/salem/edits", "checkpoints/salem/editors")
+TIMING_KEYS = ("train_s",)  # wall times a checkpoint records beside its results (never in metrics/)
+
+
+def same_checkpoint_file(a: Path, b: Path) -> bool:
+    """Byte-identical, or for a JSON file, equal once its timings (TIMING_KEYS) are left out."""
+    if a.suffix != ".json":
+        return a.read_bytes() == b.read_bytes()
+    drop = lambda d: {k: v for k, v in d.items() if k not in TIMING_KEYS} if isinstance(d, dict) else d  # noqa: E731
+    return drop(json.loads(a.read_text())) == drop(json.loads(b.read_text()))
 
 
 @pytest.mark.notebook
 def test_same_params_give_identical_metrics(smoke, tmp_path_factory, data_dir, pytestconfig):
     """The smoke pipeline a second time (every stage but DETERMINISM_SKIP), in a fresh scratch folder: every
-    metrics file it writes comes out byte-identical (seeds everywhere, no timings in metrics)."""
+    metrics file it writes comes out byte-identical (seeds everywhere, no timings in metrics), and so does every
+    file of the DETERMINISM_CHECKPOINTS (trained weights included) but for its recorded timings."""
     from forgetlab import pipeline
     only = [s for s in pipeline.stages(ROOT) if s not in DETERMINISM_SKIP]
     if os.environ.get("FORGETLAB_STAGES"):
         only = [s for s in only if s in os.environ["FORGETLAB_STAGES"].split(",")]
     again = run_smoke(tmp_path_factory, data_dir, "smoke_again", pytestconfig, only=only)
     second = sorted(p.relative_to(again) for p in (again / "metrics").glob("*.json"))
-    assert len(second) >= 3, f"the second run wrote only {second}"  # SP, RF, SaLEM (DETERMINISM_SKIP)
+    assert len(second) >= 2, f"the second run wrote only {second}"  # SP, RF (DETERMINISM_SKIP)
     for rel in second:
         assert (smoke / rel).read_bytes() == (again / rel).read_bytes(), f"{rel} differs between two runs"
+    files = sorted(p.relative_to(again) for d in DETERMINISM_CHECKPOINTS if (again / d).exists()
+                   for p in (again / d).rglob("*") if p.is_file())
+    assert any(f.name == "editor.pt" for f in files) or os.environ.get("FORGETLAB_STAGES"), files
+    for rel in files:
+        assert same_checkpoint_file(smoke / rel, again / rel), f"{rel} differs between two runs"
+
+
+def test_a_checkpoint_file_is_compared_without_its_timings(tmp_path):
+    (tmp_path / "a.json").write_text('{"lr": 0.1, "train_s": 2.0}')
+    (tmp_path / "b.json").write_text('{"lr": 0.1, "train_s": 3.5}')
+    (tmp_path / "c.json").write_text('{"lr": 0.2, "train_s": 2.0}')
+    assert same_checkpoint_file(tmp_path / "a.json", tmp_path / "b.json")
+    assert not same_checkpoint_file(tmp_path / "a.json", tmp_path / "c.json")
+    (tmp_path / "a.pt").write_bytes(b"\x00\x01")
+    (tmp_path / "b.pt").write_bytes(b"\x00\x02")
+    assert not same_checkpoint_file(tmp_path / "a.pt", tmp_path / "b.pt")
 
 
 def test_every_notebook_stage_exports_html_and_outputs_are_removed_before_a_run(tmp_path):

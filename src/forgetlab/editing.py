@@ -34,8 +34,8 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from . import tokens
-from .utils import (atomic_path, check_choice, check_fraction, check_positive_int, check_type, seed_everything,
-                    write_json)
+from .utils import (atomic_path, check_choice, check_fraction, check_positive_int, check_type, device_of,
+                    seed_everything, write_json)
 
 LABELS = ("True", "False", "Neither")  # supported, refuted, not enough info (BIG-bench vitaminc choices)
 HF_LABELS = {"SUPPORTS": 0, "REFUTES": 1, "NOT ENOUGH INFO": 2}  # tals/vitaminc and FEVER-style NLI data
@@ -173,7 +173,7 @@ def locality_kl(logits_pre: torch.Tensor, logits_post: torch.Tensor, mask: torch
 def forward(model, batch: dict, params: dict | None = None) -> torch.Tensor:
     """Logits of `model` on `batch` (moved to the model's device), with some parameters replaced by `params`
     (torch.func.functional_call)."""
-    inputs = model_inputs(batch, next(model.parameters()).device)
+    inputs = model_inputs(batch, device_of(model))
     if params:
         return functional_call(model, params, args=(), kwargs=inputs, strict=False).logits
     return model(**inputs).logits
@@ -368,7 +368,7 @@ class MEND(nn.Module):
             raise ValueError(f"parameter 'edit_lr' must be > 0, got {edit_lr}")
         # the learned edit step sizes live in log space, so that they stay positive whatever `lr_lr` does
         self.log_edit_lrs = nn.Parameter(torch.full((len(self.names),), math.log(edit_lr)))
-        self.to(next(model.parameters()).device)  # where the gradients it transforms are
+        self.to(device_of(model))  # where the gradients it transforms are
 
     @property
     def edit_lrs(self) -> torch.Tensor:
@@ -430,7 +430,7 @@ def load_editor(model, path: str | Path) -> MEND:
     cfg = json.loads((Path(path) / "editor.json").read_text())
     editor = MEND(model, cfg["names"], rank=cfg["rank"], norm=cfg["norm"])
     editor.load_state_dict(torch.load(Path(path) / "editor.pt", weights_only=True,
-                                      map_location=next(model.parameters()).device))
+                                      map_location=device_of(model)))
     editor.eval()
     return editor
 

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .utils import device_of
+
 COUNTS = ("n", "top1", "topk", "nll", "n_skip", "top1_skip", "topk_skip")
 
 
@@ -41,7 +43,7 @@ def token_counts(model, batches: Iterable[dict], *, top_k: int = 10, skip_ids: t
                  desc: str | None = "eval") -> dict[str, torch.Tensor]:
     """Per sequence: number of predicted tokens, top-1 / top-k hits, summed NLL, and the same restricted to
     target tokens not in skip_ids. Targets are the real tokens at positions 1.. (position t predicts t+1)."""
-    device = next(model.parameters()).device
+    device = device_of(model)
     out = {k: [] for k in COUNTS}
     for batch in tqdm(list(batches), desc=desc, disable=desc is None, leave=False):
         ids, att = batch["input_ids"].to(device), batch["attention_mask"].to(device)
@@ -70,7 +72,7 @@ def mlm_token_counts(model, batches: Iterable[dict], *, mask_token_id: int, spec
     """Masked-token prediction for encoders (the paper's RoBERTa evaluation): the same counts as token_counts,
     over 15% of the real, non-special tokens (80/10/10 corruption, seeded so every pruning step sees the same
     corruption)."""
-    device = next(model.parameters()).device
+    device = device_of(model)
     gen = torch.Generator().manual_seed(seed)
     out = {k: [] for k in COUNTS}
     for batch in tqdm(list(batches), desc=desc, disable=desc is None, leave=False):

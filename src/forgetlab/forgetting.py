@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from .models import load_causal_lm, resolve_device
 from .tokens import pad
 from .train import TrainConfig, train
-from .utils import (atomic_path, check_choice, check_fraction, check_list, check_positive_int, check_type,
+from .utils import (atomic_path, check_choice, check_fraction, check_list, check_positive_int, check_type, device_of,
                     seed_everything, write_json)
 
 LABEL_MODES = ("random", "flipped")
@@ -194,7 +194,7 @@ def score_choices(model, tokenizer, items: Sequence[dict], *, batch_size: int = 
     logp = torch.zeros(len(items), 2)
     q_hid = torch.zeros(len(items), len(layers), model.config.hidden_size) if layers else None
     c_hid = torch.zeros(len(items), len(layers), 2, model.config.hidden_size) if layers else None
-    device = next(model.parameters()).device
+    device = device_of(model)
     for start in tqdm(range(0, len(items), batch_size), desc=desc, disable=desc is None):
         rows = range(start, min(start + batch_size, len(items)))
         pre = [prefixes[i] for i in rows]

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import tokens
-from .utils import check_fraction, check_positive_int
+from .utils import check_fraction, check_positive_int, device_of
 
 SPLITS = ("forget", "retain", "holdout")
 
@@ -134,7 +134,7 @@ def generate(model, tokenizer, prompts: Sequence[Sequence[int]], max_new_tokens:
              stop: str | None = None, desc: str | None = None) -> list[str]:
     """Greedy continuations (decoded text) of token-id prompts, left-padded in batches; cut at `stop`."""
     pad = tokenizer.pad_token_id
-    dev = next(model.parameters()).device
+    dev = device_of(model)
     outs = []
     for i in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=desc is None, leave=False):
         ids, att = tokens.pad(prompts[i:i + batch_size], pad, left=True, device=dev)
@@ -156,7 +156,7 @@ def qa_prompt(shots: Sequence[dict], question: str) -> str:
 def token_logprobs(model, passages: Sequence[dict], batch_size: int = 16) -> list[list[float]]:
     """Log-probability of every token of each passage given the previous ones (the first token has none)."""
     out = []
-    dev = next(model.parameters()).device
+    dev = device_of(model)
     for i in range(0, len(passages), batch_size):
         chunk = passages[i:i + batch_size]
         ids, _ = tokens.pad([p["ids"] for p in chunk], 0, device=dev)

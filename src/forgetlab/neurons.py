@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .utils import check_positive_int
+from .utils import check_positive_int, device_of
 
 
 @dataclass(frozen=True)
@@ -261,7 +261,7 @@ def collect_stats(model: nn.Module, batches: Iterable[dict], kinds: Iterable[str
     """Run the model over `batches` (dicts with input_ids, attention_mask) and return NeuronStats per kind,
     over real tokens only (padding and, if skip_first, each sequence's first position excluded)."""
     batches = list(batches)
-    device = next(model.parameters()).device
+    device = device_of(model)
     with record_stats(model, kinds) as rec:
         for batch in tqdm(batches, desc=desc, disable=desc is None, leave=False):
             ids, att = batch["input_ids"].to(device), batch["attention_mask"].to(device)

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from . import neurons
 from .neurons import random_mask, top_k_mask
 from .train import TrainConfig, train
-from .utils import atomic_path, check_choice, check_fraction, check_positive_int, seed_everything
+from .utils import atomic_path, check_choice, check_fraction, check_positive_int, device_of, seed_everything
 
 MASK_FILE = "neuron_mask.pt"
 META_FILE = "neuroplasticity.json"
@@ -448,7 +448,7 @@ def predict_tags(model, enc: dict, examples: Sequence[dict], names: Sequence[str
                  desc: str | None = "predict") -> list[list[str]]:
     """Predicted tag of every word (from its labelled sub-token; truncated words get "O")."""
     model.eval()
-    dev = next(model.parameters()).device  # the batches are built on the CPU; the forward runs where the model is
+    dev = device_of(model)  # the batches are built on the CPU; the forward runs where the model is
     preds = []
     for b in tqdm(list(_batches(enc, batch_size)), desc=desc, disable=desc is None, leave=False):
         logits = model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev)).logits
@@ -522,7 +522,7 @@ def word_activations(model, enc: dict, batch_size: int = 32, desc: str | None = 
     n_layers = len(neurons.neuron_modules(model, "resid"))
     rows = []
     extra = {"use_cache": False} if getattr(model.config, "use_cache", None) is not None else {}
-    dev = next(model.parameters()).device
+    dev = device_of(model)
     with neurons.record_activations(model, "resid") as current:
         for b in tqdm(list(_batches(enc, batch_size)), desc=desc, disable=desc is None, leave=False):
             model.base_model(input_ids=b["input_ids"].to(dev), attention_mask=b["attention_mask"].to(dev), **extra)
@@ -797,6 +797,22 @@ def prune_retrain(*, arm: str, base: str, data: str, out: str, k: int, n_stages:
 
 
 # ================================================================ analysis of checkpoints
+def prune_sweep(model, enc: dict, examples: Sequence[dict], names: Sequence[str], concept: str,
+                scores: torch.Tensor, ks: Sequence[int], *, batch_size: int, seed: int) -> list[dict]:
+    """How many neurons to prune (notebook 02's k sweep, no retraining): for every k, each type's entity F1 with
+    the top-k neurons of `scores` masked ("concept") and with k neurons drawn uniformly from all layers
+    ("random", seeded), one row {"k", "method", <type>: F1} per (k, method)."""
+    types = [c for c in concepts(names) if c != "O"]
+    rows = []
+    for k in ks:
+        for method in METHODS:
+            pruned = top_k_mask(scores, k) if method == "concept" else random_mask(tuple(scores.shape), k, seed)
+            with apply_prune_mask(model, pruned):
+                res = evaluate_ner(model, enc, examples, names, concept, batch_size, desc=None)
+            rows.append({"k": k, "method": method, **{t: res[f"{t}_f1"] for t in types}})
+    return rows
+
+
 @dataclass
 class NeuronView:
     """What one checkpoint's neurons encode on the analysis words."""

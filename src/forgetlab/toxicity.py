@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .utils import check_choice
+from .utils import check_choice, device_of
 
 SCORERS = ("profanity_check", "detoxify")
 _SENT = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -148,7 +148,7 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 
         raise ValueError(f"parameter 'temperature' must be > 0, got {temperature}")
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    device = next(model.parameters()).device
+    device = device_of(model)
     out = []
     try:
         for i, start in enumerate(tqdm(range(0, len(prompts), batch_size), desc=desc, disable=desc is None)):
@@ -245,7 +245,7 @@ def mc_letter_correct(model, tokenizer, items: Sequence[dict], batch_size: int =
     letter_ids = [tokenizer(f" {L}", add_special_tokens=False)["input_ids"][-1] for L in LETTERS]
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
-    device = next(model.parameters()).device
+    device = device_of(model)
     out = []
     try:
         for start in tqdm(range(0, len(items), batch_size), desc=desc, disable=desc is None):

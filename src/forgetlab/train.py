@@ -14,7 +14,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .utils import check_choice, check_positive_int, check_type
+from .utils import check_choice, check_positive_int, check_type, device_of
 
 
 def _bnb_optimizer(name: str):
@@ -93,7 +93,7 @@ def train(model, dataset: Sequence[dict], cfg: TrainConfig, *, loss_fn: Callable
     mode meanwhile), and a true return value stops training there. Shuffling is seeded by cfg.seed.
     Training runs where the model is (its stage's `device`): a model on the CPU stays there even when there is a GPU.
     """
-    on_gpu = next(model.parameters()).device.type == "cuda"
+    on_gpu = device_of(model).type == "cuda"
     accelerator = Accelerator(cpu=not on_gpu, gradient_accumulation_steps=cfg.grad_accum)
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(list(dataset), batch_size=cfg.batch_size, shuffle=True, generator=gen, collate_fn=collate)

@@ -57,8 +57,8 @@ from torch import nn
 
 from . import muse
 from .train import TrainConfig, stack_collate, train
-from .utils import (atomic_path, check_choice, check_fraction, check_list, check_positive_int, seed_everything,
-                    write_json)
+from .utils import (atomic_path, check_choice, check_fraction, check_list, check_positive_int, device_of,
+                    seed_everything, write_json)
 
 SPLIT_FILE = "split.json"
 RESULTS_FILE = "results.json"
@@ -77,7 +77,7 @@ def mean_ce(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tor
 def reference_logits(ref_model, input_ids, attention_mask) -> torch.Tensor:
     """The reference model's fp32 logits, computed where the reference is and returned on the batch's device (the
     trained model may have been moved to a GPU by train() while the reference stayed where it was loaded)."""
-    dev = next(ref_model.parameters()).device
+    dev = device_of(ref_model)
     return ref_model(input_ids=input_ids.to(dev), attention_mask=attention_mask.to(dev),
                      use_cache=False).logits.float().to(input_ids.device)
 
@@ -167,7 +167,7 @@ def unlearning_items(model, forget: list[dict], retain: list[dict]) -> list[dict
     """One item per forget passage, paired with a retain passage (cycled), with the reference (= the model
     before unlearning) sequence log-likelihood of the forget passage for NPO."""
     items = []
-    dev = next(model.parameters()).device  # items stay on the CPU (train() moves batches); the forward runs on dev
+    dev = device_of(model)  # items stay on the CPU (train() moves batches); the forward runs on dev
     for i, p in enumerate(forget):
         r = retain[i % len(retain)]
         ids = torch.tensor(p["ids"])

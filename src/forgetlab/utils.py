@@ -74,6 +74,12 @@ def check_list(name: str, value: Any, item_type: type = str) -> list:
             for i, v in enumerate(value)]
 
 
+def device_of(model):
+    """The device a model's weights are on (its first parameter's: a model is on one device in this repository),
+    where every tensor fed to it is built."""
+    return next(model.parameters()).device
+
+
 # ---------------------------------------------------------------- atomic outputs
 @contextmanager
 def atomic_path(path: str | os.PathLike):

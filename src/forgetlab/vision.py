@@ -49,8 +49,8 @@ from . import neurons, pruning
 from .models import resolve_device
 from .neurons import NeuronStats
 from .train import TrainConfig, train
-from .utils import (atomic_path, check_choice, check_fraction, check_list, check_positive_int, seed_everything,
-                    write_json)
+from .utils import (atomic_path, check_choice, check_fraction, check_list, check_positive_int, device_of,
+                    seed_everything, write_json)
 
 SPLIT_FILE, TRAIN_FILE, RESULTS_FILE = "split.json", "train.json", "results.json"
 EVAL_SETS = ("test_retain", "test_forget", "train_forget")
@@ -161,7 +161,7 @@ def evaluate_images(model, pixels: torch.Tensor, labels: Sequence[int], batch_si
                     desc: str | None = None) -> dict[str, np.ndarray]:
     """Per example: cross-entropy loss and whether the top-1 prediction is right."""
     y = torch.as_tensor(list(labels))
-    device = next(model.parameters()).device
+    device = device_of(model)
     losses, correct = [], []
     for i in tqdm(range(0, len(y), batch_size), desc=desc, disable=desc is None, leave=False):
         logits = model(pixel_values=pixels[i:i + batch_size].to(device)).logits.float().cpu()
@@ -239,7 +239,7 @@ def load_data(checkpoint: str | Path) -> Data:
 @torch.inference_mode()
 def image_stats(model, pixels: torch.Tensor, kinds: Sequence[str], batch_size: int = 256) -> dict[str, NeuronStats]:
     """NeuronStats of `kinds` over every token (CLS and patches) of every image."""
-    device = next(model.parameters()).device
+    device = device_of(model)
     with neurons.record_stats(model, kinds) as rec:
         for i in range(0, len(pixels), batch_size):
             model.base_model(pixel_values=pixels[i:i + batch_size].to(device))
@@ -284,7 +284,7 @@ def error_maximizing_noise(model, forget_class: int, n: int, shape: Sequence[int
     """UNSIR's noise: inputs N that MAXIMIZE the model's loss on the forget label, with an L2 penalty,
     minimizing  -CE(model(N), forget_class) + reg * mean_i ||N_i||^2  (Tarun et al. 2023, their code's form)."""
     gen = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
+    device = device_of(model)
     noise = torch.randn(n, *shape, generator=gen).to(device).requires_grad_(True)
     opt = torch.optim.Adam([noise], lr=lr)
     target = torch.full((n,), forget_class, device=device)
@@ -308,7 +308,7 @@ def fisher_importance(model, pixels: torch.Tensor, labels: Sequence[int], batch_
     """SSD's importances: per parameter element, the mean over batches of the squared gradient of the batch's
     mean cross-entropy (a diagonal Fisher estimate, as in the authors' code)."""
     y = torch.as_tensor(list(labels))
-    device = next(model.parameters()).device
+    device = device_of(model)
     imp = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     n_batches = 0
     for i in range(0, len(y), batch_size):
@@ -371,7 +371,7 @@ class Context:
         self.n_sub = max(1, round(self.retain_fraction * len(self.r_lab)))
         sub = sorted(torch.randperm(len(self.r_lab), generator=self.gen)[:self.n_sub].tolist())
         self.s_pix, self.s_lab = self.r_pix[sub], [self.r_lab[i] for i in sub]
-        self.device = next(self.base.parameters()).device
+        self.device = device_of(self.base)
 
     def train_config(self, epochs: int, lr: float) -> TrainConfig:
         return TrainConfig(lr=lr, epochs=epochs, batch_size=self.batch_size, weight_decay=self.weight_decay,
