@@ -443,6 +443,30 @@ def test_a_bad_notebook_parameter_fails_with_a_clear_message(tmp_path, data_dir)
     assert not (work / "m.json").exists()
 
 
+def test_notebook_01b_checks_its_parameters_in_one_typed_config():
+    """The notebook's parameters cell, as papermill fills it, makes a valid config; each kind of bad value is
+    refused by name (and the config names every parameter it checks: none is read from a default of its own)."""
+    import ast
+    from dataclasses import fields, replace
+
+    from forgetlab import selective_pruning_vision as spv
+    nb = json.loads((ROOT / "notebooks" / "01b_selective_pruning_vision_toxicity.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    namespace = {}
+    for node in ast.parse("".join(cell["source"])).body:
+        namespace[node.targets[0].id] = ast.literal_eval(node.value)
+    params = spv.NotebookParams.from_namespace(namespace)
+    assert all(f.default is dataclasses.MISSING for f in fields(params))
+    for change, message in ((dict(n_gen=0), "parameter 'n_gen' must be an integer > 0"),
+                            (dict(forget_min=1.5), "parameter 'forget_min' must be a fraction in"),
+                            (dict(scorer="perspective"), "unknown scorer 'perspective'"),
+                            (dict(ppl_source="wikitext"), "unknown ppl_source 'wikitext'; allowed: retain"),
+                            (dict(sweep_fracs=[0.1, 0.0]), "parameter 'sweep_fracs' must be a fraction in \\(0, 1\\]"),
+                            (dict(sweep_fracs="0.1,0.2"), "parameter 'sweep_fracs' must be list")):
+        with pytest.raises((ValueError, TypeError), match=message):
+            replace(params, **change)
+
+
 def test_every_vision_method_is_registered_with_hyperparameters_the_unlearn_step_passes_by_name():
     """One class per method, dispatched by name; each class's fields are flags of the `unlearn` step (so
     params.yaml -> dvc.yaml -> unlearn -> the method, with no second default), and every flag has a user."""

@@ -4,11 +4,79 @@ methods themselves and their stages are `forgetlab.vision`; this module is read 
 change here never retrains a ViT."""
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Sequence
 
 import numpy as np
 
-from . import metrics, pruning, vision
+from . import metrics, pruning, toxicity, vision
+from .utils import check_choice, check_fraction, check_positive_int, check_type
+
+
+@dataclass(frozen=True)
+class NotebookParams:
+    """Notebook 01b's parameters that need checking, checked once here (the notebook builds it from its parameters
+    cell with `from_namespace(globals())`): a bad value fails before any model loads, naming the parameter and what
+    is allowed. No defaults: the values are the notebook's, which dvc.yaml fills from params.yaml."""
+    mia_folds: int
+    sweep_fracs: list
+    sweep_attn_ratio: float
+    tox_source: str
+    tox_n_texts: int
+    scorer: str
+    min_words: int
+    forget_min: float
+    retain_max: float
+    toxic_threshold: float
+    n_screen: int
+    n_gen: int
+    n_toxic_samples: int
+    prompt_words: int
+    max_new_tokens: int
+    temperature: float
+    gen_batch_size: int
+    seq_len: int
+    n_stat_seqs: int
+    n_eval_seqs: int
+    test_fraction: float
+    ppl_source: str
+    n_ppl_docs: int
+    mmlu_source: str
+    n_mmlu: int
+    tox_ff_frac: float
+    tox_attn_frac: float
+    eps_ff: float
+    eps_attn: float
+    batch_size: int
+    n_boot: int
+    seed: int
+
+    @classmethod
+    def from_namespace(cls, namespace: dict) -> "NotebookParams":
+        return cls(**{f.name: namespace[f.name] for f in fields(cls)})
+
+    def __post_init__(self):
+        check_positive_int("n_screen", self.n_screen, allow_zero=True)
+        for name in ("mia_folds", "tox_n_texts", "min_words", "n_gen", "n_toxic_samples", "n_ppl_docs", "n_mmlu",
+                     "prompt_words", "max_new_tokens", "gen_batch_size", "seq_len", "n_stat_seqs", "n_eval_seqs",
+                     "batch_size", "n_boot"):
+            check_positive_int(name, getattr(self, name))
+        for name in ("forget_min", "retain_max", "toxic_threshold", "tox_ff_frac", "tox_attn_frac",
+                     "sweep_attn_ratio"):
+            check_fraction(name, getattr(self, name))
+        check_fraction("test_fraction", self.test_fraction, allow_zero=False)
+        check_type("temperature", self.temperature, (int, float)), check_type("seed", self.seed, int)
+        check_type("eps_ff", self.eps_ff, float), check_type("eps_attn", self.eps_attn, float)
+        check_choice("scorer", self.scorer, toxicity.SCORERS)
+        for name, local, form in (("tox_source", "offline", "hf:<civil_comments-format dataset>"),
+                                  ("ppl_source", "retain", "hf:<dataset>[@<config>]"),
+                                  ("mmlu_source", "none", "hf:<dataset>[@<config>]")):
+            value = getattr(self, name)
+            if value != local and not value.startswith("hf:"):
+                raise ValueError(f"unknown {name} {value!r}; allowed: {local}, {form}")
+        check_type("sweep_fracs", self.sweep_fracs, list)
+        for f in self.sweep_fracs:
+            check_fraction("sweep_fracs", f, allow_zero=False)
 
 
 def method_metrics(results: dict, *, mia_folds: int, n_boot: int, seed: int) -> dict:
