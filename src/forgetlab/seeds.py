@@ -77,8 +77,7 @@ def main(argv=None) -> None:
     ap.add_argument("--profile", default="default")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
-    out = run_seeds(a.stages, a.seeds, a.metric,
-                    profile=a.profile)
+    out = run_seeds(a.stages, a.seeds, a.metric, profile=a.profile)
     write_json(a.out, out)
     for m, s in out["metrics"].items():
         print(f"{m}: mean {s['mean']:.4f} sd {s['sd']:.4f} over {s['n']} seeds {s['per_seed']}")

@@ -65,8 +65,10 @@ class NotebookParams:
                      "sweep_attn_ratio"):
             check_fraction(name, getattr(self, name))
         check_fraction("test_fraction", self.test_fraction, allow_zero=False)
-        check_type("temperature", self.temperature, (int, float)), check_type("seed", self.seed, int)
-        check_type("eps_ff", self.eps_ff, float), check_type("eps_attn", self.eps_attn, float)
+        check_type("temperature", self.temperature, (int, float))
+        check_type("seed", self.seed, int)
+        check_type("eps_ff", self.eps_ff, float)
+        check_type("eps_attn", self.eps_attn, float)
         check_choice("scorer", self.scorer, toxicity.SCORERS)
         for name, local, form in (("tox_source", "offline", "hf:<civil_comments-format dataset>"),
                                   ("ppl_source", "retain", "hf:<dataset>[@<config>]"),
