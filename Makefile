@@ -34,7 +34,7 @@ data: $(STAMP)
 	@$(BIN)/dvc commit --quiet --force data.dvc  # data/ into the DVC cache: `dvc exp run` workspaces check it out
 
 check-data: $(STAMP)
-	$(BIN)/python -m forgetlab.datacheck data.dvc
+	$(BIN)/python -m forgetlab.repro.datacheck data.dvc
 
 repro: data
 	$(BIN)/dvc repro
@@ -55,23 +55,23 @@ test-fast: test-data
 # 2 CPU cores; `make bench BENCH=smoke` takes minutes; BENCH=none skips the pipeline). JOBS=2 runs
 # independent stages side by side (as the tests run the smoke pipeline); the default 1 times them as `dvc repro` runs them.
 bench: data
-	$(BIN)/python -m forgetlab.bench --out benchmarks/results.json --pipeline $(BENCH) --jobs $(JOBS)
+	$(BIN)/python -m forgetlab.repro.bench --out benchmarks/results.json --pipeline $(BENCH) --jobs $(JOBS)
 
 # metrics/headline.json (also a DVC stage) and the README's results table, from the metrics files
 results: $(STAMP)
-	$(BIN)/python -m forgetlab.headline write
-	$(BIN)/python -m forgetlab.headline readme
+	$(BIN)/python -m forgetlab.repro.headline write
+	$(BIN)/python -m forgetlab.repro.headline readme
 
 # set a profile's values in params.yaml (comments kept; `git checkout params.yaml` undoes it) ...
 profile: $(STAMP)
-	$(BIN)/python -m forgetlab.profile apply $(PROFILE)
+	$(BIN)/python -m forgetlab.repro.profile apply $(PROFILE)
 
 # ... or run it as a DVC experiment, params.yaml untouched: make exp PROFILE=smoke [STAGE=<stage>]; then dvc exp show
 exp: data
-	$(BIN)/dvc exp run --temp $$($(BIN)/python -m forgetlab.profile sets $(PROFILE)) $(STAGE)
+	$(BIN)/dvc exp run --temp $$($(BIN)/python -m forgetlab.repro.profile sets $(PROFILE)) $(STAGE)
 
 strip-notebooks: $(STAMP)
-	$(BIN)/python -m forgetlab.notebooks strip notebooks/*.ipynb
+	$(BIN)/python -m forgetlab.repro.notebooks strip notebooks/*.ipynb
 
 clean-data:
 	rm -rf data

@@ -47,14 +47,14 @@ def real_data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm(data_dir):
-    from forgetlab.models import load_causal_lm
+    from forgetlab.core.models import load_causal_lm
     return load_causal_lm("smollm2-135m", data_dir=data_dir)
 
 
 def step_args(stage: str, index: int = 0, profile_name: str = "smoke", **overrides) -> dict:
     """The keyword arguments that a checkpoint stage's command passes its step function under a profile (step
     functions have no defaults: every value comes from params.yaml), with `overrides` replacing some."""
-    from forgetlab import pipeline, profile
+    from forgetlab.repro import pipeline, profile
     _, kwargs = pipeline.step_arguments(stage, profile.load_params(profile_name, ROOT), ROOT, index)
     unknown = set(overrides) - set(kwargs)
     assert not unknown, f"{stage} takes no {sorted(unknown)}"
@@ -63,7 +63,7 @@ def step_args(stage: str, index: int = 0, profile_name: str = "smoke", **overrid
 
 def step_argv(stage: str, index: int = 0, **overrides) -> list[str]:
     """step_args as a command line after the interpreter: ["-m", module, step, "--flag", value, ...]."""
-    from forgetlab import pipeline, profile
+    from forgetlab.repro import pipeline, profile
     cmds = dict(pipeline.stage_commands(profile.load_params("smoke", ROOT), ROOT))
     argv = pipeline.step_commands(cmds[stage])[index]
     import shlex
@@ -73,7 +73,7 @@ def step_argv(stage: str, index: int = 0, **overrides) -> list[str]:
 
 
 def stage_env() -> dict:
-    from forgetlab.pipeline import venv_env
+    from forgetlab.repro.pipeline import venv_env
     return venv_env({"HF_HUB_OFFLINE": "1"})
 
 
@@ -90,7 +90,7 @@ def run_smoke(tmp_path_factory, data_dir, name: str, config, only: list[str] | N
     session's report (pytest_terminal_summary)."""
     import time
 
-    from forgetlab import pipeline, profile
+    from forgetlab.repro import pipeline, profile
     work = pipeline.make_workdir(tmp_path_factory.mktemp(name), ROOT, data_dir)
     only = only or [s for s in os.environ.get("FORGETLAB_STAGES", "").split(",") if s] or None
     jobs = int(os.environ.get("FORGETLAB_JOBS", min(2, os.cpu_count() or 1)))
@@ -131,7 +131,7 @@ def as_written(f, *inputs) -> pytest.approx:
     result may be rounded by half a unit of its own last digit. Compare with ==; NaN matches NaN."""
     import itertools
     import math
-    from forgetlab.utils import METRIC_DIGITS
+    from forgetlab.core.utils import METRIC_DIGITS
 
     def half_unit(x: float) -> float:
         if x == 0 or not math.isfinite(x):

@@ -1,8 +1,8 @@
 """Training under `accelerate launch` (issue 9: the checkpoint stages of the paper-scale profile run on several
-GPUs). One real checkpoint step's CLI, `python -m forgetlab.neuroplasticity fine-tune`, on a tiny local GPT-2 and a
-tiny NER dataset saved to disk: launched by `accelerate launch` with one CPU process it writes a checkpoint that
-loads back and equals the plain `python -m` run's; with two CPU processes (gloo) it equals the plain run with
-twice the batch."""
+GPUs). One real checkpoint step's CLI, `python -m forgetlab.papers.neuroplasticity.experiment fine-tune`, on a tiny
+local GPT-2 and a tiny NER dataset saved to disk: launched by `accelerate launch` with one CPU process it writes a
+checkpoint that loads back and equals the plain `python -m` run's; with two CPU processes (gloo) it equals the plain run
+with twice the batch."""
 import json
 import subprocess
 import sys
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import ROOT, bpe_tokenizer, stage_env, step_argv
-from forgetlab import neuroplasticity as npl
+from forgetlab.papers.neuroplasticity import experiment as npl
 
 ACCELERATE = str(Path(sys.executable).parent / "accelerate")
 COMMON = ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]

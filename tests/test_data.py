@@ -126,7 +126,7 @@ def test_standin_readers_and_properties_the_pipeline_needs(data_dir):
     images, labels, classes = load_cifar10(data_dir)
     assert images.shape[1:] == (32, 32, 3) and classes[:3] == ["airplane", "automobile", "bird"]
     assert sorted(set(labels)) == list(range(10)) and 20 < images.mean() < 235
-    from forgetlab.toxicity import offline_sentences, toxicity_scores
+    from forgetlab.papers.selective_pruning.toxicity import offline_sentences, toxicity_scores
     scores = toxicity_scores([s["text"] for s in offline_sentences(data_dir=data_dir)])
     assert 0.03 < (scores > 0.8).mean() < 0.3 and (scores < 0.2).mean() > 0.6  # the screen finds both kinds
     assert load_squad("reddit", data_dir)[0]["paragraphs"] and len(load_corpus("text", data_dir)) > 400

@@ -10,11 +10,12 @@ import pytest
 import torch
 from torch import nn
 from torch._subclasses.fake_tensor import (DataDependentOutputException, FakeTensorDeviceMismatchError,
-                                              FakeTensorMode)
+                                           FakeTensorMode)
 from torch.func import functional_call
 
-from forgetlab import neurons, quantization, unlearning
-from forgetlab.models import tiny_model
+from forgetlab.core import neurons
+from forgetlab.core.models import tiny_model
+from forgetlab.methods import quantization, unlearning
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,7 +82,7 @@ def test_weight_comparisons_across_devices():
 
 
 def test_the_device_parameter_resolves_once_and_refuses_what_it_cannot_give(monkeypatch):
-    from forgetlab.models import resolve_device
+    from forgetlab.core.models import resolve_device
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
@@ -105,13 +106,13 @@ def _stage_steps(params):
     """(stage, module, argv) of every `python -m forgetlab.<module> <step> ...` in dvc.yaml, one per (module, step)."""
     import shlex
 
-    from forgetlab import pipeline
+    from forgetlab.repro import pipeline
     seen = set()
     for stage, cmd in pipeline.stage_commands(params, ROOT):
         for part in cmd.split("&&"):
             argv = shlex.split(part)
-            if argv[:2] == ["python", "-m"] and argv[2] not in ("forgetlab.notebooks", "forgetlab.headline",
-                                                                 "forgetlab.curves"):
+            if argv[:2] == ["python", "-m"] and argv[2] not in ("forgetlab.repro.notebooks", "forgetlab.repro.headline",
+                                                                 "forgetlab.repro.curves"):
                 key = (argv[2], argv[3])
                 if key not in seen:
                     seen.add(key)
@@ -127,7 +128,7 @@ def test_every_checkpoint_stage_puts_its_models_on_the_device_parameter(smoke, m
     import runpy
     import sys
 
-    from forgetlab import profile
+    from forgetlab.repro import profile
     params = profile.load_params("smoke", ROOT)
     params["device"] = "cuda"
     to = nn.Module.to
@@ -159,7 +160,7 @@ def test_every_notebook_that_loads_a_model_passes_its_device_parameter():
     """The notebooks' one device decision (`DEVICE = resolve_device(device)`) reaches every model they load."""
     import ast
     import json
-    from forgetlab import notebooks
+    from forgetlab.repro import notebooks
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         cells = json.loads(nb.read_text())["cells"]
         code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
@@ -181,7 +182,7 @@ def test_edit_losses_take_gpu_logits_and_the_batches_cpu_labels():
     accuracy and the locality KL move the labels and masks to the logits (they met on two devices before). (The
     causal LM's loss and accuracy shift the logits by slicing, which a fake GPU tensor cannot do on a CPU-only
     build; they take the same `labels.to(logits.device)`.)"""
-    from forgetlab import editing
+    from forgetlab.papers.salem import experiment as editing
     batch = editing.collate([{"input_ids": [3, 4, 5], "labels": [-100, 4, 5]},
                              {"input_ids": [6, 7], "labels": [-100, 7]}])
     classes = editing.collate([{"input_ids": [3, 4], "labels": 1}, {"input_ids": [5], "labels": 2}])

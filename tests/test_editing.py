@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import ROOT, read_metrics, step_args
 
-from forgetlab import editing as ed
+from forgetlab.papers.salem import experiment as ed
 
 
 def tiny_classifier(layers=3, seed=0):
@@ -74,7 +74,7 @@ def true_grads(model, names, batch):
 @pytest.mark.parametrize("lm", [False, True])
 def test_mend_at_init_without_normalization_is_a_plain_gradient_step(lm):
     if lm:
-        from forgetlab.models import tiny_model
+        from forgetlab.core.models import tiny_model
         model = tiny_model("llama", vocab_size=50, hidden=16, ff=24, layers=2, heads=2)
     else:
         model = tiny_classifier()
@@ -288,7 +288,7 @@ def test_evaluate_edits_scores_every_batch_and_no_edit_equals_the_base_model():
 
 
 def test_clustered_bootstrap_on_a_hand_made_example():
-    from forgetlab.metrics import bootstrap_clustered_mean, bootstrap_mean
+    from forgetlab.core.metrics import bootstrap_clustered_mean, bootstrap_mean
     # every cluster has mean 1/2 although its items are 0 and 1: whole clusters resampled, the mean never moves
     assert bootstrap_clustered_mean([0, 1, 0, 1, 0, 1], ["a", "a", "b", "b", "c", "c"]) == (0.5, 0.5)
     # two clusters of four identical items: a resample is aa (1), ab (1/2) or bb (0), so the 95% interval is
@@ -298,7 +298,7 @@ def test_clustered_bootstrap_on_a_hand_made_example():
     lo, hi = bootstrap_mean(values, n_boot=2000)
     assert 0.1 <= lo and hi <= 0.9
     # unequal cluster sizes: the mean is over items (sum / count), so {a: [1], b: [0, 0, 0]} drawn as ab is 1/4
-    from forgetlab.metrics import bootstrap_clusters
+    from forgetlab.core.metrics import bootstrap_clusters
     sums, counts = np.array([1.0, 0.0]), np.array([1.0, 3.0])
     # (resamples: aa 1 with probability 1/4, ab 1/4 with 1/2, bb 0 with 1/4: the middle 40% are all ab)
     lo, hi = bootstrap_clusters(lambda i: sums[i].sum() / counts[i].sum(), 2, n_boot=4000, alpha=0.6)
@@ -451,7 +451,7 @@ def test_bad_parameters_fail_with_clear_messages(tmp_path):
         ed.train_classifier(**step_args("salem_base", out=str(tmp_path / "x"), n_train="many"))
     with pytest.raises(ValueError, match="rank"):
         ed.MEND(tiny_classifier(), [], rank=0)
-    from forgetlab.models import tiny_model
+    from forgetlab.core.models import tiny_model
     odd = tiny_model("llama")
     odd.config.model_type = "mamba"
     with pytest.raises(ValueError, match="unsupported model type 'mamba'"):
@@ -465,7 +465,7 @@ def test_bad_parameters_fail_with_clear_messages(tmp_path):
 # ---------------------------------------------------------------- smoke run of the stages and the notebook
 @pytest.mark.notebook
 def test_salem_smoke(smoke):
-    from forgetlab import profile
+    from forgetlab.repro import profile
     params = profile.load_params("smoke", ROOT)
     m = read_metrics(smoke, "salem")
     for setting, n_layers, p in (("classify", 6, params["salem_editors"]), ("qa", 30, params["salem_qa_editors"])):
@@ -514,7 +514,7 @@ def test_salem_smoke(smoke):
 
 
 def test_notebook_05_tables_by_hand():
-    from forgetlab import salem
+    from forgetlab.papers.salem import analysis as salem
     methods = {"salem": {"pass_drawdown": 0.2, "heldout_drawdown": 0.05}, "no_edit": {"pass_drawdown": 0.0,
                                                                                     "heldout_drawdown": 0.0}}
     # a random flip of a share 0.2 at held-out accuracy 0.6: loses 0.2 * 0.6, gains 0.2 * 0.4 / 2

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from forgetlab import eval as ev, metrics
-from forgetlab.models import tiny_model
+from forgetlab.core import eval as ev, metrics
+from forgetlab.core.models import tiny_model
 
 
 def data():
@@ -117,8 +117,8 @@ def test_drop_gap_ci_brackets_the_gap_and_is_zero_for_no_change():
 def test_count_stats_are_eval_summarize_counts_and_the_paired_bootstrap_by_hand():
     """metrics.COUNT_STATS (vectorized for bootstrap sums) give eval.summarize_counts's numbers; the paired
     difference of two models on the same sequences by hand; a model against itself has the interval [0, 0]."""
-    from forgetlab import eval as ev
-    from forgetlab import metrics
+    from forgetlab.core import eval as ev
+    from forgetlab.core import metrics
     a = {"n": torch.tensor([10., 20.]), "n_skip": torch.tensor([5., 10.]), "nll": torch.tensor([10., 40.]),
          "top1": torch.tensor([5., 4.]), "topk": torch.tensor([8., 16.]), "top1_skip": torch.tensor([1., 2.]),
          "topk_skip": torch.tensor([4., 6.])}
@@ -137,7 +137,7 @@ def test_count_stats_are_eval_summarize_counts_and_the_paired_bootstrap_by_hand(
 
 
 def test_pad_left_and_right_with_the_attention_mask():
-    from forgetlab import tokens
+    from forgetlab.core import tokens
     ids, mask = tokens.pad([[5, 6, 7], [8]], 0)
     assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
     ids, mask = tokens.pad([(5, 6, 7), (8,)], -1, left=True)

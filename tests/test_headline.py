@@ -1,4 +1,4 @@
-"""Headline numbers and verdicts (forgetlab.headline): the rule on hand values, the committed headline files and
+"""Headline numbers and verdicts (forgetlab.repro.headline): the rule on hand values, the committed headline files and
 README table against what the committed metrics give, and the headline stage inside the smoke pipeline."""
 import json
 import math
@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import ROOT, read_metrics
-from forgetlab import headline as h
+from forgetlab.repro import headline as h
 
 
 def x(value, ci=None):
@@ -68,7 +68,7 @@ def test_quantization_recovery_is_tested_only_by_a_per_epoch_run_that_unlearned(
 
 def test_committed_headline_files_match_the_committed_metrics():
     """metrics/headline*.json are what the metrics files give (rerun `make results` after a stage changes)."""
-    proc = subprocess.run([sys.executable, "-m", "forgetlab.headline", "check"], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "forgetlab.repro.headline", "check"], cwd=ROOT, capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stderr
     compact = json.loads((ROOT / "metrics" / "headline.json").read_text())

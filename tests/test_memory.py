@@ -1,11 +1,11 @@
-"""forgetlab.memory: exact parameter counts from configs, the estimate's arithmetic by hand, and the README table
+"""forgetlab.repro.memory: exact parameter counts from configs, the estimate's arithmetic by hand, and the README table
 generated from the paper profile."""
 import pytest
 import yaml
 from conftest import ROOT
 
-from forgetlab import memory, profile
-from forgetlab.models import tiny_model
+from forgetlab.core.models import tiny_model
+from forgetlab.repro import memory, profile
 
 
 @pytest.mark.parametrize("name,kind,count", [  # the published parameter counts of the paper profile's models
@@ -24,7 +24,7 @@ def test_a_saved_model_is_counted_from_its_own_config(tmp_path):
     assert s.params == sum(p.numel() for p in model.parameters())
     assert (s.layers, s.hidden, s.vocab) == (model.config.num_hidden_layers, model.config.hidden_size,
                                              model.config.vocab_size)
-    with pytest.raises(ValueError, match="no config in forgetlab.memory.CONFIGS"):
+    with pytest.raises(ValueError, match="no config in forgetlab.repro.memory.CONFIGS"):
         memory.shape("some-org/unknown-model")
 
 
@@ -66,4 +66,4 @@ def test_every_stage_has_a_plan_and_the_memory_plan_never_costs_more():
 
 def test_the_readme_table_is_generated_from_the_paper_profile():
     text = (ROOT / "README.md").read_text()
-    assert memory.readme_block("paper", ROOT) in text, "run `python -m forgetlab.memory readme`"
+    assert memory.readme_block("paper", ROOT) in text, "run `python -m forgetlab.repro.memory readme`"

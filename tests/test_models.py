@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from forgetlab import models
+from forgetlab.core import models
 
 
 def test_unknown_model_name_is_a_clear_error():

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from forgetlab import neurons
-from forgetlab.models import TINY_FAMILIES, tiny_model
+from forgetlab.core import neurons
+from forgetlab.core.models import TINY_FAMILIES, tiny_model
 
 FAMILIES = list(TINY_FAMILIES)
 
@@ -182,7 +182,7 @@ def test_record_activations_sees_the_masked_values_and_removes_its_hooks(family,
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_mlp_weights_name_every_mlp_matrix_of_every_block(family):
-    from forgetlab.neurons import arch_map, mlp_weights
+    from forgetlab.core.neurons import arch_map, mlp_weights
     model = tiny_model(family)
     layers = mlp_weights(model)
     params = dict(model.named_parameters())

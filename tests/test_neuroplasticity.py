@@ -5,11 +5,11 @@ import pytest
 import torch
 from conftest import ROOT, bpe_tokenizer, read_metrics, step_args
 
-from forgetlab import neuroplasticity as npl
-from forgetlab import neuroplasticity_claims as claims
-from forgetlab import neurons
-from forgetlab.models import tiny_model
-from forgetlab.train import TrainConfig, train
+from forgetlab.core import neurons
+from forgetlab.core.models import tiny_model
+from forgetlab.core.train import TrainConfig, train
+from forgetlab.papers.neuroplasticity import experiment as npl
+from forgetlab.papers.neuroplasticity import claims
 
 # ---------------------------------------------------------------- silver labeler
 GAZ = npl.Gazetteer.from_names(["New York", "New York City", "York", "Paris", "Rome", "Rio de Janeiro", "Turkey",
@@ -493,7 +493,7 @@ def p_analysis(params):
 
 @pytest.mark.notebook
 def test_neuroplasticity_smoke(smoke):
-    from forgetlab import profile
+    from forgetlab.repro import profile
     params = profile.load_params("smoke", ROOT)
     p = {**params["neuroplasticity_prune"], **params["neuroplasticity"]}
     m = read_metrics(smoke, "neuroplasticity")

@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from conftest import ROOT, read_metrics, run_smoke
-from forgetlab import profile
+from forgetlab.core.models import resolve_model
 from forgetlab.data import hub
-from forgetlab.models import resolve_model
+from forgetlab.repro import profile
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +77,7 @@ def test_paper_tiny_is_the_paper_profile_at_smoke_sizes():
 
 
 def test_the_tiny_mirror_holds_every_hub_model_of_the_paper_profile(tiny_hub, monkeypatch):
-    from forgetlab.models import model_config
+    from forgetlab.core.models import model_config
     monkeypatch.setenv(hub.MIRROR, str(tiny_hub))
     paper = profile.load_params("paper", ROOT)
     ids = {v for section in paper.values() if isinstance(section, dict)

@@ -38,7 +38,7 @@ def _wait_for(seen: list[str], text: str, proc: subprocess.Popen, timeout: float
 
 def test_atomic_path_writes_on_the_main_process_only(tmp_path, monkeypatch):
     """Under a multi-process launch every rank runs the step; only rank 0's output is renamed into place."""
-    from forgetlab.utils import atomic_path
+    from forgetlab.core.utils import atomic_path
     for rank, text in (("1", "rank 1"), ("0", "rank 0"), ("1", "rank 1 again")):
         monkeypatch.setenv("RANK", rank)
         with atomic_path(tmp_path / "out.txt") as tmp:
@@ -51,8 +51,8 @@ def test_sigterm_inside_atomic_write_leaves_nothing(tmp_path):
     """A checkpoint step killed while it writes its output leaves neither the output nor a temporary folder."""
     code = textwrap.dedent(f"""
         import sys, time
-        from forgetlab.cli import run
-        from forgetlab.utils import atomic_path
+        from forgetlab.core.utils import atomic_path
+        from forgetlab.repro.cli import run
 
         def save(out: str):
             with atomic_path(out) as tmp:
@@ -75,7 +75,7 @@ def test_stage_killed_during_training_leaves_no_output_and_reruns(smoke):
     """SIGTERM during the fine-tuning of a checkpoint stage (the smoke command of dvc.yaml): no output folder, no
     temporary folder; the same command then completes. (DVC also keeps the old dvc.lock entry of a failed stage,
     so `dvc repro` runs it again.)"""
-    from forgetlab import pipeline, profile
+    from forgetlab.repro import pipeline, profile
     cmd = dict(pipeline.stage_commands(profile.load_params("smoke", ROOT), ROOT))["neuroplasticity_base"]
     out = "checkpoints/neuroplasticity/base"
     assert f"--out {out}" in cmd
@@ -126,7 +126,7 @@ def test_same_params_give_identical_metrics(smoke, tmp_path_factory, data_dir, p
     """The smoke pipeline a second time (every stage but DETERMINISM_SKIP), in a fresh scratch folder: every
     metrics file it writes comes out byte-identical (seeds everywhere, no timings in metrics), and so does every
     file of the DETERMINISM_CHECKPOINTS (trained weights included) but for its recorded timings."""
-    from forgetlab import pipeline
+    from forgetlab.repro import pipeline
     only = [s for s in pipeline.stages(ROOT) if s not in DETERMINISM_SKIP]
     if os.environ.get("FORGETLAB_STAGES"):
         only = [s for s in only if s in os.environ["FORGETLAB_STAGES"].split(",")]
@@ -154,7 +154,7 @@ def test_a_checkpoint_file_is_compared_without_its_timings(tmp_path):
 
 
 def test_every_notebook_stage_exports_html_and_outputs_are_removed_before_a_run(tmp_path):
-    from forgetlab import pipeline
+    from forgetlab.repro import pipeline
     ran = set()
     for name, stage in pipeline.stages(ROOT).items():
         if pipeline.is_notebook_stage(stage["cmd"]):  # notebooks.run_stage writes reports/ and exports it
@@ -182,7 +182,7 @@ def test_every_notebook_stage_exports_html_and_outputs_are_removed_before_a_run(
 
 def test_every_figure_and_metrics_file_the_smoke_run_writes_is_a_declared_output(smoke):
     """DVC tracks only declared outputs: a figure a notebook writes but no stage declares would go stale unseen."""
-    from forgetlab import pipeline
+    from forgetlab.repro import pipeline
     declared = [o for s in pipeline.stages(ROOT).values() for o in pipeline.outs_of(s)]
     written = [p.relative_to(smoke).as_posix() for d in ("figures", "metrics") for p in (smoke / d).rglob("*")
                if p.is_file()]
@@ -195,7 +195,7 @@ def test_run_command_reports_exit_code_output_and_the_peak_memory_of_the_stage(t
     """What `make bench` records per stage: its exit code, both output streams, and a peak of at least 0.29 GB for
     a child that holds 300 MB. A child that holds nothing shows at most this process's own peak size (a fork counts
     its parent's pages until it execs; bench.pipeline_costs starts the stages from a small process for that)."""
-    from forgetlab.pipeline import run_command
+    from forgetlab.repro.pipeline import run_command
     big = run_command(f"{shlex.quote(sys.executable)} -c \"import sys; b = bytearray(300 * 2**20); b[::4096] = "
                       f"b'x' * len(b[::4096]); print('out'); print('err', file=sys.stderr); sys.exit(3)\"", tmp_path)
     assert big["returncode"] == 3 and big["stdout"] == "out\n" and big["stderr"] == "err\n"
@@ -221,7 +221,7 @@ def test_make_bench_runs_the_chosen_profile_and_keeps_the_other_profiles_costs(t
     erase the default profile's costs recorded by an earlier `make bench`; BENCH=none times no pipeline."""
     import json
 
-    from forgetlab import bench
+    from forgetlab.repro import bench
     calls = []
     monkeypatch.setattr(bench, "throughput", lambda data_dir: {"eval_vs_plain_forward": 0.75})
     monkeypatch.setattr(bench, "pipeline_costs", lambda profile, data_dir, jobs: calls.append(profile) or
@@ -244,7 +244,7 @@ def test_make_bench_runs_the_chosen_profile_and_keeps_the_other_profiles_costs(t
 
 
 def test_render_fills_values_as_dvc_does_and_refuses_what_the_shell_would_act_on():
-    from forgetlab.pipeline import render
+    from forgetlab.repro.pipeline import render
     params = {"s": {"a": "k=8", "flag": False, "lr": 1e-4, "bad": "k=8|full", "sp": "two words"}}
     assert render("x -p a ${s.a} -p f ${s.flag} -p lr ${s.lr}", params) == "x -p a k=8 -p f false -p lr 0.0001"
     for key in ("bad", "sp"):
@@ -255,7 +255,7 @@ def test_render_fills_values_as_dvc_does_and_refuses_what_the_shell_would_act_on
 
 
 def test_a_list_parameter_is_a_list_never_a_comma_string():
-    from forgetlab.utils import check_list
+    from forgetlab.core.utils import check_list
     assert check_list("g", [32, 64], int) == [32, 64]
     assert check_list("m", (1, 2.5), float) == [1, 2.5]  # a float list takes ints
     assert check_list("g", [], int) == []
@@ -271,7 +271,7 @@ def test_our_stage_graph_is_dvcs_own():
     """run_stages(jobs>1) starts a stage once the stages it reads from are done: the same edges as DVC's graph."""
     from dvc.repo import Repo
 
-    from forgetlab.pipeline import upstream
+    from forgetlab.repro.pipeline import upstream
     with Repo(str(ROOT)) as repo:
         graph = repo.index.graph
         name = lambda stage: getattr(stage, "name", None)  # noqa: E731  (data.dvc's stage has none)
@@ -289,7 +289,7 @@ def _toy_pipeline(path: Path, stages: dict) -> None:
 def test_parallel_run_waits_for_inputs_runs_independent_stages_side_by_side_and_splits_the_threads(tmp_path):
     import os
 
-    from forgetlab.pipeline import run_stages
+    from forgetlab.repro.pipeline import run_stages
     _toy_pipeline(tmp_path, {
         "a": {"cmd": "sleep 1 && date +%s.%N > a.txt", "outs": ["a.txt"]},
         "b": {"cmd": "date +%s.%N > b.txt && cat a.txt >> b.txt", "deps": ["a.txt"], "outs": ["b.txt"]},
@@ -308,7 +308,7 @@ def test_parallel_run_waits_for_inputs_runs_independent_stages_side_by_side_and_
 
 
 def test_parallel_run_stops_starting_stages_after_a_failure_and_names_it(tmp_path):
-    from forgetlab.pipeline import StageFailed, run_stages, schedule_order
+    from forgetlab.repro.pipeline import StageFailed, run_stages, schedule_order
     _toy_pipeline(tmp_path, {
         "slow": {"cmd": "sleep 1 && touch slow.txt", "outs": ["slow.txt"]},
         "bad": {"cmd": "echo broken >&2 && exit 3", "outs": ["bad.txt"]},
@@ -332,7 +332,7 @@ def test_parallel_run_stops_starting_stages_after_a_failure_and_names_it(tmp_pat
 def test_pipeline_run_refuses_a_profile_in_place_and_makes_a_new_workdir(tmp_path, monkeypatch, capsys):
     """`pipeline run --profile smoke` in the repository would overwrite the tracked figures/ and metrics/ with
     numbers dvc.lock does not record: refused, by name. A --workdir that does not exist yet becomes a scratch copy."""
-    from forgetlab import pipeline
+    from forgetlab.repro import pipeline
     monkeypatch.chdir(ROOT)
     with pytest.raises(SystemExit) as exit_:
         pipeline.main(["run", "--profile", "smoke"])
@@ -356,7 +356,7 @@ def test_executed_notebooks_show_every_saved_figure_and_the_tracked_tutorials_ar
 
     import nbformat
 
-    from forgetlab.notebooks import MAX_TUTORIAL_BYTES
+    from forgetlab.repro.notebooks import MAX_TUTORIAL_BYTES
     reports = sorted((smoke / "reports").glob("*.ipynb"))
     assert len(reports) == 7
     for report in reports:
@@ -387,7 +387,7 @@ def test_a_dvc_experiment_with_the_smoke_profile_runs_and_exp_show_lists_its_hea
     it): here the clone tracks the part of the tests' data that stage reads, `dvc add`-ed into a scratch cache."""
     import shutil
 
-    from forgetlab import profile
+    from forgetlab.repro import profile
     clone = tmp_path / "repo"
     env = stage_env()
     run = lambda cmd, **kw: subprocess.run(cmd, shell=True, cwd=clone, env=env, capture_output=True, text=True,  # noqa: E731
@@ -415,7 +415,7 @@ def test_dict_unpacking_is_dvcs_own():
     settings (.dvc/config: a false boolean as --no-key, which the notebook stages read)."""
     from dvc.parsing.interpolate import to_str
 
-    from forgetlab import pipeline
+    from forgetlab.repro import pipeline
     section = {"model": "smollm2-135m", "n_steps": 3, "lr": 1e-05, "keep": "", "methods": "GA,NPO_GDR",
                "odd": "a b;c", "flag": True, "off": False, "ks": [0, 2], "names": ["x y", "z"]}
     assert pipeline.unpack(section) == to_str(section, {"bool": "boolean_optional"})

@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from forgetlab import neurons, pruning
-from forgetlab.models import tiny_model
+from forgetlab.core import neurons
+from forgetlab.core.models import tiny_model
+from forgetlab.methods import pruning
 
 
 def stats_from(x: torch.Tensor) -> neurons.NeuronStats:
@@ -126,14 +127,14 @@ def test_wrong_type_is_a_clear_error():
 
 
 def _counts(top1, nll, n=10):
-    """Per-sequence counts of forgetlab.eval for sequences of n tokens (top-k and skip counts = top-1's)."""
+    """Per-sequence counts of forgetlab.core.eval for sequences of n tokens (top-k and skip counts = top-1's)."""
     t = torch.tensor(top1, dtype=torch.float64)
     return {"n": torch.full_like(t, n), "top1": t, "topk": t, "top1_skip": t, "topk_skip": t,
             "n_skip": torch.full_like(t, n), "nll": torch.tensor(nll, dtype=torch.float64)}
 
 
 def _evaluation(**corpora):
-    from forgetlab import eval as ev
+    from forgetlab.core import eval as ev
     return {c: {"counts": k, "summary": ev.summarize_counts(k)} for c, k in corpora.items()}
 
 
@@ -142,7 +143,7 @@ def test_notebook_01s_numbers_by_hand():
     right where random pruning gets 10, with twice the loss; the curve drops forget top-1 from 0.8 to 0.1."""
     import math
 
-    from forgetlab import selective_pruning as sp
+    from forgetlab.papers.selective_pruning import experiment as sp
     base = _evaluation(code=_counts([8, 8], [10, 10]), text=_counts([6, 6], [10, 10]))
     sel = _evaluation(code=_counts([1, 1], [30, 30]), text=_counts([1, 2], [20, 20]))
     rnd = _evaluation(code=_counts([7, 7], [12, 12]), text=_counts([5, 5], [10, 10]))

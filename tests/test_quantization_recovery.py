@@ -10,9 +10,11 @@ import torch
 import torch.nn.functional as F
 from conftest import ROOT, as_written, read_metrics
 
-from forgetlab import metrics, muse, quantization as quant, unlearning
-from forgetlab.models import tiny_model
-from forgetlab.train import TrainConfig, stack_collate, train
+from forgetlab.core import metrics
+from forgetlab.core.models import tiny_model
+from forgetlab.core.train import TrainConfig, stack_collate, train
+from forgetlab.methods import muse, quantization as quant, unlearning
+from forgetlab.papers.quantization_recovery import experiment
 
 
 # ================================================================ RTN
@@ -222,7 +224,7 @@ def test_official_kl_variant_matches_a_hand_computation_of_its_value_and_gradien
 ])
 def test_select_epoch_stops_at_forgetting_or_lost_utility(history, expected):
     hist = [{"epoch": i + 1, "verbmem_forget": v, "utility": u} for i, (v, u) in enumerate(history)]
-    assert unlearning.select_epoch(hist, retrain_verbmem=0.2, target_utility=1.0, tolerance=0.05,
+    assert experiment.select_epoch(hist, retrain_verbmem=0.2, target_utility=1.0, tolerance=0.05,
                                    utility_share=0.9) == expected
 
 
@@ -230,10 +232,10 @@ def test_select_epoch_does_not_fire_at_epoch_one_when_the_target_is_below_the_re
     """MUSE's rule compared retain KnowMem with the retrain model's; our target's was already below it (0.150 vs
     0.192), so every run stopped after epoch 1. The rule now compares with the TARGET's utility."""
     hist = [{"epoch": e, "verbmem_forget": v, "utility": 0.15} for e, v in ((1, 0.9), (2, 0.5), (3, 0.21))]
-    assert unlearning.select_epoch(hist, retrain_verbmem=0.2, target_utility=0.15, tolerance=0.05,
+    assert experiment.select_epoch(hist, retrain_verbmem=0.2, target_utility=0.15, tolerance=0.05,
                                    utility_share=0.9) == {"epoch": 3, "reason": "forgot"}
     with pytest.raises(ValueError, match="empty"):
-        unlearning.select_epoch([], retrain_verbmem=0.2, target_utility=1.0, tolerance=0.0, utility_share=0.9)
+        experiment.select_epoch([], retrain_verbmem=0.2, target_utility=1.0, tolerance=0.0, utility_share=0.9)
 
 
 def test_train_keeps_one_optimizer_across_epochs_and_stops_on_request():
@@ -278,15 +280,15 @@ def test_target_embedding_control_restores_only_the_embedding_matrix():
     model, ref = tiny_model("llama", seed=0), tiny_model("llama", seed=1)
     emb, lin = model.get_input_embeddings().weight, model.model.layers[0].mlp.down_proj.weight
     before_emb, before_lin = emb.detach().clone(), lin.detach().clone()
-    with unlearning.evaluated_as(model, "nf4" + unlearning.EMB_SUFFIX, ref):
+    with experiment.evaluated_as(model, "nf4" + experiment.EMB_SUFFIX, ref):
         assert torch.equal(model.get_input_embeddings().weight, ref.get_input_embeddings().weight)
         assert torch.equal(lin, quant.bnb_dequantized(before_lin, "nf4"))  # the linears are still quantized
     assert torch.equal(emb, before_emb) and torch.equal(lin, before_lin)  # all restored
     with pytest.raises(ValueError, match="needs ref_model"):
-        with unlearning.evaluated_as(model, "full+target_emb"):
+        with experiment.evaluated_as(model, "full+target_emb"):
             pass
     with pytest.raises(ValueError, match="unknown precision"):
-        unlearning.check_precisions("epoch_precisions", ["full", "nf3"])
+        experiment.check_precisions("epoch_precisions", ["full", "nf3"])
 
 
 def test_recovery_share_is_nan_when_the_gap_is_inside_its_interval():
@@ -356,7 +358,7 @@ def test_min_k_and_rouge_and_recovery_share():
     assert muse.rouge_l_f1("the cat sat", "the cat sat") == 1.0
     assert muse.rouge_l_f1("a dog", "the cat sat") == 0.0
     assert muse.rouge_l_f1("the cat", "the cat sat") == pytest.approx(2 * (1 * 2 / 3) / (1 + 2 / 3))
-    # the shared share (forgetlab.metrics): (K_unlearned - K_retrain) / (K_target - K_retrain)
+    # the shared share (forgetlab.core.metrics): (K_unlearned - K_retrain) / (K_target - K_retrain)
     assert metrics.recovery_share(0.3, 0.1, 0.9) == pytest.approx(0.25)
     assert math.isnan(metrics.recovery_share(0.3, 0.5, 0.5))
 
@@ -434,7 +436,7 @@ def test_training_past_the_selection_comes_back_to_the_selected_epoch(data_dir):
 
     def run(epochs, extra_epochs, tolerance):
         model = tiny_model("llama", vocab_size=len(tok))
-        info = unlearning.run_unlearning(
+        info = experiment.run_unlearning(
             model, tok, ref, split, method="GA_GDR", lr=1e-2, epochs=epochs, batch_size=2, beta=0.1,
             sure_percentile=None, recompute_every=0, klr_variant="correct",
             levels={"retrain_verbmem": 0.0, "target_utility": 1.0}, tolerance=tolerance, utility_share=0.0,
@@ -465,7 +467,7 @@ def test_generation_and_logprobs_on_a_tiny_model(data_dir):
 # ================================================================ the notebook, smoke profile
 @pytest.mark.notebook
 def test_quantization_recovery_smoke(smoke):
-    from forgetlab import profile
+    from forgetlab.repro import profile
     m = read_metrics(smoke, "quantization_recovery")
     p = profile.load_params("smoke", ROOT)
     assert m["split"] == {"forget": 4, "retain": 4, "holdout": 4, "shots": 1}
@@ -473,7 +475,7 @@ def test_quantization_recovery_smoke(smoke):
     t = m["table"]
     p_un, p_nb = p["quantization_recovery_unlearn"], p["quantization_recovery"]
     p_sched = p["quantization_recovery_schedule"]
-    runs = [unlearning.run_name(meth, lr) for meth in p_un["methods"] for lr in p_un["lrs"]]
+    runs = [experiment.run_name(meth, lr) for meth in p_un["methods"] for lr in p_un["lrs"]]
     assert set(t) == {"target", "retrain", "base", *runs}
     assert set(t["base"]) == set(p_nb["base_precisions"])
     assert set(t["target"]) == set(p["quantization_recovery_eval"]["precisions"]) and {"full", "nf4"} <= set(t["target"])
@@ -498,11 +500,11 @@ def test_quantization_recovery_smoke(smoke):
     by_run = {}
     for r in m["epochs"]:
         by_run.setdefault(r["name"], []).append(r)
-    sure_runs = [unlearning.run_name(meth, lr, True) for meth in p["quantization_recovery_sure"]["methods"]
+    sure_runs = [experiment.run_name(meth, lr, True) for meth in p["quantization_recovery_sure"]["methods"]
                  for lr in p["quantization_recovery_sure"]["lrs"]]
     arm_lrs = p["quantization_recovery_arms"]["lrs"]
-    arm_runs = [unlearning.run_name(p_un["keep"], lr, dtype="bfloat16") for lr in arm_lrs] + [
-        unlearning.run_name(p_un["keep"], lr, klr_variant="official") for lr in arm_lrs]
+    arm_runs = [experiment.run_name(p_un["keep"], lr, dtype="bfloat16") for lr in arm_lrs] + [
+        experiment.run_name(p_un["keep"], lr, klr_variant="official") for lr in arm_lrs]
     assert set(by_run) == {*runs, *sure_runs, *arm_runs}
     for name, rows in by_run.items():
         epochs = sorted({r["epoch"] for r in rows})
@@ -551,7 +553,7 @@ def test_fourbit_builds_its_tables_on_the_weights_device(precision):
 def test_notebook_04s_recovery_shares_by_hand():
     """An unlearned model half-way between retrain (0.2) and target (0.6) at full precision, back at the target's
     level under nf4: recovery shares 0.5 and 1; where target and retrain coincide the share is undefined."""
-    from forgetlab import quantization_recovery as qr
+    from forgetlab.papers.quantization_recovery import analysis as qr
     row = lambda v, k: {"verbmem": v, "knowmem_forget": k}  # noqa: E731
     table = {"target": {"full": row(0.6, 0.5), "nf4": row(0.6, 0.5)},
              "retrain": {"full": row(0.2, 0.5), "nf4": row(0.2, 0.5)},

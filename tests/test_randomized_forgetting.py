@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import read_metrics, step_args
-from forgetlab import forgetting as fg
-from forgetlab.models import load_causal_lm, tiny_model
+from forgetlab.core.models import load_causal_lm, tiny_model
+from forgetlab.papers.randomized_forgetting import experiment as fg
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -458,7 +458,7 @@ def test_stages_end_to_end_on_a_tiny_model_and_hub_format_tasks(tmp_path):
 # ---------------------------------------------------------------- the smoke pipeline
 @pytest.mark.notebook
 def test_randomized_forgetting_smoke(smoke):
-    from forgetlab import profile
+    from forgetlab.repro import profile
     params = profile.load_params("smoke", ROOT)
     p_ft, p_fg = params["randomized_forgetting_finetune"], params["randomized_forgetting_forget"]
     m = read_metrics(smoke, "randomized_forgetting")
@@ -504,7 +504,7 @@ def test_randomized_forgetting_smoke(smoke):
 
 
 def test_notebook_03s_correlation_and_ratio_helpers():
-    from forgetlab import randomized_forgetting as rf
+    from forgetlab.papers.randomized_forgetting import analysis as rf
     c = rf.correlation([1, 2, 3, 4, float("nan")], [2, 4, 6, 9, 1], n_boot=200, seed=0)
     assert c["n"] == 4 and c["spearman"] == pytest.approx(1.0) and c["spearman_ci"] == [1.0, 1.0]
     assert c["pearson"] == pytest.approx(0.99, abs=0.01)

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 import yaml
 
-from forgetlab import notebooks, pipeline, profile
+from forgetlab.repro import notebooks, pipeline, profile
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -199,14 +199,19 @@ def test_citation_cites_the_five_papers():
 # src modules whose changes cannot change a stage's outputs: timings written outside the outputs (bench), argument
 # parsing (cli: a wrong argument fails the stage), building data/ (data/ is itself a dependency), reading dvc.yaml and
 # the profiles (pipeline, profile: a notebook looks up which stage makes a missing input; DVC runs the stages itself)
-NOT_OUTPUT_MODULES = {"bench", "cli", "data.build", "pipeline", "profile"}
+NOT_OUTPUT_MODULES = {"repro.bench", "repro.cli", "data.build", "repro.pipeline", "repro.profile"}
 SRC = ROOT / "src" / "forgetlab"
 
 
 def _module_file(name: str) -> Path | None:
+    """The file of a forgetlab module; None for a package whose __init__ is only a docstring (nothing in it can
+    change an output: core, methods, papers, repro and each paper's package)."""
+    import ast
     for p in (SRC / (name.replace(".", "/") + ".py"), SRC / name.replace(".", "/") / "__init__.py"):
         if name and p.exists():
-            return p
+            body = ast.parse(p.read_text()).body
+            docstring_only = len(body) == 1 and isinstance(body[0], ast.Expr)
+            return None if p.name == "__init__.py" and docstring_only else p
     return None
 
 
@@ -259,10 +264,15 @@ def test_every_stage_depends_on_the_src_modules_its_code_imports():
             missing[name] = lost
     assert not missing, f"add these deps in dvc.yaml: {missing}"
     # the check itself: imports followed through modules (pruning -> neurons -> utils), relative imports inside a
-    # package (data -> data.bigbench), imports inside functions, and no modules beyond them
-    assert _closure({"pruning"}) == {"pruning", "neurons", "utils"}
-    assert {"data", "data.bigbench", "data.corpora", "models", "train"} <= _closure({"robustness"})
-    assert "bench" not in _closure({"bench"}) and "cli" not in _closure({"neuroplasticity"})
+    # package (data -> data.bigbench), imports inside functions, no modules beyond them, and packages only where
+    # their __init__ holds code (data's does; papers.salem's is a docstring)
+    assert _closure({"methods.pruning"}) == {"methods.pruning", "core.neurons", "core.utils"}
+    robustness = _closure({"papers.forgetting_robustness.experiment"})
+    assert {"data", "data.bigbench", "data.corpora", "core.models", "core.train"} <= robustness
+    assert "repro.bench" not in _closure({"repro.bench"})
+    assert "repro.cli" not in _closure({"papers.neuroplasticity.experiment"})
+    assert _closure({"papers.salem.analysis"}) >= {"papers.salem.experiment"}
+    assert not {"papers", "papers.salem", "core", "methods"} & (_closure({"papers.salem.analysis"}) | robustness)
 
 
 def test_every_figure_is_a_dvc_plot():
@@ -313,7 +323,7 @@ def test_exp_sets_give_dvc_exactly_the_profiles_values(name):
 
 
 def test_a_missing_checkpoint_names_the_dvc_repro_that_makes_it(tmp_path):
-    from forgetlab.notebooks import producer, require_inputs
+    from forgetlab.repro.notebooks import producer, require_inputs
     assert producer("checkpoints/salem/qa_editors", ROOT) == "salem_qa_editors"
     assert producer("checkpoints/salem/qa_editors/editor.pt", ROOT) == "salem_qa_editors"
     assert producer("nowhere/x", ROOT) is None
@@ -331,7 +341,7 @@ def test_metrics_files_hold_floats_at_the_stated_precision(tmp_path):
 
     import numpy as np
 
-    from forgetlab.utils import METRIC_DIGITS, write_json, write_metrics
+    from forgetlab.core.utils import METRIC_DIGITS, write_json, write_metrics
     obj = {"loss": 3.608442, "ppl": np.float32(80.49666), "tiny": 1.234567e-5, "n": 7, "ok": True,
            "nan": float("nan"), "arr": np.array([0.123456789, 2.0])}
     write_metrics(tmp_path / "m.json", obj)
@@ -356,8 +366,8 @@ def test_as_written_allows_exactly_the_rounding_of_a_metrics_file():
     recomputed from the file's rounded table)."""
     from conftest import as_written
 
-    from forgetlab.metrics import recovery_share
-    from forgetlab.utils import to_builtin
+    from forgetlab.core.metrics import recovery_share
+    from forgetlab.core.utils import to_builtin
     raw = (0.2776, 0.4333333, 0.5809524)  # a share of -1.05497 whose inputs the file holds at 4 digits
     written = to_builtin(recovery_share(*raw), 4)
     held = to_builtin(list(raw), 4)
@@ -367,3 +377,27 @@ def test_as_written_allows_exactly_the_rounding_of_a_metrics_file():
     ratio = as_written(lambda a, b: a / b, 5.123, 18.7)  # 0.27396
     assert 0.274 == ratio and 0.2741 == ratio and 0.2745 != ratio
     assert float("nan") == as_written(recovery_share, 0.5, 0.4, 0.4)  # no gap: NaN, as the file holds it
+
+
+# data.tinyhub builds the test mirror of the paper profile's hub data in the schemas the papers read, with the
+# papers' own helpers (a ViT, SaLEM's QA examples, the toxicity sentence splitter): a test fixture, not a layer
+LAYERING_EXCEPTIONS = {"data.tinyhub"}
+
+
+def test_layers_import_downwards_and_no_paper_imports_another():
+    """core <- methods <- papers <- repro (data beside core): core imports neither methods nor papers nor repro,
+    methods and data import no paper and no repro module, and a paper imports no other paper (only repro.cli, which
+    turns its STEPS into a command line)."""
+    wrong = {}
+    for f in sorted(SRC.rglob("*.py")):
+        name = f.relative_to(SRC).with_suffix("").as_posix().replace("/", ".")
+        package = name if f.name == "__init__.py" else name.rpartition(".")[0]
+        layer = name.split(".")[0]
+        for m in _forgetlab_imports(f.read_text(), package):
+            top = m.split(".")[0]
+            if ((layer == "core" and top in ("methods", "papers", "repro"))
+                    or (layer in ("methods", "data") and top in ("papers", "repro"))
+                    or (layer == "papers" and top == "papers" and m.split(".")[1] != name.split(".")[1])
+                    or (layer == "papers" and top == "repro" and m != "repro.cli")):
+                wrong.setdefault(name, []).append(m)
+    assert set(wrong) == LAYERING_EXCEPTIONS, f"imports across layers or papers: {wrong}"

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from conftest import as_written, read_metrics
-from forgetlab import metrics, neurons, robustness as rb
-from forgetlab.models import tiny_model
+from forgetlab.core import metrics, neurons
+from forgetlab.core.models import tiny_model
+from forgetlab.papers.forgetting_robustness import experiment as rb
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +26,7 @@ def _same_params(a: dict, model) -> bool:
     return all(torch.equal(a[n], p) for n, p in model.named_parameters())
 
 
-# ---------------------------------------------------------------- the shared measure (forgetlab.metrics)
+# ---------------------------------------------------------------- the shared measure (forgetlab.core.metrics)
 def test_recovery_share_by_hand_in_both_orientations():
     # notebook 06: recovery_share(acc_attacked, acc_removed, acc_original) = (a - r) / (o - r)
     a, r, o = 0.43, 0.40, 0.55
@@ -125,7 +126,7 @@ def test_split_held_out_never_puts_a_document_in_both():
 def test_tuning_never_sees_a_test_window(monkeypatch):
     """Every removal method runs on a tiny model with validation windows of tokens < 50 and test windows of tokens
     >= 50; every batch the tuning evaluates is recorded: none is a test batch."""
-    from forgetlab import eval as ev
+    from forgetlab.core import eval as ev
     model = tiny_model("llama", layers=2)
     g = torch.Generator().manual_seed(0)
 
@@ -340,7 +341,7 @@ def test_bad_parameters_fail_clearly(tmp_path):
 # ---------------------------------------------------------------- the smoke pipeline
 @pytest.mark.notebook
 def test_forgetting_robustness_smoke(smoke):
-    from forgetlab import profile
+    from forgetlab.repro import profile
     p = profile.load_params("smoke", ROOT)["forgetting_robustness_run"]
     m = read_metrics(smoke, "forgetting_robustness")
     res = rb.load_results(smoke / "checkpoints" / "forgetting_robustness" / "run")
@@ -383,7 +384,7 @@ def test_forgetting_robustness_smoke(smoke):
 
 
 def test_notebook_06s_stated_rules():
-    from forgetlab import forgetting_robustness as fr
+    from forgetlab.papers.forgetting_robustness import analysis as fr
     """The verdicts read the 95% interval only: above 0, below 0, covering 0, or undefined (NaN)."""
     nan = float("nan")
     assert fr.quantization_verdict([0.01, 0.2]) == "comes back"

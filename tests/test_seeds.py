@@ -1,10 +1,10 @@
-"""Several seeds of a headline number (forgetlab.seeds): which parameters change, and the summary."""
+"""Several seeds of a headline number (forgetlab.repro.seeds): which parameters change, and the summary."""
 import json
 import math
 
 import pytest
 
-from forgetlab import pipeline, profile, seeds
+from forgetlab.repro import pipeline, profile, seeds
 
 
 def test_seeded_params_change_the_seed_of_exactly_the_named_stages_sections(root):

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 from conftest import ROOT, read_metrics, stage_env
 
-from forgetlab import pipeline, profile
+from forgetlab.repro import pipeline, profile
 
 pytestmark = pytest.mark.notebook
 

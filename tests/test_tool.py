@@ -12,11 +12,12 @@ import torch
 import yaml
 
 from conftest import ROOT, bpe_tokenizer
-from forgetlab import robustness, tool
+from forgetlab import tool
+from forgetlab.core.models import tiny_model
+from forgetlab.core.train import TrainConfig, train
 from forgetlab.data import load_split
 from forgetlab.data.texts import load_texts
-from forgetlab.models import tiny_model
-from forgetlab.train import TrainConfig, train
+from forgetlab.papers.forgetting_robustness import experiment as robustness
 
 FORGET_DOCS = [f"the cat sat in Paris {i} times and the cat sat again in Paris" for i in range(20)]
 RETAIN_DOCS = [f"New York is big and {i} people say New York is big" for i in range(20)]
@@ -110,9 +111,9 @@ def test_attack_reproduces_notebook_06s_functions_and_its_shares_by_hand(pair, t
                       relearn_k=[0, 4], precisions=["rtn4"], **kw)
     assert set(res["attacks"]) == {"k=0|full", "k=0|rtn4", "k=4|full", "k=4|rtn4"}
 
-    from forgetlab import quantization
-    from forgetlab.models import load_causal_lm
-    from forgetlab.utils import seed_everything
+    from forgetlab.core.models import load_causal_lm
+    from forgetlab.core.utils import seed_everything
+    from forgetlab.methods import quantization
     lm, tok = load_causal_lm(original)
     sets = robustness.load_sets(tok, forget=str(texts / "forget.txt"), retain=str(texts / "retain.jsonl"),
                                 data_dir="data", seq_len=8, n_train_seqs=6, n_val_seqs=4, n_eval_seqs=8, max_per_doc=2,
@@ -140,8 +141,8 @@ def test_attack_reproduces_notebook_06s_functions_and_its_shares_by_hand(pair, t
 
 
 def test_attack_uses_the_shared_recovery_views():
-    """tool.attack's share and gap closure are forgetlab.metrics' (the views notebooks 04 and 06 use)."""
-    from forgetlab import metrics
+    """tool.attack's share and gap closure are forgetlab.core.metrics' (the views notebooks 04 and 06 use)."""
+    from forgetlab.core import metrics
     # two windows of 2 tokens: original 1.0, removed 0.0, original@P 0.5, removed@P 0.5 in both -> closure 1 - 0
     r = metrics.bootstrap_recovery("gap_closure", [1, 1], [0, 0], [2, 2], [1, 1], [2, 2], n_boot=20, seed=0)
     assert r["value"] == 1.0 and r["ci"] == [1.0, 1.0]

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from forgetlab import cli
-from forgetlab.models import tiny_model
-from forgetlab.train import TrainConfig, train
+from forgetlab.core.models import tiny_model
+from forgetlab.core.train import TrainConfig, train
+from forgetlab.repro import cli
 
 
 def lm_dataset(n=16, seq=8, seed=0):

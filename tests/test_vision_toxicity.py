@@ -12,9 +12,12 @@ import torch.nn.functional as F
 from conftest import ROOT, as_written, read_metrics, stage_env, step_args, step_argv
 from torch import nn
 
-from forgetlab import neurons, pipeline, profile, pruning, toxicity, vision
+from forgetlab.core import neurons
+from forgetlab.core.train import TrainConfig, train
 from forgetlab.data import load_cifar10, load_squad
-from forgetlab.train import TrainConfig, train
+from forgetlab.methods import pruning
+from forgetlab.papers.selective_pruning import toxicity, vision
+from forgetlab.repro import pipeline, profile
 
 
 def tiny_vit(seed=0, layers=2, hidden=32, ff=48, heads=4, num_labels=3, image_size=16, patch_size=8):
@@ -298,7 +301,7 @@ def test_perplexity_is_exp_of_the_token_mean_nll():
 def tiny_lm_and_tokenizer():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
-    from forgetlab.models import tiny_model
+    from forgetlab.core.models import tiny_model
     words = ["<pad>", "<s>", "</s>"] + list(toxicity.LETTERS) + [".", ":", "Answer"] + [f"w{i}" for i in range(81)]
     tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -449,7 +452,7 @@ def test_notebook_01b_checks_its_parameters_in_one_typed_config():
     import ast
     from dataclasses import fields, replace
 
-    from forgetlab import selective_pruning_vision as spv
+    from forgetlab.papers.selective_pruning import vision_toxicity as spv
     nb = json.loads((ROOT / "notebooks" / "01b_selective_pruning_vision_toxicity.ipynb").read_text())
     cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
     namespace = {}

@@ -12,7 +12,8 @@ hf:<dataset>[:split][@revision], or a built-in corpus name (code, text, python, 
 training documents (relearning, pruning statistics) and held-out documents (every score), as in notebook 06.
 
 `attack` is notebook 06's attack on any pair of checkpoints, with the notebook's own functions and defaults
-(forgetlab.robustness): relearning on k forget windows, 4-bit quantization (simulated exactly), and both.
+(forgetlab.papers.forgetting_robustness.experiment): relearning on k forget windows, 4-bit quantization (simulated
+exactly), and both.
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import metrics, robustness
-from .utils import check_fraction, check_positive_int
+from forgetlab.core import metrics
+from forgetlab.core.utils import check_fraction, check_positive_int
+from forgetlab.papers.forgetting_robustness import experiment as robustness
 
 # notebook 06's defaults are robustness.run's (tests/test_tool.py checks they equal params.yaml's)
 NB06 = {k: p.default for k, p in inspect.signature(robustness.run).parameters.items()}
@@ -46,7 +48,7 @@ def check_texts(name: str, spec: str, data_dir: str) -> None:
 
 def model_config(name: str, model: str, data_dir: str):
     """The config of a model argument; refuses an architecture without an ArchMap entry (before loading weights)."""
-    from . import models, neurons
+    from forgetlab.core import models, neurons
     try:
         config = models.model_config(model, data_dir)
     except (ValueError, FileNotFoundError, OSError) as e:
@@ -56,7 +58,7 @@ def model_config(name: str, model: str, data_dir: str):
         raise ValueError(f"--{name} {model!r}: architecture {config.model_type!r} is not supported; supported: "
                          f"{', '.join(sorted(neurons.ARCH_MAPS))}. To add it, write one ArchMap entry (where its "
                          "blocks, FF down projection and attention output projection live) in "
-                         "src/forgetlab/neurons.py, or an ALIASES entry if it shares a table with a family above")
+                         "src/forgetlab/core/neurons.py, or an ALIASES entry if it shares a table with a family above")
     if models.is_encoder(config):
         raise ValueError(f"--{name} {model!r}: {config.model_type!r} is an encoder; this command needs a causal LM")
     return config
@@ -67,19 +69,19 @@ def load_tokenizer(model: str, data_dir: str):
     end-of-sequence token is refused by name."""
     from transformers import AutoTokenizer
 
-    from .models import resolve_model
+    from forgetlab.core.models import resolve_model
     tok = AutoTokenizer.from_pretrained(resolve_model(model, data_dir))
     if tok.pad_token is None and tok.eos_token is None:
         raise ValueError(f"model {model!r}: its tokenizer has no padding token and no end-of-sequence token to pad "
                          "with; set tokenizer.pad_token and save it with the model")
     if tok.pad_token is None:
-        tok.pad_token = tok.eos_token  # as forgetlab.models does
+        tok.pad_token = tok.eos_token  # as forgetlab.core.models does
     return tok
 
 
 def load_model(model: str, data_dir: str, device: str):
     """The model on `device` (models.resolve_device: "auto" is the GPU when there is one)."""
-    from .models import load_causal_lm, resolve_device
+    from forgetlab.core.models import load_causal_lm, resolve_device
     return load_causal_lm(model, data_dir=data_dir, device=resolve_device(device))[0]
 
 
@@ -110,12 +112,12 @@ def attack(original: str, unlearned: str, forget: str, retain: str, *, relearn_k
     the unlearned model attacked so, the original quantized the same way (not relearned), and
       share        = (acc_attacked - acc_unlearned) / (acc_original - acc_unlearned)   metrics "share_full_gap"
       gap_closure  = 1 - (acc_original@P - acc_attacked) / (acc_original - acc_unlearned)  same precision
-    on the forget set (forgetlab.metrics.bootstrap_recovery, notebook 06's and 04's definitions), each with a
+    on the forget set (forgetlab.core.metrics.bootstrap_recovery, notebook 06's and 04's definitions), each with a
     bootstrap interval over windows; both NaN when the removed gap's own interval reaches 0 (nothing told apart
     from noise was removed). The retain columns tell knowledge coming back from uniform damage."""
-    from . import quantization
-    from .plots import save_figure
-    from .utils import seed_everything, write_json
+    from forgetlab.core.plots import save_figure
+    from forgetlab.core.utils import seed_everything, write_json
+    from forgetlab.methods import quantization
     ks = sorted({check_positive_int("relearn-k", k, allow_zero=True) for k in relearn_k} | {0})  # 0: the model itself
     precs = list(dict.fromkeys(precisions))
     for p in precs:
@@ -185,7 +187,7 @@ def attack_figure(result: dict):
     """Forget top-1 of the attacked unlearned model and of the original attacked the same way, per attack."""
     import matplotlib.pyplot as plt
 
-    from .plots import set_style
+    from forgetlab.core.plots import set_style
     set_style()
     keys = list(result["attacks"])
     rows = [result["attacks"][k] for k in keys]
@@ -231,10 +233,11 @@ def prune(model: str, forget: str, retain: str, *, ff_frac: float, out: str, att
     The pruned neurons are then zeroed in the weights (input columns of the output projections), so out/ is a plain
     checkpoint that `from_pretrained` loads; out/prune.json holds the pruned neurons and the forget/retain top-1
     curve on held-out windows."""
-    from . import neurons, pruning
-    from .plots import save_figure
-    from .tokens import iter_batches
-    from .utils import atomic_path, seed_everything, write_json
+    from forgetlab.core import neurons
+    from forgetlab.core.plots import save_figure
+    from forgetlab.core.tokens import iter_batches
+    from forgetlab.core.utils import atomic_path, seed_everything, write_json
+    from forgetlab.methods import pruning
     check_positive_int("steps", steps)
     cfg = pruning.PruneConfig(ff_frac=ff_frac, attn_frac=attn_frac, scoring=scoring, eps_ff=eps_ff)
     if Path(out).exists():
@@ -279,7 +282,7 @@ def prune(model: str, forget: str, retain: str, *, ff_frac: float, out: str, att
 def prune_figure(result: dict):
     import matplotlib.pyplot as plt
 
-    from .plots import set_style
+    from forgetlab.core.plots import set_style
     set_style()
     h = result["history"]
     fig, ax = plt.subplots(figsize=(5, 3.4))
@@ -322,10 +325,10 @@ def edit_items(tok, edits: list[dict]) -> list[dict]:
 def saliency(model: str, edits: str, *, batch_size: int = 10, data_dir: str = "data", json_out: str | None = None,
              device: str = "auto") -> dict:
     """SaLEM's layer saliency for a set of edits: per transformer block, the mean |gradient| of the edit loss over
-    the block's MLP matrices (forgetlab.editing.layer_saliency), averaged over mini-batches; and the most salient
-    block of each single edit, to see whether one layer serves them all."""
-    from . import editing
-    from .utils import write_json
+    the block's MLP matrices (forgetlab.papers.salem.experiment.layer_saliency), averaged over mini-batches; and the
+    most salient block of each single edit, to see whether one layer serves them all."""
+    from forgetlab.core.utils import write_json
+    from forgetlab.papers.salem import experiment as editing
     check_positive_int("batch_size", batch_size)
     rows = read_edits(edits)
     model_config("model", model, data_dir)
@@ -404,7 +407,7 @@ def main(argv: list[str] | None = None) -> None:
     args = vars(ap.parse_args(argv))
     command = args.pop("command")
     try:
-        from .models import resolve_device
+        from forgetlab.core.models import resolve_device
         resolve_device(args["device"])  # a bad --device fails before any text is read
         if command == "attack":
             res = attack(**args)

@@ -1,6 +1,6 @@
 """Hugging Face hub datasets and models, resolved in one place (the paper-scale profile's data).
 
-Every hub read goes through `load_dataset` here (datasets) or `forgetlab.models.resolve_model` (models):
+Every hub read goes through `load_dataset` here (datasets) or `forgetlab.core.models.resolve_model` (models):
 
 * a folder written by `save_to_disk` is read offline with `datasets.load_from_disk` (a config's own folder,
   `<folder>/<config>`, when there is one);
@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..utils import check_choice
+from forgetlab.core.utils import check_choice
 
 MIRROR = "FORGETLAB_HUB_MIRROR"
 SCRIPT_REFUSED = "Dataset scripts are no longer supported"  # datasets >= 4 on a repository with a loading script

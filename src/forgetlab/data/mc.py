@@ -1,13 +1,13 @@
 """Hugging Face datasets behind the LM Evaluation Harness multiple-choice tasks (paper-scale profile of the
 randomized-forgetting notebook), converted to forgetlab's MCTask example format
 {"input", "choices", "target", "targets", "idx"} with lm-eval's zero-shot prompts (the "\\nAnswer:" suffix is added
-by forgetlab.forgetting.prompt_of).
+by forgetlab.papers.randomized_forgetting.experiment.prompt_of).
 
     load_hf_mc("hf:boolq")                       # datasets.load_dataset("aps/super_glue", "boolq") (network)
     load_hf_mc("hf:boolq@/path/to/saved")        # the same converter on a DatasetDict saved with save_to_disk
 
-The splits of a dataset (train, validation) are pooled; forgetlab.forgetting.task_splits deduplicates and makes
-disjoint train and test sets.
+The splits of a dataset (train, validation) are pooled; forgetlab.papers.randomized_forgetting.experiment.task_splits
+deduplicates and makes disjoint train and test sets.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ forgetlab.data.hub reads from $FORGETLAB_HUB_MIRROR. The `paper-tiny` profile ru
 code paths (OPT, DistilBERT, BERT, GPT-NeoX, Llama and ViT models; the hub datasets' loaders) run on every commit:
 
     python -m forgetlab.data.tinyhub --out hub-tiny --data-dir data-test
-    FORGETLAB_HUB_MIRROR=hub-tiny python -m forgetlab.pipeline --profile paper-tiny ...
+    FORGETLAB_HUB_MIRROR=hub-tiny python -m forgetlab.repro.pipeline --profile paper-tiny ...
 
 Texts come from the tests' data (the squad_shifts paragraphs and the code files of `--data-dir`), so documents read
 like documents; labels, scores and choices are seeded draws. Nothing here is a result: the models are untrained.
@@ -48,8 +48,8 @@ MODELS = {
 def _model(arch: str, vocab_size: int, seed: int):
     import torch
     from transformers import DistilBertConfig, DistilBertForMaskedLM
-    from ..models import tiny_model
-    from ..vision import new_vit, vit_config
+    from forgetlab.core.models import tiny_model
+    from forgetlab.papers.selective_pruning.vision import new_vit, vit_config
     if arch == "vit":
         vit = new_vit(vit_config(len(CIFAR100), image_size=32, patch_size=8, hidden=32, layers=2, heads=2, ff=64),
                       seed=seed)
@@ -61,8 +61,8 @@ def _model(arch: str, vocab_size: int, seed: int):
         return DistilBertForMaskedLM(DistilBertConfig(vocab_size=vocab_size, dim=64, hidden_dim=128, n_layers=4,
                                                       n_heads=2, pad_token_id=0))
     # widths whose weights fill whole multiples of 64 blocks of bitsandbytes' 64-weight 4-bit blocks: on other shapes
-    # (e.g. 32 x 32) bitsandbytes' CPU nf4 differs from forgetlab.quantization's (and from itself on real models),
-    # which notebook 04's real-load check catches; Llama's key/value projections are half the width
+    # (e.g. 32 x 32) bitsandbytes' CPU nf4 differs from forgetlab.methods.quantization's (and from itself on real
+    # models), which notebook 04's real-load check catches; Llama's key/value projections are half the width
     hidden = 128 if arch == "llama" else 64
     return tiny_model(arch, vocab_size=vocab_size, hidden=hidden, ff=2 * hidden, layers=4, heads=4, seed=seed)
 
@@ -74,7 +74,7 @@ def answer_prior(model, tok, data_dir: Path) -> int:
     the output row of that token points along. Returns the token id."""
     import torch
     from collections import Counter
-    from ..editing import qa_examples
+    from forgetlab.papers.salem.experiment import qa_examples
     counts = Counter(tuple(tok(" " + e["answer"].strip(), add_special_tokens=False)["input_ids"])
                      for e in qa_examples("squad", data_dir))
     token = next(ids[0] for ids, _ in counts.most_common() if len(ids) == 1)
@@ -125,7 +125,7 @@ def _lettered(rng, question: str, key: str, answers: list[str]) -> dict:
 
 def build_datasets(out: Path, data_dir: Path) -> None:
     from datasets import ClassLabel, Features, Image, Sequence, Value
-    from ..toxicity import split_sentences
+    from forgetlab.papers.selective_pruning.toxicity import split_sentences
     from .corpora import load_code_documents
     rng = random.Random(SEED)
     paras = _paragraphs(data_dir)
@@ -251,7 +251,7 @@ def build_datasets(out: Path, data_dir: Path) -> None:
 
 def build(out: str | Path, data_dir: str | Path = "data") -> Path:
     """Write the mirror into `out` (a new folder): out/models/<hub id>, out/datasets/<hub id>[/<config>]."""
-    from ..utils import atomic_path
+    from forgetlab.core.utils import atomic_path
     out, data_dir = Path(out), Path(data_dir)
     with atomic_path(out) as tmp:
         tmp = Path(tmp)

@@ -1,0 +1,51 @@
+"""Notebook 02's verdicts on the neuroplasticity paper's five claims (Lo, Cohen & Barez, arXiv 2401.01814), by
+stated rules on the recorded F1 scores and intervals. Pruning and retraining are
+`forgetlab.papers.neuroplasticity.experiment`; this module is read by the notebook stage only, so changing a rule never
+reruns a fine-tune or a retraining."""
+from __future__ import annotations
+
+from typing import Sequence
+
+GONE, KEPT, BACK, PARTLY_BACK = 0.2, 0.8, 0.8, 0.5  # shares of the base model's F1 that the rules below read
+
+
+def shift_direction(r: dict) -> str:
+    """A layer shift's direction from its 95% interval ({"lo", "hi"}): "earlier" below 0, "later" above 0."""
+    return "earlier" if r["hi"] < 0 else "later" if r["lo"] > 0 else "no clear shift"
+
+
+def claim_verdicts(f1: dict, concept: str, others: Sequence[str], n_stages: int, relocation: dict, priming: dict,
+                   polysemantic: dict, method: str = "concept") -> tuple[dict, dict]:
+    """(direction of each ranking's layer shift, verdict on each of the paper's five claims), each "holds",
+    "partly", "does not hold" or "not tested", by these rules on `f1` ({"base" or (run, stage): {type: {"f1"}}}):
+
+    * removal is concept-specific: pruning (stage 0) leaves the concept at most GONE of its base F1 (else "does
+      not hold") and every other type at least KEPT of its own (else "partly");
+    * relearned (only tested where removal took the concept below GONE): the last stage is back to BACK of the
+      base F1 ("holds") or PARTLY_BACK ("partly");
+    * moves earlier: every ranking's shift is "earlier" (some: "partly");
+    * primed: the carriers' base-model concept similarity exceeds that of other neurons of the same layers
+      (interval above 0; "partly" if only above all other neurons');
+    * polysemantic: the carriers are more polysemantic than other neurons of their layers after retraining, and
+      more than they were before (both intervals above 0: "holds"; one: "partly")."""
+    base = {t: f1["base"][t]["f1"] for t in (concept, *others)}
+    pruned = f1[(method, 0)]
+    gone = pruned[concept]["f1"] <= GONE * base[concept]
+    if gone:
+        removal = "holds" if all(pruned[t]["f1"] >= KEPT * base[t] for t in others) else "partly"
+        share = f1[(method, n_stages)][concept]["f1"] / max(base[concept], 1e-12)
+        relearned = "holds" if share >= BACK else "partly" if share >= PARTLY_BACK else "does not hold"
+    else:
+        removal, relearned = "does not hold", "not tested"
+    directions = {v: shift_direction(r) for v, r in relocation.items()}
+    n_earlier = sum(d == "earlier" for d in directions.values())
+    verdicts = {
+        "removal_concept_specific": removal,
+        "relearned": relearned,
+        "moves_earlier": "holds" if n_earlier == len(directions) else "partly" if n_earlier else "does not hold",
+        "primed": ("holds" if priming["similarity"]["same_layers"]["diff_ci"][0] > 0 else
+                   "partly" if priming["similarity"]["all_others"]["diff_ci"][0] > 0 else "does not hold"),
+        "polysemantic": {2: "holds", 1: "partly", 0: "does not hold"}[
+            int(polysemantic["after"]["diff_ci"][0] > 0) + int(polysemantic["carriers_change_ci"][0] > 0)],
+    }
+    return directions, verdicts

@@ -1,0 +1,130 @@
+"""Notebook 03's analysis (Zhang, Choshen & Andreas, arXiv 2409.02228) of the forgetting runs' recorded scores:
+per-task forget ratios with their intervals, the correlations with the paper's predictors, the linear probes and
+their pooled differences. The fine-tuning and forgetting stages are `forgetlab.papers.randomized_forgetting.experiment`;
+this module is read by the notebook stage only, so a change here never reruns a 7B fine-tune."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+from forgetlab.core import metrics
+from forgetlab.papers.randomized_forgetting import experiment as fg
+
+
+def hits(scores: dict, scoring: str = "sum") -> np.ndarray:
+    """Per item, 1.0 where the model picks the true answer (`correct`, as a numpy array)."""
+    return fg.correct(scores, scoring).numpy()
+
+
+def hits_forget_ratio(ft_hits: np.ndarray, after_hits: np.ndarray) -> float:
+    """forget_ratio of two models' hits on the same items; NaN when the fine-tuned model is not above chance."""
+    return fg.forget_ratio(ft_hits.mean(), after_hits.mean()) if ft_hits.mean() > 0.5 else math.nan
+
+
+def hits_forget_ratio_ci(ft_hits: np.ndarray, after_hits: np.ndarray, *, n_boot: int, seed: int) -> tuple:
+    """bootstrap_forget_ratio's interval of hits_forget_ratio (NaN, NaN where that is NaN)."""
+    if ft_hits.mean() <= 0.5:
+        return math.nan, math.nan
+    return fg.bootstrap_forget_ratio(ft_hits, after_hits, n_boot=n_boot, seed=seed)
+
+
+def task_forgetting(ft_res: dict, fg_res: dict, task: str, *, scoring: str, n_boot: int, seed: int) -> dict:
+    """What random-label forgetting did to one kept task: accuracy of the pre-trained, fine-tuned and forgotten
+    models on the test items (bootstrap intervals over items), the forget set's accuracy before and after, the
+    forget ratios on test items and on the forget set (forget_ratio; NaN when the fine-tuned model is not above
+    chance) with intervals, their quotient (normalized ratio), and the small-N and flipped-label runs' numbers
+    where they ran."""
+
+    def ci(values):
+        return metrics.bootstrap_mean(np.asarray(values, float), n_boot=n_boot, seed=seed)
+
+    def ratio_ci(a, b):
+        return hits_forget_ratio_ci(a, b, n_boot=n_boot, seed=seed)
+    runs = fg_res["runs"]
+    r = runs[f"{task}|random"]
+    c_base, c_ft = hits(ft_res["base"][task], scoring), hits(ft_res["finetuned"][task], scoring)
+    c_after = hits(r["final_test"], scoring)
+    fs_ft, fs_after = hits(fg_res["before"][task], scoring), hits(r["forget"][-1], scoring)
+    e = {"converged": r["converged"], "epochs": r["epochs"], "n_test": len(c_ft), "n_forget": len(fs_ft),
+         "pretrained_acc": c_base.mean(), "pretrained_ci": ci(c_base), "finetuned_acc": c_ft.mean(),
+         "finetuned_ci": ci(c_ft), "forget_acc": c_after.mean(), "forget_ci": ci(c_after),
+         "forgetset_acc_before": fs_ft.mean(), "forgetset_acc_after": fs_after.mean(),
+         "forget_ratio": hits_forget_ratio(c_ft, c_after), "forget_ratio_ci": ratio_ci(c_ft, c_after),
+         "forgetset_ratio": hits_forget_ratio(fs_ft, fs_after), "forgetset_ratio_ci": ratio_ci(fs_ft, fs_after)}
+    ok = c_ft.mean() > 0.5 and fs_ft.mean() > 0.5 and e["forgetset_ratio"] > 0
+    e["normalized_ratio"] = e["forget_ratio"] / e["forgetset_ratio"] if ok else math.nan
+    e["normalized_ratio_ci"] = (fg.bootstrap_normalized_ratio(c_ft, c_after, fs_ft, fs_after, n_boot=n_boot, seed=seed)
+                                if ok else (math.nan, math.nan))
+    if "small" in r:
+        c_small = hits(r["small"]["final_test"], scoring)
+        e |= {"small_converged": r["small"]["converged"], "small_epochs": r["small"]["epochs"],
+              "forget_acc_small": c_small.mean(), "forget_ratio_small": hits_forget_ratio(c_ft, c_small),
+              "forget_ratio_small_ci": ratio_ci(c_ft, c_small),
+              # paired over the same test items: r(N) - r(N_small) = sum(ft - after) / sum(ft - 0.5) difference
+              "forget_ratio_minus_small_ci": metrics.bootstrap_diff_of_ratios(
+                  c_ft - c_after, c_ft - 0.5, c_ft - c_small, c_ft - 0.5, n_boot=n_boot, seed=seed)}
+    if f"{task}|flipped" in runs:
+        f = runs[f"{task}|flipped"]
+        c_fl = hits(f["final_test"], scoring)
+        e |= {"flipped_converged": f["converged"], "flipped_epochs": f["epochs"], "flipped_acc": c_fl.mean(),
+              "flipped_ci": ci(c_fl), "forget_ratio_flipped": hits_forget_ratio(c_ft, c_fl),
+              "forget_ratio_flipped_ci": ratio_ci(c_ft, c_fl),
+              "forgetset_acc_after_flipped": float(fg.correct(f["forget"][-1], scoring).mean())}
+    return e
+
+
+def correlation(xs, ys, *, n_boot: int, seed: int) -> dict:
+    """Spearman's rho (with its p-value and a bootstrap interval over the pairs, bootstrap_spearman) and Pearson's r
+    between xs and ys over the pairs where neither is NaN; NaN when fewer than 3 pairs or either side is constant."""
+    from scipy import stats
+    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+    ok = ~(np.isnan(xs) | np.isnan(ys))
+    out = {"n": int(ok.sum()), "spearman": math.nan, "spearman_p": math.nan, "spearman_ci": [math.nan, math.nan],
+           "pearson": math.nan}
+    if ok.sum() >= 3 and np.ptp(xs[ok]) > 0 and np.ptp(ys[ok]) > 0:
+        out["spearman"], out["spearman_p"] = (float(v) for v in stats.spearmanr(xs[ok], ys[ok]))
+        out["pearson"] = float(stats.pearsonr(xs[ok], ys[ok])[0])
+        out["spearman_ci"] = list(fg.bootstrap_spearman(xs[ok], ys[ok], n_boot=n_boot, seed=seed))
+    return out
+
+
+PROBES = ("pretrained", "finetuned", "after", "transfer", "shuffled")
+
+
+def layer_probes(ft_res: dict, fg_res: dict, tasks: Sequence[str], n_layers: int, *, folds: int, C: float,
+                 seed: int) -> tuple[dict, dict]:
+    """Linear probes of the true answer on each recorded layer's hidden states of the test items, out of fold:
+    of the pre-trained, fine-tuned and forgotten models ("after", refit), the fine-tuned probe applied after
+    forgetting ("transfer"), and the fine-tuned one fit to shuffled labels ("shuffled", the control). Returns
+    ({kind: {task: [per-layer out-of-fold hits]}}, {task: the layer index chosen on OTHER items: the forget set's
+    hidden states under the fine-tuned model, cross-validated there, so no test probe is selected on its own
+    scores})."""
+    probe = {k: {} for k in PROBES}
+    best = {}
+    for t in tasks:
+        y = ft_res["finetuned"][t]["label"].numpy()
+        feats = {"pretrained": ft_res["base"][t]["probe_x"], "finetuned": ft_res["finetuned"][t]["probe_x"],
+                 "after": fg_res["runs"][f"{t}|random"]["final_test"]["probe_x"]}
+        for k in PROBES:
+            probe[k][t] = []
+        for li in range(n_layers):
+            f = {k: v[:, li].float().numpy() for k, v in feats.items()}
+            kw = dict(folds=folds, C=C, seed=seed)
+            probe["pretrained"][t].append(fg.probe_cv(f["pretrained"], y, **kw))
+            probe["finetuned"][t].append(fg.probe_cv(f["finetuned"], y, **kw))
+            probe["after"][t].append(fg.probe_cv(f["after"], y, **kw))
+            probe["transfer"][t].append(fg.probe_cv(f["finetuned"], y, x_eval=f["after"], **kw))
+            probe["shuffled"][t].append(fg.probe_cv(f["finetuned"], y, shuffle_labels=True, **kw))
+        select = [float(fg.probe_cv(fg_res["before"][t]["probe_x"][:, li].float().numpy(),
+                                 fg_res["before"][t]["label"].numpy(), folds=folds, C=C, seed=seed).mean())
+                  for li in range(n_layers)]
+        best[t] = int(np.argmax(select))
+    return probe, best
+
+
+def pooled_difference(diffs: Sequence[np.ndarray], *, n_boot: int, seed: int) -> tuple[float, list[float]]:
+    """Mean of per-item differences pooled over tasks, with a bootstrap interval over the pooled items."""
+    d = np.concatenate(list(diffs))
+    return float(d.mean()), list(metrics.bootstrap_mean(d, n_boot=n_boot, seed=seed))
