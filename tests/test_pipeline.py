@@ -209,7 +209,7 @@ def test_run_command_reports_exit_code_output_and_the_peak_memory_of_the_stage(t
 def test_the_process_that_starts_the_stages_does_not_load_torch(tmp_path):
     """`pipeline run` forks every stage; a fork's peak memory counts its parent's pages, so the parent must stay
     small: neither reading dvc.yaml nor removing a stage's outputs may import torch (utils imports it lazily)."""
-    code = ("import sys; from forgetlab import pipeline; "
+    code = ("import sys; from forgetlab.repro import pipeline; "
             f"pipeline.remove_outs('selective_pruning', {str(tmp_path)!r}, {str(ROOT)!r}); "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
