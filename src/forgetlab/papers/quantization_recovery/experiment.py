@@ -17,8 +17,9 @@ epoch with the target's embedding matrix (tied to the output head, never quantiz
 before quantizing, which measures how much forgetting lives in that matrix.
 
 Stages (`python -m forgetlab.papers.quantization_recovery.experiment <step> ...`):
-    fine-tune  --splits forget,retain -> the target;   --splits retain -> the retrain model
-    unlearn    --methods GA,NPO_KLR,... --lrs ... -> per-run raw evaluation outputs at every precision (+ kept
+    fine-tune  --role target (forget + retain passages) -> the target;   --role retrain (retain only) -> the retrain
+               model
+    unlearn    --methods GA NPO_KLR ... --lrs ... -> per-run raw evaluation outputs at every precision (+ kept
                checkpoints), since 540 MB per SmolLM2 checkpoint x tens of runs would not fit.
 """
 from __future__ import annotations
