@@ -8,11 +8,13 @@ import sys
 import pytest
 
 from conftest import ROOT, read_metrics
+from forgetlab.core import report
+from forgetlab.papers.quantization_recovery.headline import quantization_recovery
 from forgetlab.repro import headline as h
 
 
 def x(value, ci=None):
-    return h.number(value, ci, "share", "")
+    return report.number(value, ci, "share", "")
 
 
 @pytest.mark.parametrize("value,ci,direction,ok,expected", [
@@ -39,7 +41,7 @@ def test_verdict_against_a_nonzero_null_and_bad_direction():
 
 
 def test_conservative_difference_by_hand():
-    d = h.difference(0.5, (0.4, 0.6), 0.1, (0.0, 0.2), "share", "a - b")
+    d = report.difference(0.5, (0.4, 0.6), 0.1, (0.0, 0.2), "share", "a - b")
     assert d["value"] == pytest.approx(0.4) and d["ci"] == pytest.approx([0.2, 0.6])
 
 
@@ -52,7 +54,8 @@ def test_quantization_recovery_is_tested_only_by_a_per_epoch_run_that_unlearned(
     """Metrics of the earlier protocol (no per-epoch regime) and a run where no constrained epoch forgot are 'not
     tested'; otherwise the notebook's rule (recovery.recovery_regime) decides."""
     legacy = {"target_quantized_verbmem_share": {"nf4": 0.9}, "recovery": {}}
-    row = next(r for r in h.claims({"quantization_recovery": h.quantization_recovery(legacy)}) if r["id"] == "qr_recovery")
+    row = next(r for r in h.claims({"quantization_recovery": quantization_recovery(legacy)})
+               if r["id"] == "qr_recovery")
     assert row["verdict"] == "not tested" and "per epoch protocol run: no" in row["why"]
     close = {"name": "GA_KLR@0.0001", "epoch": 3, "precision": "nf4", "full_share": 0.2, "share": 0.8,
              "share_ci": [0.7, 0.9]}
@@ -60,10 +63,10 @@ def test_quantization_recovery_is_tested_only_by_a_per_epoch_run_that_unlearned(
                                                ("holds", 2, close, "holds"),
                                                ("partly", 2, close, "partly holds"),
                                                ("does not hold", 3, close, "does not hold")):
-        heads = {"quantization_recovery": h.quantization_recovery(_qr_metrics(verdict, forgot, closest))}
+        heads = {"quantization_recovery": quantization_recovery(_qr_metrics(verdict, forgot, closest))}
         row = next(r for r in h.claims(heads) if r["id"] == "qr_recovery")
         assert row["verdict"] == expected, verdict
-    assert h.quantization_recovery(_qr_metrics("holds", 2, close))["closest_quantized"]["ci"] == [0.7, 0.9]
+    assert quantization_recovery(_qr_metrics("holds", 2, close))["closest_quantized"]["ci"] == [0.7, 0.9]
 
 
 def test_committed_headline_files_match_the_committed_metrics():
@@ -115,5 +118,5 @@ def test_dvc_metrics_show_prints_only_the_headline_table_within_160_columns():
 
 def test_seed_interval_is_the_student_t_interval_by_hand():
     """Three seeds, mean 1, sd 1: 1 -+ t(0.975, 2) / sqrt(3) = 1 -+ 4.3027 / 1.7321."""
-    lo, hi = h.seed_interval({"n": 3, "mean": 1.0, "sd": 1.0})
+    lo, hi = report.seed_interval({"n": 3, "mean": 1.0, "sd": 1.0})
     assert lo == pytest.approx(1 - 2.48414, abs=1e-4) and hi == pytest.approx(1 + 2.48414, abs=1e-4)
