@@ -69,7 +69,8 @@ def fmt_span(values, fmt: str = ".2f", scale: float = 1.0) -> str:
 
 
 def fmt_interval(x: float, ci, fmt: str = ".2f") -> str:
-    return fmt_value(x, fmt) + (f" [{fmt_value(ci[0], fmt)}, {fmt_value(ci[1], fmt)}]" if ci and ci[0] is not None else "")
+    interval = f" [{fmt_value(ci[0], fmt)}, {fmt_value(ci[1], fmt)}]" if ci and ci[0] is not None else ""
+    return fmt_value(x, fmt) + interval
 
 
 def seed_interval(summary: dict, alpha: float = 0.05) -> tuple[float, float]:

@@ -25,8 +25,8 @@ from forgetlab.core.utils import write_json
 def record_stage(stage: str, out_dir: str | Path = "benchmarks/stages", extra: dict | None = None) -> dict:
     """Record this process's wall time since start and its peak resident memory for a stage, plus any other
     timings in `extra` (timings never go into metrics/*.json, which must be identical from run to run).
-    Written only inside a pipeline run (DVC, and forgetlab.repro.pipeline, set DVC_STAGE for every command): a notebook
-    run by hand returns the numbers without touching the tracked benchmarks/stages/."""
+    Written only inside a pipeline run (DVC, and forgetlab.repro.pipeline, set DVC_STAGE for every command): a
+    notebook run by hand returns the numbers without touching the tracked benchmarks/stages/."""
     import os
     proc = psutil.Process()
     info = {"stage": stage, "wall_s": round(time.time() - proc.create_time(), 1),

@@ -257,7 +257,8 @@ def main(argv=None) -> None:
                     if not path.exists() or path.read_text() != json.dumps(to_builtin(obj, METRIC_DIGITS), indent=2,
                                                                            sort_keys=True) + "\n"]
         if readme_text(readme.read_text(), heads) != readme.read_text():
-            problems.append(f"{readme}'s results table or findings differ: run `python -m forgetlab.repro.headline readme`")
+            problems.append(f"{readme}'s results table or findings differ: "
+                            "run `python -m forgetlab.repro.headline readme`")
         if problems:
             sys.exit("\n".join(problems))
 

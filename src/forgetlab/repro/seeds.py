@@ -1,7 +1,7 @@
 """Headline numbers over several seeds: rerun a stage (and the stages it needs) with every `seed` parameter of those
 stages set to another value, in scratch folders made from dvc.yaml's own commands, and summarize chosen metrics.
 
-    python -m forgetlab.repro.seeds --stages selective_pruning --seeds 1,2 \
+    python -m forgetlab.repro.seeds --stages selective_pruning --seeds 1 2 \
         --metric selective_pruning:curves.code_vs_text/ff/abs.gap_top1 --out benchmarks/seeds/selective_pruning.json
 
 Seed 0 is read from the committed metrics/; the other seeds never touch the tracked outputs. A metric is

@@ -53,8 +53,8 @@ def fr_matching(root: Sources) -> str:
     half = max((r["forget_drop_ci"][1] - r["forget_drop_ci"][0]) / 2 for r in rows.values())
     return (f"{sum(r['in_band_val'] for r in rows.values())} of {len(rows)} methods land in the band on validation, "
             f"{sum(r['in_band'] for r in rows.values())} on test, where the drops are "
-            f"{fmt_span([r['forget_drop'] for r in rows.values()], '.1f', 100)} pp (95% intervals at most +-{half * 100:.1f}"
-            f" pp wide) and the retain drops {fmt_span([r['retain_drop'] for r in rows.values()], '.1f', 100)} pp")
+            f"{fmt_span([r['forget_drop'] for r in rows.values()], '.1f', 100)} pp (95% intervals at most "
+            f"+-{half * 100:.1f} pp wide) and the retain drops {fmt_span([r['retain_drop'] for r in rows.values()], '.1f', 100)} pp")
 
 
 def fr_knobs(root: Sources) -> str:
@@ -102,8 +102,9 @@ def fr_random(root: Sources) -> str:
     r, s = m["recovery"].get("random_pruning"), m["recovery"].get("selective_pruning")
     if r is None:
         return "not run"
+    rp = m["removal"]["random_pruning"]
     return (f"{fmt_ci(r[a]['share_full_gap'], r[a]['share_full_gap_ci'])} (drop on test "
-            f"{fmt_ci(m['removal']['random_pruning']['forget_drop'], m['removal']['random_pruning']['forget_drop_ci'], '.1f', 100)} pp"
+            f"{fmt_ci(rp['forget_drop'], rp['forget_drop_ci'], '.1f', 100)} pp"
             + (f"; selective pruning {fmt_ci(s[a]['share_full_gap'], s[a]['share_full_gap_ci'])})" if s else ")"))
 
 
@@ -122,8 +123,8 @@ def fr_quant_views(root: Sources) -> str:
     m = _fr(root)
     q = m["quantization"][_fr_quant(m)]["methods"]
     return "; ".join(f"{k}: {fmt_ci(r['share_full_gap'], r['share_full_gap_ci'])} of the full gap, closure "
-                     f"{fmt_ci(r['gap_closure'], r['gap_closure_ci'])}, excess {fmt_ci(r['excess_closure'], r['excess_closure_ci'])}"
-                     f" ({r['verdict']})" for k, r in q.items())
+                     f"{fmt_ci(r['gap_closure'], r['gap_closure_ci'])}, excess "
+                     f"{fmt_ci(r['excess_closure'], r['excess_closure_ci'])} ({r['verdict']})" for k, r in q.items())
 
 
 def fr_quant_original(root: Sources) -> str:
@@ -163,7 +164,8 @@ def fr_small_step(root: Sources) -> str:
             continue
         x = d[p]
         parts.append(f"{d['method']} at lr {d['lr']:g} ({d['steps']:.0f} steps against {d['large_lr_steps']:.0f} at "
-                     f"{d['large_lr']:g}) has a {p} gap closure of {fmt_ci(x['gap_closure'], x['gap_closure_ci'])} against "
+                     f"{d['large_lr']:g}) has a {p} gap closure of {fmt_ci(x['gap_closure'], x['gap_closure_ci'])} "
+                     "against "
                      f"{fmt_ci(x['large_lr_gap_closure'], x['large_lr_gap_closure_ci'])}, a difference of "
                      f"{fmt_ci(x['difference'], x['difference_ci'])}: by the notebook's rule the comparison reads "
                      f"*{x['comparison']}*, and against proportional damage the verdict is *{x['verdict']}*")

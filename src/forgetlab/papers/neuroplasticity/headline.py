@@ -68,7 +68,8 @@ def np_seeds(root: Sources) -> str:
     try:
         runs = root.seeds("neuroplasticity")
     except FileNotFoundError:
-        return "Seed runs of these stages have not been made yet (`python -m forgetlab.repro.seeds`, README: Several seeds)."
+        return ("Seed runs of these stages have not been made yet (`python -m forgetlab.repro.seeds`, README: Several "
+                "seeds).")
     parts = []
     for key, what in NP_SEED_METRICS.items():
         s = runs["metrics"][key]

@@ -70,9 +70,9 @@ def rf_ratios(root: Sources) -> str:
     return (f"test forget ratio {fmt_interval(lo['forget_ratio'], lo['forget_ratio_ci'])} ({_short(lo_t)}) to "
             f"{fmt_interval(hi['forget_ratio'], hi['forget_ratio_ci'])} ({_short(hi_t)}), mean "
             f"{fmt_value(m['mean_forget_ratio_converged'])} over the {len(rows)}, mean normalized ratio r_test / r_fs "
-            f"{fmt_value(m['mean_normalized_ratio_converged'])}; on the lowest, {_short(lo_t)}, the forget set fell from "
-            f"{fmt_value(lo['forgetset_acc_before'])} to {fmt_value(lo['forgetset_acc_after'])} while its test items went from "
-            f"{fmt_value(lo['finetuned_acc'])} to {fmt_value(lo['forget_acc'])}")
+            f"{fmt_value(m['mean_normalized_ratio_converged'])}; on the lowest, {_short(lo_t)}, the forget set fell "
+            f"from {fmt_value(lo['forgetset_acc_before'])} to {fmt_value(lo['forgetset_acc_after'])} while its test "
+            f"items went from {fmt_value(lo['finetuned_acc'])} to {fmt_value(lo['forget_acc'])}")
 
 
 def rf_n_vs_small(root: Sources) -> str:
@@ -82,8 +82,8 @@ def rf_n_vs_small(root: Sources) -> str:
     if not nv:  # the notebook pools only converged tasks fine-tuned above chance (a ratio needs ft - 0.5 > 0)
         return head + f"no converged task was fine-tuned above chance, so no pooled ratio (*{verdict}*)"
     lo, hi = nv["difference_ci"]
-    return (head + f"pooled ratio {fmt_value(nv['pooled_forget_ratio_small'])} vs {fmt_value(nv['pooled_forget_ratio'])}, "
-            f"difference [{fmt_value(lo)}, {fmt_value(hi)}] (*{verdict}*)")
+    return (head + f"pooled ratio {fmt_value(nv['pooled_forget_ratio_small'])} vs "
+            f"{fmt_value(nv['pooled_forget_ratio'])}, difference [{fmt_value(lo)}, {fmt_value(hi)}] (*{verdict}*)")
 
 
 def rf_flipped(root: Sources) -> str:
