@@ -278,11 +278,11 @@ def test_evaluate_edits_scores_every_batch_and_no_edit_equals_the_base_model():
     its = items(12, seed=4)
     edits = [{"fail": it, "adapt": [its[(i + 1) % 6]]} for i, it in enumerate(its[:6])]
     base_pass = ed.predictions(model, its[6:]).int().tolist()
-    rows = ed.evaluate_edits(model, lambda b: {}, edits, its[6:], its[:3], edit_batch=4)
+    rows = ed.evaluate_edits(model, ed.NoEdit(), edits, its[6:], its[:3], edit_batch=4)
     assert [r["n_edits"] for r in rows] == [4, 2] and all(r["pass_hits"] == base_pass for r in rows)
     assert rows[0]["heldout_acc"] == ed.accuracy(model, its[:3]) and rows[0]["edited_params"] == 0
     editor = ed.MEND(model, ed.mlp_layers(model)[1], rank=4, edit_lr=1.0, norm=False)
-    light = ed.evaluate_edits(model, ed.mend_method(model, editor, 2.0), edits, its[6:], (), edit_batch=4,
+    light = ed.evaluate_edits(model, ed.MendEdit(model, editor, 2.0), edits, its[6:], (), edit_batch=4,
                               with_adapt=False)
     assert light[0]["n_adapt"] == 0 and np.isnan(light[0]["heldout_acc"]) and light[0]["edited_params"] == 2 * 16 * 24
 

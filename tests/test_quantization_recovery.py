@@ -2,7 +2,6 @@
 SURE's mask, MUSE's metrics, the news split, and the smoke-profile notebook run."""
 import json
 import math
-import time
 
 import numpy as np
 import pytest

@@ -1,6 +1,5 @@
 """Forgetting robustness (notebook 06): the shared recovery views, validation/test separation, the tuning rules,
 the attacks, the smoke run."""
-import json
 import math
 from pathlib import Path
 

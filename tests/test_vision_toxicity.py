@@ -13,6 +13,7 @@ from conftest import ROOT, as_written, read_metrics, stage_env, step_args, step_
 from torch import nn
 
 from forgetlab.core import neurons
+from forgetlab.core.text import split_sentences
 from forgetlab.core.train import TrainConfig, train
 from forgetlab.data import load_cifar10, load_squad
 from forgetlab.methods import pruning
@@ -276,9 +277,7 @@ def test_screen_uses_the_papers_thresholds():
         toxicity.screen(texts, [0] * 5, forget_min=0.2, retain_max=0.5)
 
 
-def test_split_sentences_and_prompts():
-    assert toxicity.split_sentences("Hi. This is one sentence! And is this another?\nok then we go", 3) == [
-        "This is one sentence!", "And is this another?", "ok then we go"]
+def test_prompts_from():
     assert toxicity.prompts_from(["a b c d e"], 3) == ["a b c"]
 
 
@@ -309,14 +308,15 @@ def tiny_lm_and_tokenizer():
     return tiny_model("llama"), tok
 
 
-def test_generate_is_seeded_and_returns_only_the_continuation():
+def test_sampled_generations_are_seeded_and_hold_only_the_continuation():
     lm, tok = tiny_lm_and_tokenizer()
     prompts = ["w1 w2 w3", "w4", "w5 w6"]
-    a = toxicity.generate(lm, tok, prompts, max_new_tokens=5, batch_size=2, seed=3, desc=None)
-    b = toxicity.generate(lm, tok, prompts, max_new_tokens=5, batch_size=2, seed=3, desc=None)
+    a = toxicity.sample_generations(lm, tok, prompts, max_new_tokens=5, temperature=1.0, batch_size=2, seed=3)
+    b = toxicity.sample_generations(lm, tok, prompts, max_new_tokens=5, temperature=1.0, batch_size=2, seed=3)
     assert a == b and len(a) == 3
     assert all(1 <= len(t.split()) <= 5 for t in a) and not any("w1 w2 w3" in t for t in a)
-    assert tok.padding_side == "right"  # restored
+    with pytest.raises(ValueError, match="temperature"):
+        toxicity.sample_generations(lm, tok, prompts, max_new_tokens=5, temperature=0.0, batch_size=2, seed=3)
 
 
 def test_civil_comments_loader_on_a_tiny_saved_dataset(tmp_path):
@@ -360,7 +360,7 @@ def test_offline_sentences_come_from_reddit_and_amazon(data_dir):
     sents = toxicity.offline_sentences(("reddit",), data_dir, min_words=4)
     comments = [p["context"] for p in load_squad("reddit", data_dir)[0]["paragraphs"]]
     assert len(sents) > len(comments) and {s["source"] for s in sents} == {"reddit"}
-    assert [s["text"] for s in sents[:2]] == toxicity.split_sentences(comments[0])[:2]
+    assert [s["text"] for s in sents[:2]] == split_sentences(comments[0], "lines", 4)[:2]
     assert all(len(s["text"].split()) >= 4 for s in sents[:500])
 
 

@@ -125,11 +125,11 @@ def _lettered(rng, question: str, key: str, answers: list[str]) -> dict:
 
 def build_datasets(out: Path, data_dir: Path) -> None:
     from datasets import ClassLabel, Features, Image, Sequence, Value
-    from forgetlab.papers.selective_pruning.toxicity import split_sentences
+    from forgetlab.core.text import split_sentences
     from .corpora import load_code_documents
     rng = random.Random(SEED)
     paras = _paragraphs(data_dir)
-    sents = [s for p in paras for s in split_sentences(p, min_words=5)]
+    sents = [s for p in paras for s in split_sentences(p, "lines", min_words=5)]
     words = sorted({w.strip(".,;:()'\"") for s in sents for w in s.split() if w.isalpha()})
 
     # selective pruning / robustness corpora: GitHub code (forget) and the Pile (retain, its Github part excluded)

@@ -23,10 +23,9 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from forgetlab.core import tokens
+from forgetlab.core.text import generate
 from forgetlab.core.utils import check_fraction, check_positive_int, device_of
 
 SPLITS = ("forget", "retain", "holdout")
@@ -118,35 +117,6 @@ def lm_items(passages: Sequence[dict]) -> list[dict]:
 
 
 # ================================================================ generation
-@lru_cache(maxsize=8)
-def _stop_ids_cached(tokenizer, stop: str) -> tuple[int, ...]:
-    vocab = tokenizer.get_vocab()
-    return tuple(sorted(i for t, i in vocab.items() if stop in tokenizer.convert_tokens_to_string([t])))
-
-
-def _stop_ids(tokenizer, stop: str) -> list[int]:
-    """Ids of every token whose text contains `stop` (generation of a batch ends once every row has one)."""
-    return list(_stop_ids_cached(tokenizer, stop))
-
-
-@torch.no_grad()
-def generate(model, tokenizer, prompts: Sequence[Sequence[int]], max_new_tokens: int, *, batch_size: int = 16,
-             stop: str | None = None, desc: str | None = None) -> list[str]:
-    """Greedy continuations (decoded text) of token-id prompts, left-padded in batches; cut at `stop`."""
-    pad = tokenizer.pad_token_id
-    dev = device_of(model)
-    outs = []
-    for i in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=desc is None, leave=False):
-        ids, att = tokens.pad(prompts[i:i + batch_size], pad, left=True, device=dev)
-        width = ids.shape[1]
-        gen = model.generate(input_ids=ids, attention_mask=att, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=pad, eos_token_id=_stop_ids(tokenizer, stop) if stop else None)
-        for row in gen[:, width:]:
-            text = tokenizer.decode(row, skip_special_tokens=True)
-            outs.append(text.split(stop)[0] if stop else text)
-    return outs
-
-
 def qa_prompt(shots: Sequence[dict], question: str) -> str:
     ctx = "".join(f"Question: {s['question']}\nAnswer: {s['answer']}\n\n" for s in shots)
     return f"{ctx}Question: {question}\nAnswer:"
@@ -172,7 +142,7 @@ def raw_outputs(model, tokenizer, split: dict, *, prompt_len: int = 32, max_new_
     answers on forget and retain, token log-probabilities of forget and holdout (for Min-K%)."""
     forget = split["forget"]
     out = {"verbmem": generate(model, tokenizer, [p["ids"][:prompt_len] for p in forget],
-                               max_new_tokens, batch_size=batch_size)}
+                               max_new_tokens, batch_size=batch_size, stop_at_eos=False)}
     for name in ("forget", "retain"):
         qs = [q["question"] for p in split[name] for q in p["qas"]]
         prompts = [tokenizer(qa_prompt(split["shots"], q), add_special_tokens=False)["input_ids"] for q in qs]
@@ -201,6 +171,15 @@ def verbmem_scores(passages: Sequence[dict], continuations: Sequence[str], token
         raise ValueError(f"{len(continuations)} continuations for {len(passages)} passages")
     refs = [tokenizer.decode(p["ids"][prompt_len:prompt_len + max_new_tokens]) for p in passages]
     return np.array([rouge_l_f1(c, r) for c, r in zip(continuations, refs)])
+
+
+def verbmem(model, tokenizer, passages: Sequence[dict], prompt_len: int, max_new_tokens: int, *,
+            batch_size: int = 16) -> np.ndarray:
+    """VerbMem of each passage: the greedy continuation of its first `prompt_len` tokens (all `max_new_tokens` of
+    it, past an end-of-sequence token too) scored against its true next tokens (verbmem_scores)."""
+    cont = generate(model, tokenizer, [p["ids"][:prompt_len] for p in passages], max_new_tokens,
+                    batch_size=batch_size, stop_at_eos=False)
+    return verbmem_scores(passages, cont, tokenizer, prompt_len, max_new_tokens)
 
 
 def knowmem_scores(passages: Sequence[dict], answers: Sequence[str]) -> np.ndarray:

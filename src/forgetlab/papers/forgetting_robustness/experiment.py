@@ -41,7 +41,6 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm

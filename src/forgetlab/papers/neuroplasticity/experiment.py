@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from forgetlab.core import neurons
 from forgetlab.core.neurons import random_mask, top_k_mask
+from forgetlab.core.text import split_sentences
 from forgetlab.core.train import TrainConfig, train
 from forgetlab.core.utils import (atomic_path, check_choice, check_fraction, check_positive_int, device_of,
                                   seed_everything)
@@ -53,17 +54,11 @@ IGNORE = -100
 
 # ================================================================ silver NER labels on real text
 _WORD = re.compile(r"\w+(?:-\w+)*|['’]s\b|[^\w\s]")
-_SENT = re.compile(r"(?<=[.!?])[\"”’)]?\s+(?=[\"“(]?[A-Z0-9])")
 
 
 def split_words(text: str) -> list[str]:
     """Words, possessive 's and single punctuation marks (hyphenated words stay whole: "Paris-based")."""
     return _WORD.findall(text)
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of a paragraph: split after . ! ? followed by space and a capital or digit."""
-    return [s.strip() for s in _SENT.split(text) if s.strip()]
 
 
 @dataclass
@@ -290,7 +285,7 @@ def silver_ner(docs: Sequence[dict], min_city_population: int = 15000, *, min_wo
     people = census_names()
     out = []
     for d, doc in enumerate(docs):
-        sentences = [split_words(s) for s in split_sentences(doc["text"])]
+        sentences = [split_words(s) for s in split_sentences(doc["text"], "capitalized")]
         not_places = name_parts(sentences, lower)
         surnames = document_surnames(sentences, people, lower)
         for words in sentences:

@@ -158,9 +158,7 @@ def epoch_scores(model, tok, split: dict, precisions: list[str], *, prompt_len: 
     try:
         def verbmem(passages, prec):
             with evaluated_as(model, prec, ref_model):
-                cont = muse.generate(model, tok, [p["ids"][:prompt_len] for p in passages], max_new_tokens,
-                                     batch_size=batch_size)
-            return muse.verbmem_scores(passages, cont, tok, prompt_len, max_new_tokens).tolist()
+                return muse.verbmem(model, tok, passages, prompt_len, max_new_tokens, batch_size=batch_size).tolist()
 
         out = {"verbmem_forget": {p: verbmem(split["forget"], p) for p in precisions},
                "verbmem_retain": verbmem(split["retain"], "full")}

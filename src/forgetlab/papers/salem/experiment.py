@@ -23,8 +23,9 @@ import random
 import re
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from torch.func import functional_call
 from tqdm.auto import tqdm
 
 from forgetlab.core import tokens
+from forgetlab.core.text import SENTENCE_RULES, generate
 from forgetlab.core.utils import (atomic_path, check_choice, check_fraction, check_positive_int, check_type, device_of,
                                   seed_everything, write_json)
 
@@ -532,7 +534,7 @@ def fine_tune_edit(model, batch: dict, names: Sequence[str] | None = None, *, st
 
 
 # ============================================================================ evaluation of an editing method
-def evaluate_edits(model, method: Callable[[dict], dict], edits: Sequence[dict], pass_items: Sequence[dict],
+def evaluate_edits(model, method: EditMethod, edits: Sequence[dict], pass_items: Sequence[dict],
                    heldout_items: Sequence[dict], *, edit_batch: int = 10, text_batches: Sequence[dict] = (),
                    pad_id: int = 0, eval_batch: int = 32, with_adapt: bool = True, desc: str | None = None
                    ) -> list[dict]:
@@ -590,12 +592,45 @@ def summarize_edits(rows: Sequence[dict], base: dict) -> dict:
 METHODS = ("salem", "mend_top", *CONTROLS, "fine_tune", "no_edit")
 
 
-def mend_method(model, editor: MEND, scale: float = 1.0) -> Callable[[dict], dict]:
-    """A trained editor as an editing method (fail batch -> edited parameters), its edit scaled by `scale`."""
-    def run(batch):
+class EditMethod:
+    """An editing method: called on a collated batch of fail samples, it returns the edited parameters ({name: new
+    value}; {} leaves the model as it is), which evaluate_edits applies through functional_call without changing
+    the model. A new method is one more subclass, and its entry in compare_methods and METHODS."""
+
+    def __call__(self, batch: dict) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+@dataclass(eq=False)
+class MendEdit(EditMethod):
+    """A trained editor (SaLEM's, MEND on the top layers, a single-layer control), its edit scaled by `scale` (the
+    matched-strength sweep)."""
+    model: nn.Module
+    editor: MEND
+    scale: float = 1.0
+
+    def __call__(self, batch):
         with torch.no_grad():
-            return editor.edit(model, batch, scale)
-    return run
+            return self.editor.edit(self.model, batch, self.scale)
+
+
+@dataclass(eq=False)
+class FineTuneEdit(EditMethod):
+    """Plain fine-tuning on the fail samples (fine_tune_edit): `steps` Adam steps at `lr` over `names`."""
+    model: nn.Module
+    names: Sequence[str] | None
+    steps: int
+    lr: float
+
+    def __call__(self, batch):
+        return fine_tune_edit(self.model, batch, self.names, steps=self.steps, lr=self.lr)
+
+
+class NoEdit(EditMethod):
+    """The unedited model (the reference for drawdown)."""
+
+    def __call__(self, batch):
+        return {}
 
 
 def compare_methods(model, sets: dict, editors: dict[str, MEND], *, edit_batch: int = 10, max_edits: int = 50,
@@ -619,9 +654,8 @@ def compare_methods(model, sets: dict, editors: dict[str, MEND], *, edit_batch: 
             "heldout_acc": accuracy(model, sets["heldout"], pad_id=pad_id)}
     if text:
         base["ppl"] = perplexity(model, text)
-    methods = {**{name: mend_method(model, e) for name, e in editors.items()},
-               "fine_tune": lambda b: fine_tune_edit(model, b, ft_names, steps=ft_steps, lr=ft_lr),
-               "no_edit": lambda b: {}}
+    methods = {**{name: MendEdit(model, e) for name, e in editors.items()},
+               "fine_tune": FineTuneEdit(model, ft_names, ft_steps, ft_lr), "no_edit": NoEdit()}
     rows, done = {}, {}  # an editor shared by two names (the same blocks) is evaluated once
     for name, fn in methods.items():
         key = id(editors[name]) if name in editors else name
@@ -636,7 +670,7 @@ def compare_methods(model, sets: dict, editors: dict[str, MEND], *, edit_batch: 
             key = (id(editors[name]), float(s))
             if key not in done:
                 done[key] = rows[name] if s == 1 else evaluate_edits(
-                    model, mend_method(model, editors[name], s), edits, sets["pass_test"], (), edit_batch=edit_batch,
+                    model, MendEdit(model, editors[name], s), edits, sets["pass_test"], (), edit_batch=edit_batch,
                     pad_id=pad_id, with_adapt=False, desc=f"{name} x{s:g}" if desc else None)
             swept[name][float(s)] = done[key]
     return {"base": base, "methods": {n: summarize_edits(r, base) for n, r in rows.items()}, "rows": rows,
@@ -807,19 +841,14 @@ def generate_paraphrases(texts: Sequence[str], model: str = "smollm2-135m", data
     """One greedy paraphrase per text from an instruct causal LM (chat template) on `device`, first line only."""
     from forgetlab.core.models import load_causal_lm
     lm, tok = load_causal_lm(model, data_dir=data_dir, device=device)
-    tok.padding_side = "left"
+    prompts = [tok.apply_chat_template([{"role": "user", "content": PARAPHRASE_PROMPT.format(claim=t)}],
+                                       tokenize=False, add_generation_prompt=True) for t in texts]
     out = []
-    for i in tqdm(range(0, len(texts), batch_size), desc=desc, disable=desc is None):
-        chunk = texts[i:i + batch_size]
-        prompts = [tok.apply_chat_template([{"role": "user", "content": PARAPHRASE_PROMPT.format(claim=t)}],
-                                           tokenize=False, add_generation_prompt=True) for t in chunk]
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        with torch.no_grad():
-            gen = lm.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-        for g in gen[:, enc["input_ids"].shape[1]:]:
-            text = tok.decode(g, skip_special_tokens=True).strip().split("\n")[0].strip()
-            text = re.sub(r"^(the )?(rewritten |new )?(claim|paraphrase|sentence)( is)?\s*:\s*", "", text, flags=re.I)
-            out.append(text.strip(' "'))
+    for text in generate(lm, tok, [tok(p, add_special_tokens=False)["input_ids"] for p in prompts], max_new_tokens,
+                         batch_size=batch_size, desc=desc):
+        text = text.strip().split("\n")[0].strip()
+        text = re.sub(r"^(the )?(rewritten |new )?(claim|paraphrase|sentence)( is)?\s*:\s*", "", text, flags=re.I)
+        out.append(text.strip(' "'))
     return out
 
 
@@ -899,10 +928,6 @@ def qa_prompt(example: dict) -> str:
     return f"Context: {example['context']}\nQuestion: {example['question']}\nAnswer:"
 
 
-def _sentences(text: str) -> list[str]:
-    return re.split(r"(?<=[.!?])\s+", text)
-
-
 def qa_examples(source: str = "new_wiki", data_dir: str | Path = "data", max_answer_words: int = 4,
                 max_context_chars: int = 200) -> list[dict]:
     """squad_shifts questions with short answers, the context cut to the sentence holding the answer:
@@ -911,7 +936,9 @@ def qa_examples(source: str = "new_wiki", data_dir: str | Path = "data", max_ans
     out = []
     for a_i, art in enumerate(load_squad(source, data_dir)):
         for p_i, par in enumerate(art["paragraphs"]):
-            sents = _sentences(par["context"])
+            # the rule's pieces as they are (not stripped): a context's first and last sentence keep any space
+            # around the paragraph, as in the committed runs
+            sents = SENTENCE_RULES["punctuation"].split(par["context"])
             for q in par["qas"]:
                 ans = q["answers"][0].strip()
                 hold = [s for s in sents if ans in s]

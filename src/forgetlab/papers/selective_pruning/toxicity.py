@@ -13,7 +13,6 @@ perplexity is `forgetlab.core.eval.token_counts`.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -21,10 +20,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from forgetlab.core.text import generate, split_sentences
 from forgetlab.core.utils import check_choice, device_of
 
 SCORERS = ("profanity_check", "detoxify")
-_SENT = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 # ================================================================ scoring
@@ -51,11 +50,6 @@ def toxicity_scores(texts: Sequence[str], scorer: str = "profanity_check", batch
 
 
 # ================================================================ texts
-def split_sentences(text: str, min_words: int = 4) -> list[str]:
-    """Sentences (split after . ! ? and at line breaks) with at least min_words words."""
-    return [s.strip() for s in _SENT.split(text) if len(s.split()) >= min_words]
-
-
 def offline_sentences(sources: Iterable[str] = ("reddit", "amazon"), data_dir: str | Path = "data",
                       min_words: int = 4) -> list[dict]:
     """Sentences {"id", "source", "text"} of squad_shifts documents (Reddit comments, Amazon reviews), in order.
@@ -64,7 +58,7 @@ def offline_sentences(sources: Iterable[str] = ("reddit", "amazon"), data_dir: s
     out = []
     for doc in load_text_documents(tuple(sources), data_dir):
         out += [{"id": f"{doc['id']}/{k}", "source": doc["source"], "text": s}
-                for k, s in enumerate(split_sentences(doc["text"], min_words))]
+                for k, s in enumerate(split_sentences(doc["text"], "lines", min_words))]
     return out
 
 
@@ -139,28 +133,16 @@ def split_forget(texts: Sequence[dict], generations: Sequence[dict], *, test_fra
 
 
 # ================================================================ generation
-@torch.inference_mode()
-def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 48, temperature: float = 1.0,
-             batch_size: int = 16, seed: int = 0, desc: str | None = "generate") -> list[str]:
-    """Sampled continuations (pure sampling at `temperature`: no top-k / top-p), left-padded batches; batch i is
-    seeded with seed + i, so a pruned model sees the same random stream as the original."""
+def sample_generations(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int, temperature: float,
+                       batch_size: int, seed: int, desc: str | None = None) -> list[str]:
+    """Sampled continuations of text prompts as the experiment draws them (forgetlab.core.text.generate: pure
+    sampling at `temperature`, batch i seeded with seed + i, so a pruned model sees the same random stream as the
+    original), at least one token each (an empty generation cannot be scored)."""
     if temperature <= 0:
-        raise ValueError(f"parameter 'temperature' must be > 0, got {temperature}")
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    device = device_of(model)
-    out = []
-    try:
-        for i, start in enumerate(tqdm(range(0, len(prompts), batch_size), desc=desc, disable=desc is None)):
-            enc = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt", padding=True).to(device)
-            torch.manual_seed(seed + i)
-            ids = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                                 max_new_tokens=max_new_tokens, min_new_tokens=1,
-                                 pad_token_id=tokenizer.pad_token_id)
-            out += tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = side
-    return out
+        raise ValueError(f"parameter 'temperature' must be > 0 (the generations are sampled), got {temperature}")
+    ids = [tokenizer(p)["input_ids"] for p in prompts]
+    return generate(model, tokenizer, ids, max_new_tokens, batch_size=batch_size, temperature=temperature,
+                    seed=seed, min_new_tokens=1, desc=desc)
 
 
 # ================================================================ sequences and measures
@@ -287,8 +269,8 @@ def measure(model, tokenizer, prompts: dict[str, Sequence[str]], batches: dict[s
     for key, ps in prompts.items():
         if not ps:
             continue
-        gens = generate(model, tokenizer, ps, max_new_tokens=max_new_tokens, temperature=temperature,
-                        batch_size=gen_batch_size, seed=seed, desc=f"generations {key} ({tag})")
+        gens = sample_generations(model, tokenizer, ps, max_new_tokens=max_new_tokens, temperature=temperature,
+                                  batch_size=gen_batch_size, seed=seed, desc=f"generations {key} ({tag})")
         s = toxicity_scores(gens, scorer)
         out[key] = toxic_fraction(s, toxic_threshold, n_boot=n_boot, seed=seed)
         out[f"{key}_generations"], out[f"{key}_scores"] = gens, s

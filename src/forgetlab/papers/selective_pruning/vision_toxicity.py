@@ -126,3 +126,76 @@ def prune_sweep(base, data: vision.Data, forget: int, fracs: Sequence[float], *,
                 pruner.remove()
             rows.append({"ff_frac": frac, "scoring": scoring, "retain_acc": ra, "forget_acc": fa})
     return rows
+
+
+# ================================================================ toxicity (notebook 01b, section 2)
+def toxicity_sets(model, tokenizer, p: NotebookParams, data_dir: str) -> dict:
+    """The toxicity experiment's data, in the order the notebook tells it. Texts (squad_shifts Reddit and Amazon
+    sentences offline, civil_comments at paper scale) scored by `p.scorer` and screened into forget (toxic) and
+    retain (non-toxic) sets; the model's own sampled generations from `p.n_screen` neutral prompts screened the same
+    way, their toxic ones joining the forget set; each set split into held-out texts and statistics texts, as token
+    batches; the evaluation prompts (neutral ones, and the opening of each held-out toxic text `p.n_toxic_samples`
+    times). Returns {"counts", "forget_texts", "gen_forget", "forget_stat", "forget_eval", "prompts" ({"toxic":
+    neutral, "toxic_prompted": toxic}), "batches" ({set name: token batches}), "mmlu" (paper scale, else [])}."""
+    import pandas as pd
+    from forgetlab.core.tokens import iter_batches
+    if p.tox_source == "offline":
+        texts = toxicity.offline_sentences(("reddit", "amazon"), data_dir, p.min_words)
+        scores = toxicity.toxicity_scores([t["text"] for t in texts], p.scorer)
+    else:
+        texts = toxicity.load_civil_comments(p.tox_source[3:], p.tox_n_texts)
+        scores = [t["score"] for t in texts]
+    forget_texts, retain_texts = toxicity.screen(texts, scores, forget_min=p.forget_min, retain_max=p.retain_max)
+    # held-out retain texts: prompts for the generations and the perplexity set; the rest: statistics
+    split = toxicity.split_retain(retain_texts, n_screen=p.n_screen, n_gen=p.n_gen, n_eval=p.n_eval_seqs,
+                                  n_stat=p.n_stat_seqs, prompt_words=p.prompt_words, seed=p.seed)
+    counts = {"texts": len(texts), "forget": len(forget_texts), "retain": len(retain_texts),
+              "forget_by_source": pd.Series([t["source"] for t in forget_texts]).value_counts().to_dict()}
+    screen_gens = toxicity.sample_generations(model, tokenizer, split["prompts_screen"],
+                                              max_new_tokens=p.max_new_tokens, temperature=p.temperature,
+                                              batch_size=p.gen_batch_size, seed=p.seed + 1000,
+                                              desc="screening generations")
+    gens = [{"id": f"gen/{i}", "source": "generation", "text": g} for i, g in enumerate(screen_gens)]
+    gen_forget, _ = toxicity.screen(gens, toxicity.toxicity_scores(screen_gens, p.scorer), forget_min=p.forget_min,
+                                    retain_max=p.retain_max)
+    counts["screen_generations"], counts["toxic_generations"] = len(screen_gens), len(gen_forget)
+    forget_eval, forget_stat = toxicity.split_forget(forget_texts, gen_forget, test_fraction=p.test_fraction,
+                                                    n_eval=p.n_eval_seqs, n_stat=p.n_stat_seqs, seed=p.seed)
+    counts["forget_stat"], counts["forget_eval"] = len(forget_stat), len(forget_eval)
+
+    def seqs(items):
+        return list(iter_batches(toxicity.sequences(tokenizer, items, p.seq_len, seed=p.seed), p.batch_size))
+
+    batches = {"retain_eval": seqs(split["retain_eval"]), "retain_stat": seqs(split["retain_stat"]),
+               "forget_stat": seqs(forget_stat)}
+    if forget_eval:
+        batches["forget_eval"] = seqs(forget_eval)
+    if p.ppl_source != "retain":  # paper profile: WikiText
+        general = seqs(toxicity.load_ppl_documents(p.ppl_source, p.n_ppl_docs))
+        batches["general"] = general[:max(1, p.n_eval_seqs // p.batch_size)]
+    prompts_toxic = [q for q in toxicity.prompts_from([t["text"] for t in forget_eval], p.prompt_words)
+                     for _ in range(p.n_toxic_samples)]
+    return {"counts": counts, "forget_texts": forget_texts, "gen_forget": gen_forget, "forget_stat": forget_stat,
+            "forget_eval": forget_eval, "prompts": {"toxic": split["prompts_eval"], "toxic_prompted": prompts_toxic},
+            "batches": batches,
+            "mmlu": toxicity.load_mmlu(p.mmlu_source, p.n_mmlu) if p.mmlu_source != "none" else []}
+
+
+def measure_toxicity(model, tokenizer, sets: dict, p: NotebookParams, tag: str) -> dict:
+    """toxicity.measure of the model on the sets of toxicity_sets (generations of both prompt sets, scored;
+    perplexities; MMLU at paper scale), with the notebook's settings; `tag` names the progress bars."""
+    return toxicity.measure(model, tokenizer, sets["prompts"], sets["batches"], sets["mmlu"], scorer=p.scorer,
+                            toxic_threshold=p.toxic_threshold, max_new_tokens=p.max_new_tokens,
+                            temperature=p.temperature, gen_batch_size=p.gen_batch_size, mc_batch_size=p.batch_size,
+                            n_boot=p.n_boot, seed=p.seed, tag=tag)
+
+
+def prune_toxic_neurons(model, sets: dict, p: NotebookParams) -> pruning.Pruner:
+    """One step of selective pruning (I_abs): the global top `p.tox_ff_frac` of FF neurons and `p.tox_attn_frac`
+    of attention neurons by I(toxic) / (I(non-toxic) + eps), from the statistics batches of toxicity_sets. The
+    masks stay on the model; the returned Pruner reports the fractions pruned and removes them."""
+    pc = pruning.PruneConfig(ff_frac=p.tox_ff_frac, attn_frac=p.tox_attn_frac, scoring="abs", eps_ff=p.eps_ff,
+                             eps_attn=p.eps_attn)
+    pruner = pruning.Pruner(model, list(pc.fracs()))
+    pruner.step(sets["batches"]["forget_stat"], sets["batches"]["retain_stat"], pc)
+    return pruner
