@@ -85,6 +85,35 @@ def test_every_notebook_parameter_arrives_with_the_type_of_its_default(name):
                 assert all(type(v) is type(default[0]) for v in value), f"{name}/{stage}: {key}={value!r}"
 
 
+NOTEBOOK_PARAMS = {  # the module whose NotebookParams checks each notebook's parameters
+    "01_selective_pruning": "papers.selective_pruning.experiment",
+    "01b_selective_pruning_vision_toxicity": "papers.selective_pruning.vision_toxicity",
+    "02_neuroplasticity": "papers.neuroplasticity.claims",
+    "03_randomized_forgetting": "papers.randomized_forgetting.analysis",
+    "04_quantization_recovery": "papers.quantization_recovery.analysis", "05_salem_editing": "papers.salem.analysis",
+    "06_forgetting_robustness": "papers.forgetting_robustness.analysis"}
+
+
+@pytest.mark.parametrize("name", list(profile.PROFILES))
+def test_every_notebook_checks_its_parameters_once_in_its_typed_params(name):
+    """Each notebook checks its parameters by building its paper's NotebookParams, and by no check of its own;
+    every profile's values pass; under the default profile, each field given a value of no allowed type fails with
+    an error naming that field (so no field goes unchecked)."""
+    import importlib
+    from dataclasses import fields
+    for stage, nb, passed, defaults in notebook_stages(name):
+        cls = importlib.import_module(f"forgetlab.{NOTEBOOK_PARAMS[Path(nb).stem]}").NotebookParams
+        code = "\n".join(c.source for c in nbformat.read(ROOT / nb, as_version=4).cells if c.cell_type == "code")
+        assert ".NotebookParams.from_namespace(globals())" in code and "check_" not in code, nb
+        values = {**defaults, **passed}
+        assert {f.name for f in fields(cls)} <= set(values), nb
+        cls.from_namespace(values)
+        if name == "default":
+            for f in fields(cls):
+                with pytest.raises((TypeError, ValueError), match=f.name):
+                    cls.from_namespace({**values, f.name: {}})
+
+
 def test_a_notebook_stage_reads_its_flags_strictly(tmp_path, capsys):
     """The notebook stage's flags (DVC's dict unpacking of its section): a bool as --key/--no-key, a list as
     --key a b, and an unknown, missing or mistyped flag is an error naming it."""

@@ -7,6 +7,7 @@ import random
 import shutil
 import tempfile
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -72,6 +73,18 @@ def check_list(name: str, value: Any, item_type: type = str) -> list:
                         f"{type(value).__name__} {value!r}")
     return [check_type(f"{name}[{i}]", v, item_type if item_type is not float else (int, float))
             for i, v in enumerate(value)]
+
+
+class NotebookParams:
+    """Base of a notebook's typed parameters. A subclass is a frozen dataclass whose fields are the notebook's
+    parameters that need checking, named as in its `parameters` cell and without defaults (the values are the
+    notebook's, which dvc.yaml fills from params.yaml); its __post_init__ checks them all, so a bad value fails
+    before any model loads, naming the parameter and what is allowed. The notebook's set-up cell builds it with
+    `from_namespace(globals())`. Checks against what an earlier stage recorded stay in the notebook, after loading."""
+
+    @classmethod
+    def from_namespace(cls, namespace: dict):
+        return cls(**{f.name: namespace[f.name] for f in fields(cls)})
 
 
 def device_of(model):

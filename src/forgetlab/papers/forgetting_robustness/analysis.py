@@ -5,11 +5,29 @@ The removal methods, the attacks and the run stage are `forgetlab.papers.forgett
 is read by the notebook stage only, so a change here never reruns the removals."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from forgetlab.core import metrics
+from forgetlab.core import metrics, utils
+from forgetlab.core.utils import check_positive_int, check_type
+
+
+@dataclass(frozen=True)
+class NotebookParams(utils.NotebookParams):
+    """Notebook 06's parameters that need checking, checked once (forgetlab.core.utils.NotebookParams); that the
+    headline attack is one the run made is checked once its results are loaded."""
+    n_boot: int
+    seed: int
+    headline_k: int
+    headline_precision: str
+
+    def __post_init__(self):
+        check_positive_int("n_boot", self.n_boot)
+        check_positive_int("seed", self.seed, allow_zero=True)
+        check_positive_int("headline_k", self.headline_k, allow_zero=True)
+        check_type("headline_precision", self.headline_precision, str)
 
 
 def attack_hits(res: dict, name: str, attack: str, role: str = "forget") -> tuple[np.ndarray, np.ndarray]:

@@ -1,12 +1,46 @@
 """Notebook 02's verdicts on the neuroplasticity paper's five claims (Lo, Cohen & Barez, arXiv 2401.01814), by
 stated rules on the recorded F1 scores and intervals. Pruning and retraining are
 `forgetlab.papers.neuroplasticity.experiment`; this module is read by the notebook stage only, so changing a rule never
-reruns a fine-tune or a retraining."""
+reruns a fine-tune or a retraining. It also holds the notebook's typed parameters (NotebookParams)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
+from forgetlab.core import utils
+from forgetlab.core.utils import check_choice, check_fraction, check_list, check_positive_int, check_type
+
 GONE, KEPT, BACK, PARTLY_BACK = 0.2, 0.8, 0.8, 0.5  # shares of the base model's F1 that the rules below read
+
+
+@dataclass(frozen=True)
+class NotebookParams(utils.NotebookParams):
+    """Notebook 02's parameters that need checking, checked once (forgetlab.core.utils.NotebookParams)."""
+    n_analysis: int
+    n_top: int
+    min_word_count: int
+    n_examples: int
+    n_boot: int
+    batch_size: int
+    n_label_sample: int
+    saliency_threshold: float
+    top_fraction: float
+    standardize_by: str
+    sensitivity_standardize_by: str
+    embedding_model: str
+    sweep_ks: list
+
+    def __post_init__(self):
+        from forgetlab.papers.neuroplasticity.experiment import STANDARDIZE
+        for name in ("n_analysis", "n_top", "min_word_count", "n_examples", "n_boot", "batch_size", "n_label_sample"):
+            check_positive_int(name, getattr(self, name))
+        check_fraction("saliency_threshold", self.saliency_threshold)
+        check_fraction("top_fraction", self.top_fraction, allow_zero=False)
+        check_choice("standardize_by", self.standardize_by, STANDARDIZE)
+        check_choice("sensitivity_standardize_by", self.sensitivity_standardize_by, STANDARDIZE)
+        check_type("embedding_model", self.embedding_model, str)
+        for k in check_list("sweep_ks", self.sweep_ks, int):
+            check_positive_int("sweep_ks", k)
 
 
 def shift_direction(r: dict) -> str:

@@ -5,12 +5,50 @@ Unlearning, quantization and the MUSE metrics themselves are `forgetlab.methods.
 change here never reruns an unlearning."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from forgetlab.core import metrics
-from forgetlab.methods import muse
+from forgetlab.core import metrics, utils
+from forgetlab.core.utils import check_choice, check_fraction, check_list, check_positive_int, check_type
+from forgetlab.methods import muse, quantization, unlearning
+
+
+@dataclass(frozen=True)
+class NotebookParams(utils.NotebookParams):
+    """Notebook 04's parameters that need checking, checked once (forgetlab.core.utils.NotebookParams); that the
+    unlearn stage evaluated every precision, and ran the headline method, is checked once its results are loaded."""
+    prompt_len: int
+    max_new_tokens: int
+    answer_tokens: int
+    n_boot: int
+    seed: int
+    min_k: float
+    validate_bnb: bool
+    precisions: list
+    base_precisions: list
+    headline: str
+    full_max: float
+    quant_min: float
+    group_sizes: list
+
+    def __post_init__(self):
+        for name in ("prompt_len", "max_new_tokens", "answer_tokens", "n_boot"):
+            check_positive_int(name, getattr(self, name))
+        check_positive_int("seed", self.seed, allow_zero=True)
+        check_fraction("min_k", self.min_k, allow_zero=False)
+        check_type("validate_bnb", self.validate_bnb, bool)
+        for name in ("precisions", "base_precisions"):
+            for p in check_list(name, getattr(self, name)):
+                quantization.parse_precision(p)
+        if self.precisions[:1] != ["full"]:
+            raise ValueError(f"parameter 'precisions' must start with full, got {self.precisions!r}")
+        check_choice("headline", self.headline, unlearning.METHODS)
+        check_fraction("full_max", self.full_max)
+        check_fraction("quant_min", self.quant_min)
+        for g in check_list("group_sizes", self.group_sizes, int):
+            check_positive_int("group_sizes", g)
 
 RECOVERY_KEYS = ("verbmem", "knowmem_forget")  # the forget-side metrics whose recovery under quantization is read
 

@@ -5,12 +5,36 @@ this module is read by the notebook stage only, so a change here never reruns a 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from forgetlab.core import metrics
+from forgetlab.core import metrics, utils
+from forgetlab.core.utils import check_choice, check_fraction, check_positive_int, check_type
 from forgetlab.papers.randomized_forgetting import experiment as fg
+
+
+@dataclass(frozen=True)
+class NotebookParams(utils.NotebookParams):
+    """Notebook 03's parameters that need checking, checked once (forgetlab.core.utils.NotebookParams); the
+    variance layer is checked against the recorded layers once the results are loaded."""
+    scoring: str
+    variance_layer: int
+    probe_C: float
+    probe_folds: int
+    min_converged_share: float
+    n_boot: int
+
+    def __post_init__(self):
+        check_choice("scoring", self.scoring, fg.SCORINGS)
+        check_type("variance_layer", self.variance_layer, int)
+        if check_type("probe_C", self.probe_C, (int, float)) <= 0:
+            raise ValueError(f"parameter 'probe_C' must be > 0, got {self.probe_C}")
+        if check_positive_int("probe_folds", self.probe_folds) < 2:
+            raise ValueError(f"parameter 'probe_folds' must be at least 2, got {self.probe_folds}")
+        check_fraction("min_converged_share", self.min_converged_share)
+        check_positive_int("n_boot", self.n_boot)
 
 
 def hits(scores: dict, scoring: str = "sum") -> np.ndarray:

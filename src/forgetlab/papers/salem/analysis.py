@@ -5,11 +5,43 @@ change here never retrains an editor."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from forgetlab.core import utils
+from forgetlab.core.utils import check_list, check_positive_int, check_type
 from forgetlab.papers.salem import experiment as editing
+
+
+@dataclass(frozen=True)
+class NotebookParams(utils.NotebookParams):
+    """Notebook 05's parameters that need checking, checked once (forgetlab.core.utils.NotebookParams); the
+    editors named in `sweep` are checked against the trained ones when the methods are compared."""
+    edit_batch: int
+    max_edits: int
+    ft_steps: int
+    ft_lr: float
+    qa_edit_batch: int
+    qa_max_edits: int
+    qa_ft_steps: int
+    qa_ft_lr: float
+    scales: list
+    sweep: list
+    n_boot: int
+    seed: int
+
+    def __post_init__(self):
+        for name in ("edit_batch", "max_edits", "ft_steps", "qa_edit_batch", "qa_max_edits", "qa_ft_steps", "n_boot"):
+            check_positive_int(name, getattr(self, name))
+        check_positive_int("seed", self.seed, allow_zero=True)
+        for name in ("ft_lr", "qa_ft_lr"):
+            check_type(name, getattr(self, name), (int, float))
+        scales = check_list("scales", self.scales, float)
+        if 1.0 not in scales or min(scales) <= 0:
+            raise ValueError(f"parameter 'scales' must be positive and include 1 (the edit as trained), got {scales}")
+        check_list("sweep", self.sweep)
 
 SETTING_TITLES = {"classify": "fact verification", "qa": "question answering"}
 

@@ -9,16 +9,64 @@ counts}}.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 from forgetlab.core import eval as ev
-from forgetlab.core import metrics, neurons
+from forgetlab.core import metrics, neurons, utils
+from forgetlab.core.utils import check_choice, check_fraction, check_list, check_positive_int, check_type
 from forgetlab.methods import pruning
 
 COST_STATS = ("top1", "top1_skip", "topk_skip", "perplexity")  # the retain-side costs reported against random
 DROP_STATS = ("top1", "topk", "top1_skip", "topk_skip")  # accuracy drops read off a curve
+
+
+@dataclass(frozen=True)
+class NotebookParams(utils.NotebookParams):
+    """Notebook 01's parameters that need checking, checked once (forgetlab.core.utils.NotebookParams)."""
+    seq_len: int
+    n_stat_seqs: int
+    n_eval_seqs: int
+    max_per_doc: int
+    batch_size: int
+    n_steps: int
+    n_common: int
+    top_k: int
+    n_boot: int
+    max_docs: int
+    ff_frac: float
+    attn_frac: float
+    compare_frac: float
+    test_fraction: float
+    scoring: str
+    compare_scorings: list
+    ablation: str
+    eps_ff: float
+    eps_attn: float
+    pairs: list
+    main_pairs: list
+
+    def __post_init__(self):
+        for name in ("seq_len", "n_stat_seqs", "n_eval_seqs", "max_per_doc", "batch_size", "n_steps", "n_common",
+                     "top_k", "n_boot", "max_docs"):
+            check_positive_int(name, getattr(self, name))
+        for name in ("ff_frac", "attn_frac", "compare_frac"):
+            check_fraction(name, getattr(self, name))
+        check_fraction("test_fraction", self.test_fraction, allow_zero=False)
+        check_choice("scoring", self.scoring, pruning.SCORINGS[:-1])
+        for s in check_list("compare_scorings", self.compare_scorings):
+            check_choice("compare_scorings", s, pruning.SCORINGS)
+        check_choice("ablation", self.ablation, ("zero", "mean"))
+        check_type("eps_ff", self.eps_ff, float)
+        check_type("eps_attn", self.eps_attn, float)
+        for name in ("pairs", "main_pairs"):
+            for pair in check_list(name, getattr(self, name)):
+                if len(pair.split("/")) != 2:
+                    raise ValueError(f"parameter {name!r} takes forget/retain pairs such as code/text, got {pair!r}")
+        if not set(self.main_pairs) <= set(self.pairs):
+            raise ValueError(f"parameter 'main_pairs' must be a subset of 'pairs', got {self.main_pairs!r}")
 
 
 def evaluate_sets(model, tok, sets: dict, corpora: Sequence[str], *, top_k: int, seed: int) -> dict:

@@ -4,22 +4,21 @@ methods themselves and their stages are `forgetlab.papers.selective_pruning.visi
 stage only, so a change here never retrains a ViT."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from forgetlab.core import metrics
-from forgetlab.core.utils import check_choice, check_fraction, check_positive_int, check_type
+from forgetlab.core import metrics, utils
+from forgetlab.core.utils import check_choice, check_fraction, check_list, check_positive_int, check_type
 from forgetlab.methods import pruning
 from forgetlab.papers.selective_pruning import toxicity, vision
 
 
 @dataclass(frozen=True)
-class NotebookParams:
-    """Notebook 01b's parameters that need checking, checked once here (the notebook builds it from its parameters
-    cell with `from_namespace(globals())`): a bad value fails before any model loads, naming the parameter and what
-    is allowed. No defaults: the values are the notebook's, which dvc.yaml fills from params.yaml."""
+class NotebookParams(utils.NotebookParams):
+    """Notebook 01b's parameters that need checking, checked once (forgetlab.core.utils.NotebookParams); the
+    toxicity functions below take it whole."""
     mia_folds: int
     sweep_fracs: list
     sweep_attn_ratio: float
@@ -53,10 +52,6 @@ class NotebookParams:
     n_boot: int
     seed: int
 
-    @classmethod
-    def from_namespace(cls, namespace: dict) -> "NotebookParams":
-        return cls(**{f.name: namespace[f.name] for f in fields(cls)})
-
     def __post_init__(self):
         check_positive_int("n_screen", self.n_screen, allow_zero=True)
         for name in ("mia_folds", "tox_n_texts", "min_words", "n_gen", "n_toxic_samples", "n_ppl_docs", "n_mmlu",
@@ -75,11 +70,10 @@ class NotebookParams:
         for name, local, form in (("tox_source", "offline", "hf:<civil_comments-format dataset>"),
                                   ("ppl_source", "retain", "hf:<dataset>[@<config>]"),
                                   ("mmlu_source", "none", "hf:<dataset>[@<config>]")):
-            value = getattr(self, name)
+            value = check_type(name, getattr(self, name), str)
             if value != local and not value.startswith("hf:"):
                 raise ValueError(f"unknown {name} {value!r}; allowed: {local}, {form}")
-        check_type("sweep_fracs", self.sweep_fracs, list)
-        for f in self.sweep_fracs:
+        for f in check_list("sweep_fracs", self.sweep_fracs, float):
             check_fraction("sweep_fracs", f, allow_zero=False)
 
 
