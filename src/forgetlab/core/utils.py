@@ -86,6 +86,11 @@ class NotebookParams:
     def from_namespace(cls, namespace: dict):
         return cls(**{f.name: namespace[f.name] for f in fields(cls)})
 
+    def check_all(self, check, *names: str, **options) -> None:
+        """check(name, value, **options) on each named field (e.g. check_positive_int on every count)."""
+        for name in names:
+            check(name, getattr(self, name), **options)
+
 
 def device_of(model):
     """The device a model's weights are on (its first parameter's: a model is on one device in this repository),

@@ -32,8 +32,8 @@ class NotebookParams(utils.NotebookParams):
 
     def __post_init__(self):
         from forgetlab.papers.neuroplasticity.experiment import STANDARDIZE
-        for name in ("n_analysis", "n_top", "min_word_count", "n_examples", "n_boot", "batch_size", "n_label_sample"):
-            check_positive_int(name, getattr(self, name))
+        self.check_all(check_positive_int, "n_analysis", "n_top", "min_word_count", "n_examples", "n_boot",
+                       "batch_size", "n_label_sample")
         check_fraction("saliency_threshold", self.saliency_threshold)
         check_fraction("top_fraction", self.top_fraction, allow_zero=False)
         check_choice("standardize_by", self.standardize_by, STANDARDIZE)

@@ -34,8 +34,7 @@ class NotebookParams(utils.NotebookParams):
     group_sizes: list
 
     def __post_init__(self):
-        for name in ("prompt_len", "max_new_tokens", "answer_tokens", "n_boot"):
-            check_positive_int(name, getattr(self, name))
+        self.check_all(check_positive_int, "prompt_len", "max_new_tokens", "answer_tokens", "n_boot")
         check_positive_int("seed", self.seed, allow_zero=True)
         check_fraction("min_k", self.min_k, allow_zero=False)
         check_type("validate_bnb", self.validate_bnb, bool)

@@ -33,8 +33,8 @@ class NotebookParams(utils.NotebookParams):
     seed: int
 
     def __post_init__(self):
-        for name in ("edit_batch", "max_edits", "ft_steps", "qa_edit_batch", "qa_max_edits", "qa_ft_steps", "n_boot"):
-            check_positive_int(name, getattr(self, name))
+        self.check_all(check_positive_int, "edit_batch", "max_edits", "ft_steps", "qa_edit_batch", "qa_max_edits",
+                       "qa_ft_steps", "n_boot")
         check_positive_int("seed", self.seed, allow_zero=True)
         for name in ("ft_lr", "qa_ft_lr"):
             check_type(name, getattr(self, name), (int, float))

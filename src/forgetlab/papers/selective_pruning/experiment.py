@@ -49,11 +49,9 @@ class NotebookParams(utils.NotebookParams):
     main_pairs: list
 
     def __post_init__(self):
-        for name in ("seq_len", "n_stat_seqs", "n_eval_seqs", "max_per_doc", "batch_size", "n_steps", "n_common",
-                     "top_k", "n_boot", "max_docs"):
-            check_positive_int(name, getattr(self, name))
-        for name in ("ff_frac", "attn_frac", "compare_frac"):
-            check_fraction(name, getattr(self, name))
+        self.check_all(check_positive_int, "seq_len", "n_stat_seqs", "n_eval_seqs", "max_per_doc", "batch_size",
+                       "n_steps", "n_common", "top_k", "n_boot", "max_docs")
+        self.check_all(check_fraction, "ff_frac", "attn_frac", "compare_frac")
         check_fraction("test_fraction", self.test_fraction, allow_zero=False)
         check_choice("scoring", self.scoring, pruning.SCORINGS[:-1])
         for s in check_list("compare_scorings", self.compare_scorings):

@@ -54,13 +54,11 @@ class NotebookParams(utils.NotebookParams):
 
     def __post_init__(self):
         check_positive_int("n_screen", self.n_screen, allow_zero=True)
-        for name in ("mia_folds", "tox_n_texts", "min_words", "n_gen", "n_toxic_samples", "n_ppl_docs", "n_mmlu",
-                     "prompt_words", "max_new_tokens", "gen_batch_size", "seq_len", "n_stat_seqs", "n_eval_seqs",
-                     "batch_size", "n_boot"):
-            check_positive_int(name, getattr(self, name))
-        for name in ("forget_min", "retain_max", "toxic_threshold", "tox_ff_frac", "tox_attn_frac",
-                     "sweep_attn_ratio"):
-            check_fraction(name, getattr(self, name))
+        self.check_all(check_positive_int, "mia_folds", "tox_n_texts", "min_words", "n_gen", "n_toxic_samples",
+                       "n_ppl_docs", "n_mmlu", "prompt_words", "max_new_tokens", "gen_batch_size", "seq_len",
+                       "n_stat_seqs", "n_eval_seqs", "batch_size", "n_boot")
+        self.check_all(check_fraction, "forget_min", "retain_max", "toxic_threshold", "tox_ff_frac", "tox_attn_frac",
+                       "sweep_attn_ratio")
         check_fraction("test_fraction", self.test_fraction, allow_zero=False)
         check_type("temperature", self.temperature, (int, float))
         check_type("seed", self.seed, int)
