@@ -465,7 +465,7 @@ def test_notebook_01b_checks_its_parameters_in_one_typed_config():
                             (dict(scorer="perspective"), "unknown scorer 'perspective'"),
                             (dict(ppl_source="wikitext"), "unknown ppl_source 'wikitext'; allowed: retain"),
                             (dict(sweep_fracs=[0.1, 0.0]), "parameter 'sweep_fracs' must be a fraction in \\(0, 1\\]"),
-                            (dict(sweep_fracs="0.1,0.2"), "parameter 'sweep_fracs' must be list")):
+                            (dict(sweep_fracs="0.1,0.2"), "parameter 'sweep_fracs' must be a list")):
         with pytest.raises((ValueError, TypeError), match=message):
             replace(params, **change)
 
