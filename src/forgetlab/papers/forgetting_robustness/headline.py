@@ -54,7 +54,8 @@ def fr_matching(root: Sources) -> str:
     return (f"{sum(r['in_band_val'] for r in rows.values())} of {len(rows)} methods land in the band on validation, "
             f"{sum(r['in_band'] for r in rows.values())} on test, where the drops are "
             f"{fmt_span([r['forget_drop'] for r in rows.values()], '.1f', 100)} pp (95% intervals at most "
-            f"+-{half * 100:.1f} pp wide) and the retain drops {fmt_span([r['retain_drop'] for r in rows.values()], '.1f', 100)} pp")
+            f"+-{half * 100:.1f} pp wide) and the retain drops "
+            f"{fmt_span([r['retain_drop'] for r in rows.values()], '.1f', 100)} pp")
 
 
 def fr_knobs(root: Sources) -> str:

@@ -37,7 +37,8 @@ def neuroplasticity(m: dict) -> dict:
 
 NP_SEED_METRICS = {"neuroplasticity:relocation.raw.shift": "the raw-ranking shift of the mean layer",
                    "neuroplasticity:relocation.std.shift": "the standardized-ranking shift",
-                   "neuroplasticity:concept_minus_random.pruned.PER.diff": "PERSON F1 after concept minus random pruning",
+                   "neuroplasticity:concept_minus_random.pruned.PER.diff":
+                       "PERSON F1 after concept minus random pruning",
                    "neuroplasticity:priming.similarity.same_layers.diff": "the priming similarity difference",
                    "neuroplasticity:polysemantic.after.diff": "the polysemantic share minus its base rate"}
 
@@ -74,8 +75,8 @@ def np_seeds(root: Sources) -> str:
     for key, what in NP_SEED_METRICS.items():
         s = runs["metrics"][key]
         lo, hi = seed_interval(s)
-        parts.append(f"{what} {s['mean']:+.2f} (seeds {', '.join(f'{v:+.2f}' for _, v in sorted(s['per_seed'].items()))};"
-                     f" 95% t-interval over seeds [{lo:+.2f}, {hi:+.2f}])")
+        seeds = ", ".join(f"{v:+.2f}" for _, v in sorted(s["per_seed"].items()))
+        parts.append(f"{what} {s['mean']:+.2f} (seeds {seeds}; 95% t-interval over seeds [{lo:+.2f}, {hi:+.2f}])")
     return (f"Over {runs['metrics'][next(iter(NP_SEED_METRICS))]['n']} seeds (each one redraws the sentences, the base "
             f"fine-tune, the random neurons and the retraining; `benchmarks/seeds/neuroplasticity.json`): "
             + "; ".join(parts) + ".")

@@ -45,7 +45,8 @@ def qr_verdict(root: Sources) -> str:
                 "steps at lr 1e-5 and unlearned nothing); rerun `dvc repro quantization_recovery` for the per-epoch "
                 "protocol")
     reg, c = m["regime"], m["regime"]["closest"]
-    rule = f"an epoch that keeps <= {m['full_max']:g} of the target's forget VerbMem at full precision and >= {m['quant_min']:g} at 4 bits"
+    rule = (f"an epoch that keeps <= {m['full_max']:g} of the target's forget VerbMem at full precision and "
+            f">= {m['quant_min']:g} at 4 bits")
     if reg["verdict"] == "not tested":
         near = "" if c is None else (f"; the closest, {c['name']} at epoch {c['epoch']}, kept {c['full_share']:.2f} at "
                                      f"full precision ({c['precision']}: {c['share']:.2f})")
@@ -54,7 +55,8 @@ def qr_verdict(root: Sources) -> str:
         f" [{c['share_ci'][0]:.2f}, {c['share_ci'][1]:.2f}]"
     head = {"holds": f"**holds**: {len(reg['hits'])} epoch(s) reach {rule}",
             "partly": f"**partly**: no epoch reaches {rule}, but 4 bits bring some back",
-            "does not hold": f"**does not hold**: {reg['forgot']} epoch(s) of constrained runs forgot at full precision, none came back to {m['quant_min']:g} at 4 bits"}[reg["verdict"]]
+            "does not hold": f"**does not hold**: {reg['forgot']} epoch(s) of constrained runs forgot at full "
+                             f"precision, none came back to {m['quant_min']:g} at 4 bits"}[reg["verdict"]]
     return (f"{head}; the strongest 4-bit return was {c['name']} at epoch {c['epoch']}: {c['full_share']:.2f} kept at "
             f"full precision, {c['share']:.2f}{ci} under {c['precision']}")
 
@@ -78,16 +80,18 @@ def qr_arms(root: Sources) -> str:
     def val(name_part, prec):
         v = [r["verbmem"] for r in rows if name_part(r["name"]) and r["precision"] == prec]
         return "n/a" if not v else ", ".join(f"{x:.2f}" for x in v)
-    return (f"bf16 runs keep forget VerbMem {val(lambda n: '+bf16' in n, 'full')} at full precision and "
-            f"{val(lambda n: '+bf16' in n, 'nf4')} under nf4; with the official KL {val(lambda n: '+officialKL' in n, 'full')} "
-            f"and {val(lambda n: '+officialKL' in n, 'nf4')}; with the target's embedding put back before nf4 the "
+    bf16, official_kl = (lambda n: "+bf16" in n), (lambda n: "+officialKL" in n)
+    return (f"bf16 runs keep forget VerbMem {val(bf16, 'full')} at full precision and {val(bf16, 'nf4')} under nf4; "
+            f"with the official KL {val(official_kl, 'full')} and {val(official_kl, 'nf4')}; "
+            f"with the target's embedding put back before nf4 the "
             f"fp32 runs keep {val(lambda n: '+' not in n, 'nf4+target_emb')}")
 
 
 def qr_group(root: Sources) -> str:
     rows = [r for r in _qr(root)["group_size"] if r["model"] == "target"]
-    return ", ".join(f"{r['verbmem']:.2f} {'per ' + r['granularity'] if r['granularity'] in ('tensor', 'channel') else 'with groups of ' + r['granularity'][1:]}"
-                     for r in rows)
+    def label(g):  # "tensor", "channel" or "g<size>"
+        return f"per {g}" if g in ("tensor", "channel") else f"with groups of {g[1:]}"
+    return ", ".join(f"{r['verbmem']:.2f} {label(r['granularity'])}" for r in rows)
 
 
 # the headline function of each metrics file (by stem)
