@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -99,12 +100,32 @@ def test_findings_placeholders_by_hand(tmp_path):
     (tmp_path / "params.yaml").write_text("sec:\n  k: 7\n")
     text = ("{{ p | a | b ; 100 ; .1f }} pp {{ p | a | ci ; 100 ; .0f }} n={{ p | a | n }} {{ p | name }} "
             "sd {{ seeds/p | metrics | p:a.b | sd ; 100 ; .1f }} k={{ params | sec | k }}")
-    assert h.fill(text, tmp_path) == "12.3 pp [10, 20] n=16 x/y sd 3.1 k=7"
+    assert report.fill(text, {}, tmp_path) == "12.3 pp [10, 20] n=16 x/y sd 3.1 k=7"
     (tmp_path / "metrics" / "q.json").write_text(json.dumps({"r": None, "ci": [None, 0.5], "last": [1, 2, 3]}))
-    assert h.fill("{{ q | r ; 1 ; .2f }} {{ q | ci ; 1 ; .2f }} {{ q | last | -1 }}", tmp_path) == "n/a [n/a, 0.50] 3"
+    assert report.fill("{{ q | r ; 1 ; .2f }} {{ q | ci ; 1 ; .2f }} {{ q | last | -1 }}", {}, tmp_path) == "n/a [n/a, 0.50] 3"
     with pytest.raises(ValueError, match=r"placeholder \{\{p \| a \| missing\}\}: KeyError"):
-        h.fill("{{ p | a | missing }}", tmp_path)
-    assert h.wrap("a  b\nc\n\n- item one\n- item two") == "a b c\n\n- item one\n- item two"
+        report.fill("{{ p | a | missing }}", {}, tmp_path)
+    assert report.wrap("a  b\nc\n\n- item one\n- item two") == "a b c\n\n- item one\n- item two"
+    # a named sentence reads the same sources; a notebook's finding (readme=False) drops the {% readme %} parts
+    texts = {"twice": lambda src: f"twice {2 * src.lookup('p', ['a', 'n'])}"}
+    assert report.fill("{{ text: twice }}", texts, tmp_path) == "twice 32"
+    with pytest.raises(ValueError, match=r"placeholder \{\{text: thrice\}\}: KeyError"):
+        report.fill("{{ text: thrice }}", texts, tmp_path)
+    (tmp_path / "t.md").write_text("A {{ text: twice }}{% readme %}, k={{ params | sec | k }}{% endreadme %}.\n\nB")
+    assert report.finding(tmp_path / "t.md", texts, tmp_path) == "A twice 32, k=7.\n\nB"
+    assert report.finding(tmp_path / "t.md", texts, tmp_path, readme=False) == "A twice 32.\n\nB"
+
+
+def test_every_findings_template_is_its_papers_and_each_notebook_fills_only_its_own():
+    """Each paper's FINDINGS name a template next to its headline module, whose {{ text: }} sentences are in the
+    same module's TEXT: so a notebook that shows its finding (and its stage) needs its own paper's module only."""
+    import re
+    for paper in h.PAPERS:
+        for stem, template in paper.FINDINGS.items():
+            assert template.parent == Path(paper.__file__).parent and template.is_file(), (stem, template)
+            names = set(re.findall(r"\{\{\s*text:\s*(\w+)\s*\}\}", template.read_text()))
+            assert names and names <= set(paper.TEXT), (stem, names - set(paper.TEXT))
+    assert set(h.FINDINGS) == set(h.HEADLINES)  # one README paragraph per metrics file
 
 
 def test_dvc_metrics_show_prints_only_the_headline_table_within_160_columns():

@@ -1,5 +1,6 @@
 """Repository conventions: one source of dependencies, clean notebooks, params that match dvc.yaml and the
 notebooks, profiles that are complete, CI that runs the README's test command."""
+import importlib
 import re
 import tomllib
 from pathlib import Path
@@ -99,7 +100,6 @@ def test_every_notebook_checks_its_parameters_once_in_its_typed_params(name):
     """Each notebook checks its parameters by building its paper's NotebookParams, and by no check of its own;
     every profile's values pass; under the default profile, each field given a value of no allowed type fails with
     an error naming that field (so no field goes unchecked)."""
-    import importlib
     from dataclasses import fields
     for stage, nb, passed, defaults in notebook_stages(name):
         cls = importlib.import_module(f"forgetlab.{NOTEBOOK_PARAMS[Path(nb).stem]}").NotebookParams
@@ -161,7 +161,6 @@ def test_checkpoint_steps_take_every_value_from_the_command_line(name):
     line in dvc.yaml, except one that defaults to None (unused in that configuration, e.g. SURE's mask without
     SURE); a default other than None (robustness.run's, which the `forgetlab` command shows) is the value that every
     stage passes in the default profile. Every step of a module's STEPS is run by some stage."""
-    import importlib
     import inspect
     params = profile.load_params(name, ROOT)
     run = set()
@@ -276,22 +275,33 @@ def _closure(modules: set[str]) -> set[str]:
     return seen
 
 
-def test_every_stage_depends_on_the_src_modules_its_code_imports():
+def test_every_stage_depends_on_the_src_modules_its_code_imports_and_no_others():
     """A change to any src module a stage runs (directly or through imports, e.g. models.py's architecture tables or
-    plots.py) must rerun the stage: each such module is one of its deps (or inside a folder that is)."""
+    plots.py) must rerun the stage: each such module is one of its deps (or inside a folder that is), and so is the
+    findings template its notebook fills (a paper's FINDINGS). A change to a module it does not run must not: no
+    src module beyond them is a dep (a stale one retrains a stage for nothing)."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    missing = {}
+    missing, stale = {}, {}
     for name, stage in stages.items():
         code = "\n".join("".join(c["source"]) for nb in re.findall(r"notebooks/\S+\.ipynb", stage["cmd"])
                          for c in nbformat.read(ROOT / nb, as_version=4).cells if c.cell_type == "code")
         code = "\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!")))
         entry = set(re.findall(r"python -m forgetlab\.([\w.]+)", stage["cmd"]))
-        files = {_module_file(m).relative_to(ROOT).as_posix() for m in _closure(_forgetlab_imports(code) | entry)}
+        modules = _closure(_forgetlab_imports(code) | entry)
+        files = {_module_file(m).relative_to(ROOT).as_posix() for m in modules}
+        for stem in re.findall(r"headline\.FINDINGS\[\"(\w+)\"\]", code):  # the paper's module is among `modules`
+            paper = next(m for m in modules if m.startswith("papers.") and m.endswith(".headline"))
+            template = importlib.import_module(f"forgetlab.{paper}").FINDINGS[stem]
+            files.add(template.relative_to(ROOT).as_posix())
         deps = [d.rstrip("/") for d in stage.get("deps", [])]
         lost = sorted(f for f in files if not any(f == d or f.startswith(d + "/") for d in deps))
         if lost:
             missing[name] = lost
+        extra = sorted(d for d in deps if d.startswith("src/") and d.endswith((".py", ".md")) and d not in files)
+        if extra:
+            stale[name] = extra
     assert not missing, f"add these deps in dvc.yaml: {missing}"
+    assert not stale, f"these deps in dvc.yaml are not run by their stage: {stale}"
     # the check itself: imports followed through modules (pruning -> neurons -> utils), relative imports inside a
     # package (data -> data.bigbench), imports inside functions, no modules beyond them, and packages only where
     # their __init__ holds code (data's does; papers.salem's is a docstring)

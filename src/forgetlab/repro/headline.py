@@ -17,28 +17,23 @@ claim's null value x0 and direction (x > x0 or x < x0):
     python -m forgetlab.repro.headline readme    # the README's results table and findings paragraphs, between markers
     python -m forgetlab.repro.headline check     # exit 1 if either differs from what the metrics give (a test runs it)
 
-The README's findings paragraphs are templates (src/forgetlab/repro/findings/<id>.md) whose numbers are placeholders
-filled from the metrics, so prose never drifts from them:
-
-    {{ selective_pruning | headline | gap_top1 ; 100 ; .1f }}     metrics/selective_pruning.json, x 100, 1 decimal
-    {{ seeds/selective_pruning | metrics | <key> | sd ; 100 ; .1f }}   benchmarks/seeds/selective_pruning.json
-    {{ params | selective_pruning | n_eval_seqs }}                  params.yaml
-    {{ text: sp_retain_costs }}                                     a sentence of the paper's headline module (TEXT)
-A list (an interval) is written as [lo, hi]; a dict (per_seed) as "a, b, c" in key order. Text between
-{% readme %} and {% endreadme %} (seed runs, params.yaml values) is left out where a notebook shows its own run.
+The README's findings paragraphs are templates (each paper's `FINDINGS`, e.g.
+src/forgetlab/papers/salem/findings.md) whose numbers are placeholders filled from the metrics
+(`forgetlab.core.report.fill` says how), so prose never drifts from them. A notebook fills its own paper's template
+from its paper's module alone (`report.finding(headline.FINDINGS[stem], headline.TEXT, ...)`), so its stage depends
+on that paper's headline module and template, not on this module or another paper's.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Callable
 
 import yaml
 
-from forgetlab.core.report import Sources, fmt_value
+from forgetlab.core.report import finding
 from forgetlab.papers.forgetting_robustness import headline as forgetting_robustness
 from forgetlab.papers.neuroplasticity import headline as neuroplasticity
 from forgetlab.papers.quantization_recovery import headline as quantization_recovery
@@ -146,78 +141,20 @@ def replace_block(text: str, block: str, begin: str = BEGIN, end: str = END) -> 
 
 
 # ================================================================ findings paragraphs from templates
-FINDINGS = Path(__file__).with_name("findings")
-_PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.S)
-# the sentences the templates ask for by name ({{ text: <name> }}), each paper's own
-TEXT_FUNCTIONS: dict[str, Callable[[Sources], str]] = {name: fn for paper in PAPERS for name, fn in paper.TEXT.items()}
-
-
-def fill(template: str, root: str | Path = ".", metrics_dir: str | Path | None = None) -> str:
-    """Replace every {{ source | key | ... ; scale ; format }} and {{ text: name }} of a template; a placeholder
-    that does not resolve is an error naming it."""
-    root = Sources(root, metrics_dir)
-
-    def one(m):
-        spec = m.group(1).strip()
-        try:
-            if spec.startswith("text:"):
-                return TEXT_FUNCTIONS[spec[5:].strip()](root)
-            parts = [p.strip() for p in spec.split(";")]
-            source, *keys = [k.strip() for k in parts[0].split("|")]
-            scale = float(parts[1]) if len(parts) > 1 and parts[1] else 1.0
-            fmt = parts[2] if len(parts) > 2 else ""
-            value = root.lookup(source, keys)
-
-            def num(v):
-                return fmt_value(v, fmt, scale)
-            if isinstance(value, list):
-                return "[" + ", ".join(num(v) for v in value) + "]"
-            if isinstance(value, dict):  # e.g. per_seed: the values in key order, "a, b, c"
-                return ", ".join(num(v) for _, v in sorted(value.items()))
-            if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
-                return num(value)
-            return str(value)
-        except (KeyError, IndexError, ValueError, FileNotFoundError, TypeError) as e:
-            raise ValueError(f"placeholder {{{{{spec}}}}}: {type(e).__name__}: {e}") from None
-    return _PLACEHOLDER.sub(one, template)
-
-
-def wrap(text: str, width: int = 118) -> str:
-    """Re-flow each paragraph (blank-line separated) of filled text to `width` columns; list items (- ...) are
-    wrapped one by one, lines starting with ! or | are kept as they are."""
-    import textwrap
-    out = []
-    for para in text.strip("\n").split("\n\n"):
-        if para.lstrip().startswith(("!", "|")):
-            out.append(para)
-        elif para.lstrip().startswith("- "):
-            items = re.split(r"\n(?=- )", para)
-            out.append("\n".join(textwrap.fill(" ".join(i.split()), width, subsequent_indent="  ",
-                                                break_on_hyphens=False) for i in items))
-        else:
-            out.append(textwrap.fill(" ".join(para.split()), width, break_on_hyphens=False))
-    return "\n\n".join(out)
-
-
-_README_ONLY = re.compile(r"\{% readme %\}(.*?)\{% endreadme %\}", re.S)
-
-
-def finding(name: str, root: str | Path = ".", metrics_dir: str | Path | None = None, readme: bool = True) -> str:
-    """One findings paragraph, filled and re-flowed. A notebook shows its own from the metrics it just wrote, with
-    readme=False: the {% readme %}...{% endreadme %} parts (the committed seed runs and params.yaml values of the
-    default profile, which another profile's run does not share) go."""
-    template = _README_ONLY.sub(lambda m: m.group(1) if readme else "", (FINDINGS / f"{name}.md").read_text())
-    return wrap(fill(template, root, metrics_dir))
+# {stem: template} and {name: sentence function} of every paper
+FINDINGS: dict[str, Path] = {stem: path for paper in PAPERS for stem, path in paper.FINDINGS.items()}
+TEXT_FUNCTIONS = {name: fn for paper in PAPERS for name, fn in paper.TEXT.items()}
+PACKAGE = Path(__file__).resolve().parents[1]  # src/forgetlab
 
 
 def findings(root: str | Path = ".") -> dict[str, str]:
-    """{id: filled, re-flowed paragraphs} of every template in src/forgetlab/repro/findings/."""
-    return {p.stem: finding(p.stem, root) for p in sorted(FINDINGS.glob("*.md"))}
+    """{stem: filled, re-flowed paragraphs} of every paper's findings template."""
+    return {stem: finding(path, TEXT_FUNCTIONS, root) for stem, path in FINDINGS.items()}
 
 
 def findings_markers(name: str) -> tuple[str, str]:
-    return (f"<!-- findings:{name} (generated from src/forgetlab/repro/findings/{name}.md; do not edit) -->",
-            f"<!-- /findings:{name} -->")
+    source = "src/forgetlab/" + FINDINGS[name].resolve().relative_to(PACKAGE).as_posix()
+    return (f"<!-- findings:{name} (generated from {source}; do not edit) -->", f"<!-- /findings:{name} -->")
 
 
 def readme_text(text: str, heads: dict, root: str | Path = ".") -> str:

@@ -13,15 +13,15 @@ What comes back is read with the shared views of forgetlab.core.metrics (share o
 same-precision gap closure, the share against the attacked original; one definition each, as in notebook 04).
 
 Methods (all from src): selective pruning (forgetlab.methods.pruning, FF neurons, I_abs; the pruned columns of the down
-projections are zeroed in the weights, so the released model is a plain checkpoint that fine-tuning can move
-again), concept pruning (the probeless ranking of forgetlab.papers.neuroplasticity.experiment on FF activations; the
-pruned units are held at zero by activation masks that stay in place during relearning, as in the neuroplasticity
-paper), GA, GA_GDR, NPO_GDR (forgetlab.methods.unlearning), SURE (GA_GDR updating only the salient rows), and random
-labels (fine-tuning on the forget sequences with shuffled next-token targets, the language-model form of
-randomized forgetting); a small-step arm re-runs chosen gradient methods at a small learning rate
+projections are zeroed in the weights, so the released model is a plain checkpoint that fine-tuning can move again),
+concept pruning (the probeless ranking of forgetlab.core.neurons.probeless, as neuroplasticity ranks, on FF
+activations; the pruned units are held at zero by activation masks that stay in place during relearning, as in the
+neuroplasticity paper), GA, GA_GDR, NPO_GDR (forgetlab.methods.unlearning), SURE (GA_GDR updating only the salient
+rows), and random labels (fine-tuning on the forget sequences with shuffled next-token targets, the language-model form
+of randomized forgetting); a small-step arm re-runs chosen gradient methods at a small learning rate
 (`small_step_methods` at `small_lr`, named e.g. "NPO_GDR_lr1e-05"), the many-small-steps regime in which the
-quantization paper finds 4 bits bring knowledge back. Controls: the original model, and random pruning of FF
-neurons (a seeded random ranking, zeroed weights) tuned to the same drop like the others, attacked the same way.
+quantization paper finds 4 bits bring knowledge back. Controls: the original model, and random pruning of FF neurons (a
+seeded random ranking, zeroed weights) tuned to the same drop like the others, attacked the same way.
 
 Tuning (validation forget windows only): selective pruning grows the pruned set step by step, gradient methods
 take optimizer steps at a fixed learning rate, evaluated every `eval_every` steps until the drop reaches

@@ -4,6 +4,7 @@ sentences its README findings template asks for by name (`TEXT`, placeholders `{
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Callable
 
 from forgetlab.core.report import Sources, fmt_ci, fmt_span, number
@@ -182,6 +183,8 @@ def fr_vs_attacked(root: Sources, attack: str) -> str:
 
 # the headline function of each metrics file (by stem)
 HEADLINES: dict[str, Callable[[dict], dict]] = {"forgetting_robustness": forgetting_robustness}
+# the README findings paragraph's template of each metrics file (by stem; forgetlab.core.report.fill)
+FINDINGS: dict[str, Path] = {"forgetting_robustness": Path(__file__).with_name("findings.md")}
 # the sentences its findings template asks for ({{ text: <name> }})
 TEXT: dict[str, Callable[[Sources], str]] = {
     "fr_matching": fr_matching,

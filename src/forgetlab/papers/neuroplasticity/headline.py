@@ -4,6 +4,7 @@ the README table), and the sentences its README findings template asks for by na
 <name> }}`)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from forgetlab.core.report import Sources, number, seed_interval
@@ -84,6 +85,8 @@ def np_seeds(root: Sources) -> str:
 
 # the headline function of each metrics file (by stem)
 HEADLINES: dict[str, Callable[[dict], dict]] = {"neuroplasticity": neuroplasticity}
+# the README findings paragraph's template of each metrics file (by stem; forgetlab.core.report.fill)
+FINDINGS: dict[str, Path] = {"neuroplasticity": Path(__file__).with_name("findings.md")}
 # the sentences its findings template asks for ({{ text: <name> }})
 TEXT: dict[str, Callable[[Sources], str]] = {
     "np_seeds": np_seeds,

@@ -4,6 +4,7 @@ writes the README table), and the sentences its README findings template asks fo
 text: <name> }}`)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from forgetlab.core.report import Sources, number
@@ -96,6 +97,8 @@ def qr_group(root: Sources) -> str:
 
 # the headline function of each metrics file (by stem)
 HEADLINES: dict[str, Callable[[dict], dict]] = {"quantization_recovery": quantization_recovery}
+# the README findings paragraph's template of each metrics file (by stem; forgetlab.core.report.fill)
+FINDINGS: dict[str, Path] = {"quantization_recovery": Path(__file__).with_name("findings.md")}
 # the sentences its findings template asks for ({{ text: <name> }})
 TEXT: dict[str, Callable[[Sources], str]] = {
     "qr_selection": qr_selection,

@@ -4,6 +4,7 @@ writes the README table), and the sentences its README findings template asks fo
 text: <name> }}`)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from forgetlab.core.report import Sources, fmt_interval, fmt_value, number
@@ -97,6 +98,8 @@ def rf_flipped(root: Sources) -> str:
 
 # the headline function of each metrics file (by stem)
 HEADLINES: dict[str, Callable[[dict], dict]] = {"randomized_forgetting": randomized_forgetting}
+# the README findings paragraph's template of each metrics file (by stem; forgetlab.core.report.fill)
+FINDINGS: dict[str, Path] = {"randomized_forgetting": Path(__file__).with_name("findings.md")}
 # the sentences its findings template asks for ({{ text: <name> }})
 TEXT: dict[str, Callable[[Sources], str]] = {
     "rf_screen": rf_screen,

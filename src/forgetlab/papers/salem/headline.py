@@ -3,6 +3,7 @@ every paper's, decides the verdicts and writes the README table), and the senten
 for by name (`TEXT`, placeholders `{{ text: <name> }}`)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from forgetlab.core.report import Sources, number
@@ -31,6 +32,8 @@ def salem_profile(root: Sources) -> str:
 
 # the headline function of each metrics file (by stem)
 HEADLINES: dict[str, Callable[[dict], dict]] = {"salem": salem}
+# the README findings paragraph's template of each metrics file (by stem; forgetlab.core.report.fill)
+FINDINGS: dict[str, Path] = {"salem": Path(__file__).with_name("findings.md")}
 # the sentences its findings template asks for ({{ text: <name> }})
 TEXT: dict[str, Callable[[Sources], str]] = {
     "salem_profile": salem_profile,

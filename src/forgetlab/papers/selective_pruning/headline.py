@@ -4,6 +4,7 @@ every paper's, decides the verdicts and writes the README table), and the senten
 for by name (`TEXT`, placeholders `{{ text: <name> }}`)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from forgetlab.core.report import Sources, difference, number
@@ -147,6 +148,10 @@ def vit_mia(root: Sources) -> str:
 # the headline function of each metrics file (by stem)
 HEADLINES: dict[str, Callable[[dict], dict]] = {
     "selective_pruning": selective_pruning, "selective_pruning_vision_toxicity": selective_pruning_vision_toxicity}
+# the README findings paragraph's template of each metrics file (by stem; forgetlab.core.report.fill)
+FINDINGS: dict[str, Path] = {
+    "selective_pruning": Path(__file__).with_name("findings.md"),
+    "selective_pruning_vision_toxicity": Path(__file__).with_name("findings_vision_toxicity.md")}
 # the sentences its findings template asks for ({{ text: <name> }})
 TEXT: dict[str, Callable[[Sources], str]] = {
     "sp_retain_costs": sp_retain_costs,
