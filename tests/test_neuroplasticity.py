@@ -422,6 +422,42 @@ def test_before_after_similarity_on_a_tiny_model():
     r = npl.layer_matched_comparison(sim_b, carriers, ~pruned, n_boot=50)
     assert r["n_selected"] == int(carriers.sum()) == round(0.25 * 28)
 
+    # the notebook's summaries of these views, against the same quantities by hand
+    live = ~pruned
+    sim = npl.carrier_similarity(before, after, vectors, concept_vec, carriers, live, n_boot=50, seed=0)
+    sim_a = npl.neuron_similarity(after, vectors, concept_vec)
+    assert torch.isnan(sim_a[pruned]).all() and torch.equal(npl.neuron_similarity(before, vectors, concept_vec), sim_b)
+    assert sim["carriers_change"] == pytest.approx(float((sim_a - sim_b)[carriers].double().mean()))
+    assert sim["carriers_same_top_words"] == int(same[carriers].sum())
+    assert sim["others_pre_post_similarity"] == pytest.approx(float(pre_post[live & ~carriers].mean()))
+    primed = npl.priming({"similarity": sim_b}, carriers, live, n_boot=50, seed=0)["similarity"]
+    assert primed["same_layers"] == r
+    assert primed["all_others"]["base_rate"] == pytest.approx(float(sim_b[live & ~carriers].double().mean()))
+    rel = npl.relocation(before, after, top_fraction=0.25, saliency_threshold=0.5, n_boot=50, seed=0)
+    assert torch.equal(rel.top_after, carriers) and rel.summary["n_top"] == int(carriers.sum())
+    assert rel.summary["overlap_top"] == int((rel.top_before & carriers).sum())
+    assert rel.summary["after"] == pytest.approx(float(carriers.nonzero()[:, 0].double().mean()))
+    assert rel.summary["mean_saliency_per_layer_after"] == [x["mean"] for x in rel.layer_means["after"]]
+    poly = npl.polysemanticity(before, after, concept_types, carriers, live, n_boot=50, seed=0)
+    n_concept = concept_types[before.top_words[carriers]].sum(-1)  # concept words among each carrier's 3
+    assert poly["carriers_before"] == pytest.approx(float(((n_concept > 0) & (n_concept < 3)).double().mean()))
+
+
+def test_analysis_words_call_a_type_a_concept_type_when_most_of_its_words_are_labelled_so():
+    """Paris: LOC twice, O once (2/3: a concept type); rome: LOC once, O once (1/2: not); words lowercased."""
+    tok = bpe_tokenizer()
+    names = ["O", "B-LOC", "B-PER"]
+    rows = [{"tokens": ["Paris", "is", "big"], "ner_tags": ["B-LOC", "O", "O"]},
+            {"tokens": ["paris", "Rome", "Ann"], "ner_tags": ["B-LOC", "B-LOC", "B-PER"]},
+            {"tokens": ["Paris", "rome", "is"], "ner_tags": ["O", "O", "O"]},
+            {"tokens": ["not", "read"], "ner_tags": ["O", "O"]}]
+    ds = npl.to_dataset_dict({"train": rows}, names)
+    words = npl.analysis_words(ds, tok, names, "LOC", n=3, max_len=16, label_position="first", min_word_count=2)
+    assert words.n_words == 9 and len(words.examples) == 3
+    assert words.vocab == ["ann", "big", "is", "paris", "rome"]
+    assert words.concept_types.tolist() == [False, False, False, True, False]
+    assert words.eligible.tolist() == [False, False, True, True, True]
+
 
 def test_bad_parameters_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match="arm"):

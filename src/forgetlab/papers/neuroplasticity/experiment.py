@@ -26,7 +26,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -987,6 +987,141 @@ def share_above(sal: torch.Tensor, threshold: float = 0.5) -> list[float]:
     """Per layer: share of (unpruned) neurons with saliency above `threshold`."""
     live = ~torch.isnan(sal)
     return ((sal > threshold) & live).sum(1).div(live.sum(1).clamp(min=1)).tolist()
+
+
+# ------------------------------------------------------------ the notebook's analysis of where the concept went
+@dataclass
+class AnalysisWords:
+    """The analysis sentences' words: their encoding, each word's label, its lowercased type in `vocab`, whether the
+    type is frequent enough to be a top word (`eligible`) and whether it is a concept type (`concept_types`: more
+    than half of its occurrences labelled with the concept)."""
+    examples: list[dict]
+    enc: dict
+    labels: list[int]
+    n_words: int
+    vocab: list[str]
+    type_ids: torch.Tensor
+    eligible: torch.Tensor
+    concept_types: torch.Tensor
+
+
+def analysis_words(ds, tokenizer, names: Sequence[str], concept: str, *, n: int, max_len: int, label_position: str,
+                   min_word_count: int) -> AnalysisWords:
+    """The first `n` training sentences (0 = all) as the words every checkpoint is re-ranked and described on."""
+    examples = _examples(ds, "train", n)
+    enc = encode(tokenizer, examples, max_len, label_position)
+    words, labels = word_strings(enc, examples), word_labels(enc, examples)
+    vocab, type_ids, eligible = word_types(words, min_word_count)
+    is_concept = np.array([concept_of(names[t]) == concept for t in labels])
+    share = np.bincount(type_ids.numpy(), weights=is_concept, minlength=len(vocab)) / \
+        np.bincount(type_ids.numpy(), minlength=len(vocab))
+    return AnalysisWords(examples, enc, labels, len(words), vocab, type_ids, eligible, torch.tensor(share > 0.5))
+
+
+def checkpoint_views(model, words: AnalysisWords, rankings: dict[str, tuple[str, str]], names: Sequence[str],
+                     concept: str, *, k: int, n_stages: int, n_top: int, batch_size: int, data_dir: str,
+                     device: str) -> dict[str, dict[str, NeuronView]]:
+    """{ranking: {"base" | "stage s": NeuronView}} for each pruned run {ranking: (standardize_by, its checkpoint
+    dir)}: the base `model` re-ranked as the run ranks, its pruned neurons excluded (one forward pass for all),
+    then every retraining stage's checkpoint of the first run and the last stage's of the others (sensitivity
+    runs). Each checkpoint must come back with its `k` pruned neurons masked."""
+    base_acts = word_activations(model, words.enc, batch_size)
+    views = {}
+    for ranking, (how, d) in rankings.items():
+        mask = torch.load(Path(d) / "ranking.pt")["pruned"]
+        views[ranking] = {"base": analyse_activations(base_acts, words.labels, names, concept, mask,
+                                                      words.type_ids, words.eligible, n_top, how)}
+    del base_acts
+    for i, (ranking, (how, d)) in enumerate(rankings.items()):
+        for s in range(n_stages + 1) if i == 0 else (n_stages,):
+            m, _, pruned, handle = load_checkpoint(Path(d) / f"stage_{s}", data_dir=data_dir, device=device)
+            if handle is None or int(pruned.sum()) != k:
+                raise ValueError(f"{d}/stage_{s}: expected its {k} pruned neurons masked, found "
+                                 f"{None if pruned is None else int(pruned.sum())}")
+            views[ranking][f"stage {s}"] = analyse_checkpoint(m, words.enc, words.examples, names, concept,
+                                                              pruned, words.type_ids, words.eligible, n_top, how,
+                                                              batch_size)
+            del m
+    return views
+
+
+class Relocation(NamedTuple):
+    summary: dict  # what the metrics record
+    top_before: torch.Tensor  # bool [layers, hidden]: the concept's top neurons before retraining ...
+    top_after: torch.Tensor  # ... and after
+    layer_means: dict  # {"before" | "after": layer_means of the saliency} (with intervals, for the figure)
+
+
+def relocation(before: NeuronView, after: NeuronView, *, top_fraction: float, saliency_threshold: float,
+               n_boot: int, seed: int) -> Relocation:
+    """Where the concept's top neurons (the `top_fraction` most salient unpruned ones) sit before and after
+    retraining: the mean layer shift with its interval, their overlap and counts per layer, the share of neurons
+    above `saliency_threshold` and the mean saliency per layer."""
+    top_before, top_after = top_neurons(before.saliency, top_fraction), top_neurons(after.saliency, top_fraction)
+    rows = {"before": layer_means(before.saliency, n_boot=n_boot, seed=seed),
+            "after": layer_means(after.saliency, n_boot=n_boot, seed=seed)}
+    summary = {**mean_layer_shift(top_before, top_after, n_boot, seed),
+               "overlap_top": int((top_before & top_after).sum()), "n_top": int(top_after.sum()),
+               "top_per_layer_before": top_before.sum(1).tolist(), "top_per_layer_after": top_after.sum(1).tolist(),
+               "share_above_threshold_before": share_above(before.saliency, saliency_threshold),
+               "share_above_threshold_after": share_above(after.saliency, saliency_threshold),
+               "mean_saliency_per_layer_before": [r["mean"] for r in rows["before"]],
+               "mean_saliency_per_layer_after": [r["mean"] for r in rows["after"]]}
+    return Relocation(summary, top_before, top_after, rows)
+
+
+def neuron_similarity(view: NeuronView, vectors: torch.Tensor, concept_vec: torch.Tensor) -> torch.Tensor:
+    """concept_similarity of a checkpoint's neurons, NaN where pruned: [layers, hidden]."""
+    return concept_similarity(view.top_words, vectors, concept_vec).masked_fill(view.pruned, float("nan"))
+
+
+def carrier_similarity(before: NeuronView, after: NeuronView, vectors: torch.Tensor, concept_vec: torch.Tensor,
+                       carriers: torch.Tensor, live: torch.Tensor, *, n_boot: int, seed: int) -> dict:
+    """The paper's similarity measure on the concept carriers (the top neurons after retraining): their top words'
+    concept similarity before and after, the paired change with its interval over carriers, how similar their
+    old and new top words are (against the other live neurons), how many kept their top words, and the mean
+    similarity per layer."""
+    from forgetlab.core.metrics import bootstrap_mean
+    sim_before, sim_after = neuron_similarity(before, vectors, concept_vec), neuron_similarity(after, vectors,
+                                                                                              concept_vec)
+    pre_post = top_word_similarity(before.top_words, after.top_words, vectors)
+    paired = (sim_after - sim_before)[carriers].double()
+    same = (before.top_words.sort(-1).values == after.top_words.sort(-1).values).all(-1)
+    return {
+        "carriers_before": float(sim_before[carriers].mean()), "carriers_after": float(sim_after[carriers].mean()),
+        "carriers_change": float(paired.mean()), "carriers_change_ci": bootstrap_mean(paired, n_boot=n_boot, seed=seed),
+        "carriers_pre_post_similarity": float(pre_post[carriers].mean()),
+        "others_pre_post_similarity": float(pre_post[live & ~carriers].mean()),
+        "carriers_same_top_words": int(same[carriers].sum()),
+        "mean_similarity_per_layer_before": [r["mean"] for r in layer_means(sim_before, n_boot=n_boot, seed=seed)],
+        "mean_similarity_per_layer_after": [r["mean"] for r in layer_means(sim_after, n_boot=n_boot, seed=seed)],
+    }
+
+
+def priming(measures: dict[str, torch.Tensor], carriers: torch.Tensor, live: torch.Tensor, *, n_boot: int,
+            seed: int) -> dict:
+    """Were the carriers primed before retraining? Each base-model measure (e.g. concept similarity, saliency) of
+    the carriers against two base rates: all other live neurons ("all_others", one pooled layer) and the other
+    neurons of the same layers ("same_layers", layer_matched_comparison)."""
+    def flat(x):
+        return x.reshape(1, -1)
+    return {name: {"all_others": layer_matched_comparison(flat(values), flat(carriers), flat(live), n_boot, seed),
+                   "same_layers": layer_matched_comparison(values, carriers, live, n_boot, seed)}
+            for name, values in measures.items()}
+
+
+def polysemanticity(before: NeuronView, after: NeuronView, concept_types: torch.Tensor, carriers: torch.Tensor,
+                    live: torch.Tensor, *, n_boot: int, seed: int) -> dict:
+    """Are the carriers polysemantic after retraining (against the other neurons of their layers), and how much
+    more than the same neurons in the base model (paired change with its interval over carriers)?"""
+    from forgetlab.core.metrics import bootstrap_mean
+    poly_after, poly_before = polysemantic(after.top_words, concept_types), polysemantic(before.top_words,
+                                                                                           concept_types)
+    change = (poly_after.double() - poly_before.double())[carriers]
+    return {"after": layer_matched_comparison(poly_after.double(), carriers, live, n_boot, seed),
+            "carriers_before": float(poly_before[carriers].double().mean()),
+            "carriers_change": float(change.mean()),
+            "carriers_change_ci": bootstrap_mean(change, n_boot=n_boot, seed=seed)}
 
 
 # the checkpoint steps of dvc.yaml: `python -m forgetlab.papers.neuroplasticity.experiment <step> --flag value ...`
