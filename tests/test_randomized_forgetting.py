@@ -516,3 +516,47 @@ def test_notebook_03s_correlation_and_ratio_helpers():
     assert math.isnan(rf.hits_forget_ratio(np.array([1.0, 0.0]), after[:2]))  # fine-tuned at chance: undefined
     lo, hi = rf.hits_forget_ratio_ci(ft, after, n_boot=200, seed=0)
     assert lo <= 0.5 <= hi
+
+
+def test_notebook_03s_n_vs_small_pools_the_ratios_by_hand():
+    """Task a: fine-tuned 4 of 4, after N 2 of 4, after N_small 3 of 4; task b: 3/4, 1/4, 3/4. Pooled over items,
+    sum(ft - after) / sum(ft - 0.5): (2 + 2) / (2 + 1) for N, (1 + 0) / 3 for N_small."""
+    from forgetlab.papers.randomized_forgetting import analysis as rf
+    h = lambda *x: np.array(x, float)  # noqa: E731
+    out = rf.n_vs_small({"a": (h(1, 1, 1, 1), h(1, 1, 0, 0), h(1, 1, 1, 0)),
+                         "b": (h(1, 1, 1, 0), h(1, 0, 0, 0), h(1, 1, 1, 0))}, n_boot=200, seed=0)
+    assert out["tasks"] == ["a", "b"]
+    assert out["pooled_forget_ratio"] == pytest.approx(4 / 3)
+    assert out["pooled_forget_ratio_small"] == pytest.approx(1 / 3)
+    lo, hi = out["difference_ci"]
+    assert lo <= 1 <= hi
+    assert rf.n_vs_small({}, n_boot=200, seed=0) == {}
+
+
+def test_notebook_03s_claim_verdicts_follow_their_stated_rules():
+    from forgetlab.papers.randomized_forgetting import analysis as rf
+    tasks = {"a": {"forget_ratio_ci": [0.6, 0.9]}, "b": {"forget_ratio_ci": [0.1, 0.5]},
+             "c": {"forget_ratio_ci": [-0.2, 0.3]}}
+    corr = {"confidence": {"spearman_ci": [-0.9, -0.1]}, "variance": {"spearman_ci": [float("nan")] * 2}}
+    shallow = {"probe_after_minus_model_after": (0.2, [0.1, 0.3]),
+               "probe_after_minus_probe_pretrained": (0.0, [-0.1, 0.1])}
+    kw = dict(enough_converged=True, offdiagonal_ci=[-0.1, 0.2], offdiagonal_above=1, n_offdiagonal=6,
+              n_vs_small={"difference_ci": [-0.1, 0.4]}, correlations=corr, shallow=shallow)
+    v = rf.claim_verdicts(tasks, ["a", "b", "c"], **kw)
+    assert v == {"generalizes_and_varies": "holds", "spills_over": "partly",  # 1 cell > 2.5% of 6
+                 "more_examples_more_forgetting": "inconclusive", "confidence_predicts_negatively": "holds",
+                 "variance_predicts_negatively": "not tested", "shallow_probes": "partly"}
+    # b and c overlap, and only b lies above 0: partly; no cell above 0 of 60; N_small better: does not hold
+    v = rf.claim_verdicts(tasks, ["b", "c"], **{**kw, "offdiagonal_above": 1, "n_offdiagonal": 60,
+                                                "n_vs_small": {"difference_ci": [-0.4, -0.1]}})
+    assert (v["generalizes_and_varies"], v["spills_over"], v["more_examples_more_forgetting"]) == \
+        ("partly", "does not hold", "does not hold")
+    assert rf.claim_verdicts(tasks, ["c"], **{**kw, "offdiagonal_ci": [0.05, 0.2], "n_vs_small": {}})[
+        "spills_over"] == "holds"
+    # too few converged: the forget-ratio claims are not tested, the others still decided
+    v = rf.claim_verdicts(tasks, ["a"], **{**kw, "enough_converged": False, "n_vs_small": {}})
+    assert [v[k] for k in ("generalizes_and_varies", "spills_over", "more_examples_more_forgetting")] == \
+        ["not tested"] * 3
+    assert v["confidence_predicts_negatively"] == "holds"
+    assert rf.nan_to_null({"r": np.float64("nan"), "n": np.int64(3), "ok": np.bool_(True), "xs": np.array([0.5])}) \
+        == {"r": None, "n": 3, "ok": True, "xs": [0.5]}

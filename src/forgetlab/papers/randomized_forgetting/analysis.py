@@ -152,3 +152,77 @@ def pooled_difference(diffs: Sequence[np.ndarray], *, n_boot: int, seed: int) ->
     """Mean of per-item differences pooled over tasks, with a bootstrap interval over the pooled items."""
     d = np.concatenate(list(diffs))
     return float(d.mean()), list(metrics.bootstrap_mean(d, n_boot=n_boot, seed=seed))
+
+
+def n_vs_small(hits_by_task: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], *, n_boot: int,
+               seed: int) -> dict:
+    """N vs N_small forgetting examples, pooled over tasks: from each task's test hits (fine-tuned, after forgetting
+    N items, after forgetting N_small items), the pooled forget ratios sum(ft - after) / sum(ft - 0.5) of both and
+    a bootstrap interval of their difference over the pooled test items. {} when no task is given."""
+    if not hits_by_task:
+        return {}
+    num_n = np.concatenate([a - b for a, b, _ in hits_by_task.values()])
+    num_s = np.concatenate([a - s for a, _, s in hits_by_task.values()])
+    den = np.concatenate([a - 0.5 for a, _, _ in hits_by_task.values()])
+    return {"tasks": list(hits_by_task), "pooled_forget_ratio": float(num_n.sum() / den.sum()),
+            "pooled_forget_ratio_small": float(num_s.sum() / den.sum()),
+            "difference_ci": list(metrics.bootstrap_diff_of_ratios(num_n, den, num_s, den, n_boot=n_boot,
+                                                                   seed=seed))}
+
+
+def claim_verdicts(per_task: dict, converged: Sequence[str], *, enough_converged: bool, offdiagonal_ci,
+                   offdiagonal_above: int, n_offdiagonal: int, n_vs_small: dict, correlations: dict,
+                   shallow: dict) -> dict[str, str]:
+    """The notebook's verdict on each claim, by the rules its "Metrics and conclusions" section states (95%
+    intervals; the forget-ratio claims are "not tested" unless `enough_converged`):
+    generalizes_and_varies: holds if some converged task's forget-ratio interval lies above 0 and two converged
+        tasks' intervals do not overlap; partly if one of the two; else does not hold.
+    spills_over: holds if the mean off-diagonal ratio's interval lies above 0; partly if more off-diagonal cells lie
+        above 0 (`offdiagonal_above`) than the 2.5% of `n_offdiagonal` expected by chance; else does not hold.
+    more_examples_more_forgetting: holds / does not hold if n_vs_small's difference interval lies above / below 0,
+        inconclusive if it contains 0, not tested without n_vs_small.
+    confidence_ / variance_predicts_negatively: holds / does not hold if the Spearman interval lies below / above 0,
+        inconclusive if it contains 0, not tested if undefined.
+    shallow_probes: holds if probe-after minus model-after and probe-after minus pre-trained probe both have
+        intervals above 0; partly if only the first; else does not hold."""
+    verdicts = {}
+    if not enough_converged:
+        for k in ("generalizes_and_varies", "spills_over", "more_examples_more_forgetting"):
+            verdicts[k] = "not tested"
+    else:
+        above0 = [t for t in converged if per_task[t]["forget_ratio_ci"][0] > 0]
+        disjoint = [(a, b) for a in converged for b in converged
+                    if per_task[a]["forget_ratio_ci"][0] > per_task[b]["forget_ratio_ci"][1]]
+        verdicts["generalizes_and_varies"] = ("holds" if above0 and disjoint else "partly" if above0 or disjoint
+                                              else "does not hold")
+        verdicts["spills_over"] = ("holds" if offdiagonal_ci[0] > 0 else "partly"
+                                   if offdiagonal_above > 0.025 * n_offdiagonal else "does not hold")
+        if n_vs_small:
+            d_lo, d_hi = n_vs_small["difference_ci"]
+            verdicts["more_examples_more_forgetting"] = ("holds" if d_lo > 0 else "does not hold" if d_hi < 0
+                                                         else "inconclusive")
+        else:
+            verdicts["more_examples_more_forgetting"] = "not tested"
+    for key in ("confidence", "variance"):
+        lo, hi = correlations[key]["spearman_ci"]
+        verdicts[f"{key}_predicts_negatively"] = ("not tested" if math.isnan(lo) else "holds" if hi < 0
+                                                  else "does not hold" if lo > 0 else "inconclusive")
+    pa_ma, pa_pp = shallow["probe_after_minus_model_after"][1], shallow["probe_after_minus_probe_pretrained"][1]
+    verdicts["shallow_probes"] = ("holds" if pa_ma[0] > 0 and pa_pp[0] > 0 else "partly" if pa_ma[0] > 0
+                                  else "does not hold")
+    return verdicts
+
+
+def nan_to_null(obj):
+    """Plain JSON for the metrics file: numpy scalars and arrays to Python, NaN (an undefined ratio) to null."""
+    if isinstance(obj, dict):
+        return {k: nan_to_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [nan_to_null(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return None if math.isnan(obj) else float(obj)
+    return obj
