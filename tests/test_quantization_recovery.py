@@ -80,6 +80,27 @@ def test_real_bitsandbytes_load_holds_the_in_memory_weights(tmp_path, data_dir):
         assert set(got) == set(lins)  # every Linear but the output head
         for name, w in got.items():
             assert torch.equal(w, quant.bnb_dequantized(lins[name].weight.data, precision)), name
+        # notebook 04's check: the same comparison, and it sees a model that is not the checkpoint
+        assert quant.bnb_check(tmp_path / "m", model, precision) == {"layers": len(lins), "layers_expected": len(lins),
+                                                                     "max_abs_diff": 0.0}
+    other = tiny_model("llama", hidden=64, ff=128, seed=1)
+    assert quant.bnb_check(tmp_path / "m", other, "nf4")["max_abs_diff"] > 0
+
+
+def test_sure_comparison_pairs_each_sure_run_with_its_baseline_at_the_selected_epoch():
+    import pandas as pd
+    from forgetlab.papers.quantization_recovery import analysis as qr
+    base, sure = experiment.run_name("GA", 1e-4), experiment.run_name("GA", 1e-4, sure=True)
+    rows = [{"name": n, "epoch": e, "precision": p, "selected": e == 2, "verbmem": v, "share": 0.5, "utility": 0.9,
+             "code_change": c}
+            for n, off in ((base, 0.0), (sure, 0.1)) for e in (1, 2) for p, c in (("full", 0.0), ("nf4", 0.2 + off),
+                                                                                  ("int8", 0.9))
+            for v in [e / 10 + off]]
+    out = qr.sure_comparison([{"name": sure, "method": "GA", "lr": 1e-4}], pd.DataFrame(rows))
+    assert [(r["variant"], r["precision"]) for r in out] == [("baseline", "full"), ("baseline", "nf4"),
+                                                              ("SURE", "full"), ("SURE", "nf4")]
+    assert [r["verbmem"] for r in out] == pytest.approx([0.2, 0.2, 0.3, 0.3])  # epoch 2, the selected one
+    assert [r["code_change_nf4"] for r in out] == pytest.approx([0.2, 0.2, 0.3, 0.3])
 
 
 def test_quantized_context_skips_the_head_and_restores_exactly():

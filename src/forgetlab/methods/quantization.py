@@ -296,6 +296,19 @@ def bnb_dequantized_weights(bnb_model) -> dict[str, torch.Tensor]:
     return out
 
 
+
+def bnb_check(path: str | Path, model, precision: str = "nf4", data_dir: str = "data") -> dict:
+    """Load the checkpoint at `path` with real bitsandbytes `precision` layers (the paper's code path) and compare
+    their dequantized weights with our in-memory codes of the same checkpoint loaded as `model`: {"layers",
+    "layers_expected", "max_abs_diff"} (0.0 when our codes are bitsandbytes' own)."""
+    real, _ = load_bnb(path, precision, data_dir)
+    real_w = bnb_dequantized_weights(real)
+    lins = quantizable_linears(model)
+    return {"layers": len(real_w), "layers_expected": len(lins),
+            "max_abs_diff": max(float((real_w[n].to(lins[n].weight.device)
+                                       - bnb_dequantized(lins[n].weight.data, precision)).abs().max())
+                                for n in real_w)}
+
 def time_rtn(model, precision: str = "rtn4", repeats: int = 3) -> float:
     """Best-of-`repeats` seconds to fake-quantize (and restore) all quantizable weights of `model`."""
     best = float("inf")

@@ -13,6 +13,7 @@ import numpy as np
 from forgetlab.core import metrics, utils
 from forgetlab.core.utils import check_choice, check_fraction, check_list, check_positive_int, check_type
 from forgetlab.methods import muse, quantization, unlearning
+from forgetlab.papers.quantization_recovery.experiment import run_name
 
 
 @dataclass(frozen=True)
@@ -82,3 +83,40 @@ def mean_recovery(recovery: dict, methods: Sequence[str], precisions: Sequence[s
 def target_retrain_gaps(table: dict, precisions: Sequence[str]) -> dict:
     """The recovery share's denominator: target minus retrain, per metric and precision."""
     return {key: {p: table["target"][p][key] - table["retrain"][p][key] for p in precisions} for key in RECOVERY_KEYS}
+
+
+def granularities(group_sizes: Sequence[int]) -> list[str]:
+    """The 4-bit RTN granularities of figure 3: per tensor, per channel, then each group size."""
+    return ["rtn4-tensor", "rtn4-channel"] + [f"rtn4-g{g}" for g in group_sizes]
+
+
+def granularity_verbmem(models: dict, tok, passages: Sequence[dict], group_sizes: Sequence[int], *, prompt_len: int,
+                        max_new_tokens: int) -> list[dict]:
+    """Forget VerbMem of each model ({label: model}) quantized to 4-bit RTN at every granularity: rows {"model",
+    "granularity" ("tensor", "channel", "g<size>"), "verbmem" (mean over passages)}; each model is restored
+    after each granularity."""
+    rows = []
+    for label, m in models.items():
+        for g in granularities(group_sizes):
+            with quantization.quantized(m, g):
+                score = muse.verbmem(m, tok, passages, prompt_len, max_new_tokens).mean()
+            rows.append({"model": label, "granularity": g.removeprefix("rtn4-"), "verbmem": float(score)})
+    return rows
+
+
+def sure_comparison(sure_runs: Sequence[dict], epochs) -> list[dict]:
+    """SURE against its baseline (the same method and learning rate without the saliency mask) at the selected
+    epoch, at full precision and nf4: rows {"method", "lr", "variant" ("baseline" | "SURE"), "precision", "verbmem",
+    "share", "utility", "code_change_nf4"} from `epochs`, the notebook's DataFrame of every epoch of every run
+    (recovery.epoch_recovery rows)."""
+    sel = epochs[epochs["selected"] & epochs["precision"].isin(["full", "nf4"])]
+    rows = []
+    for r in sure_runs:
+        for name, variant in ((run_name(r["method"], r["lr"]), "baseline"), (r["name"], "SURE")):
+            code_change = float(epochs[(epochs["name"] == name) & epochs["selected"]
+                                       & (epochs["precision"] == "nf4")]["code_change"].max())
+            for _, row in sel[sel["name"] == name].iterrows():
+                rows.append({"method": r["method"], "lr": r["lr"], "variant": variant, "precision": row["precision"],
+                             "verbmem": row["verbmem"], "share": row["share"], "utility": row["utility"],
+                             "code_change_nf4": code_change})
+    return rows
