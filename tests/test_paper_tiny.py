@@ -1,5 +1,5 @@
 """The paper profile's code paths on every commit (issue 26): one hub reader (forgetlab.data.hub) with a local
-mirror, a mirror of tiny copies of every hub model and dataset the paper profile names (forgetlab.data.tinyhub),
+mirror, a mirror of tiny copies of every hub model and dataset the paper profile names (forgetlab.repro.tinyhub),
 and the whole pipeline run with the paper-tiny profile on it."""
 import json
 
@@ -14,7 +14,7 @@ from forgetlab.repro import profile
 
 @pytest.fixture(scope="session")
 def tiny_hub(tmp_path_factory, data_dir):
-    from forgetlab.data import tinyhub
+    from forgetlab.repro import tinyhub
     return tinyhub.build(tmp_path_factory.mktemp("hub") / "mirror", data_dir)
 
 

@@ -418,11 +418,6 @@ def test_as_written_allows_exactly_the_rounding_of_a_metrics_file():
     assert float("nan") == as_written(recovery_share, 0.5, 0.4, 0.4)  # no gap: NaN, as the file holds it
 
 
-# data.tinyhub builds the test mirror of the paper profile's hub data in the schemas the papers read, with the
-# papers' own helpers (a ViT, SaLEM's QA examples, the toxicity sentence splitter): a test fixture, not a layer
-LAYERING_EXCEPTIONS = {"data.tinyhub"}
-
-
 def test_layers_import_downwards_and_no_paper_imports_another():
     """core <- methods <- papers <- repro (data beside core): core imports neither methods nor papers nor repro,
     methods and data import no paper and no repro module, and a paper imports no other paper (only repro.cli, which
@@ -439,4 +434,4 @@ def test_layers_import_downwards_and_no_paper_imports_another():
                     or (layer == "papers" and top == "papers" and m.split(".")[1] != name.split(".")[1])
                     or (layer == "papers" and top == "repro" and m != "repro.cli")):
                 wrong.setdefault(name, []).append(m)
-    assert set(wrong) == LAYERING_EXCEPTIONS, f"imports across layers or papers: {wrong}"
+    assert not wrong, f"imports across layers or papers: {wrong}"

@@ -14,7 +14,7 @@ Every hub read goes through `load_dataset` here (datasets) or `forgetlab.core.mo
       <mirror>/models/<id>                a model and its tokenizer saved with save_pretrained
 
 The tests build such a mirror of tiny random-init models and small datasets with the hub's schemas
-(forgetlab.data.tinyhub) and run the `paper-tiny` profile on it, so every paper-profile code path runs on every commit;
+(forgetlab.repro.tinyhub) and run the `paper-tiny` profile on it, so every paper-profile code path runs on every commit;
 a user on a machine without network can fill one with real copies.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@ same architecture and a small dataset with the hub's schema (columns, features, 
 forgetlab.data.hub reads from $FORGETLAB_HUB_MIRROR. The `paper-tiny` profile runs on it, so the paper profile's
 code paths (OPT, DistilBERT, BERT, GPT-NeoX, Llama and ViT models; the hub datasets' loaders) run on every commit:
 
-    python -m forgetlab.data.tinyhub --out hub-tiny --data-dir data-test
+    python -m forgetlab.repro.tinyhub --out hub-tiny --data-dir data-test
     FORGETLAB_HUB_MIRROR=hub-tiny python -m forgetlab.repro.pipeline --profile paper-tiny ...
 
 Texts come from the tests' data (the squad_shifts paragraphs and the code files of `--data-dir`), so documents read
@@ -107,7 +107,7 @@ def build_models(out: Path, data_dir: Path) -> None:
 
 
 def _paragraphs(data_dir: Path) -> list[str]:
-    from .bigbench import load_squad
+    from forgetlab.data.bigbench import load_squad
     return [p["context"] for src in ("nyt", "new_wiki") for a in load_squad(src, data_dir) for p in a["paragraphs"]]
 
 
@@ -126,7 +126,7 @@ def _lettered(rng, question: str, key: str, answers: list[str]) -> dict:
 def build_datasets(out: Path, data_dir: Path) -> None:
     from datasets import ClassLabel, Features, Image, Sequence, Value
     from forgetlab.core.text import split_sentences
-    from .corpora import load_code_documents
+    from forgetlab.data.corpora import load_code_documents
     rng = random.Random(SEED)
     paras = _paragraphs(data_dir)
     sents = [s for p in paras for s in split_sentences(p, "lines", min_words=5)]
