@@ -141,15 +141,14 @@ def replace_block(text: str, block: str, begin: str = BEGIN, end: str = END) -> 
 
 
 # ================================================================ findings paragraphs from templates
-# {stem: template} and {name: sentence function} of every paper
 FINDINGS: dict[str, Path] = {stem: path for paper in PAPERS for stem, path in paper.FINDINGS.items()}
-TEXT_FUNCTIONS = {name: fn for paper in PAPERS for name, fn in paper.TEXT.items()}
 PACKAGE = Path(__file__).resolve().parents[1]  # src/forgetlab
 
 
 def findings(root: str | Path = ".") -> dict[str, str]:
-    """{stem: filled, re-flowed paragraphs} of every paper's findings template."""
-    return {stem: finding(path, TEXT_FUNCTIONS, root) for stem, path in FINDINGS.items()}
+    """{stem: filled, re-flowed paragraphs} of every paper's findings template, each filled with its own paper's
+    sentences (as its notebook fills it)."""
+    return {stem: finding(path, paper.TEXT, root) for paper in PAPERS for stem, path in paper.FINDINGS.items()}
 
 
 def findings_markers(name: str) -> tuple[str, str]:
