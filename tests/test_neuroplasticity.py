@@ -221,7 +221,7 @@ def test_random_baseline_samples_from_all_neurons():
 
 # ---------------------------------------------------------------- masks that persist
 def _resid_outputs(model, ids):
-    with neurons.record_stats(model, ("resid",)) as rec:
+    with neurons.record_stats(model, ("resid",)):
         outs = {}
         hooks = [m.register_forward_hook(lambda mod, a, o, i=i: outs.__setitem__(i, neurons._first(o).detach()))
                  for i, m in enumerate(neurons.neuron_modules(model, "resid"))]
