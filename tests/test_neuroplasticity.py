@@ -522,6 +522,23 @@ def test_stages_end_to_end_on_a_tiny_decoder_and_conll_format_files(tmp_path):
     assert pruned.sum() == 5 and handle is not None
     assert torch.equal(pruned, torch.load(tmp_path / "concept" / "ranking.pt")["pruned"])
 
+    # the notebook reads the runs back, checking what the stages recorded
+    test_ex, types = npl._examples(npl.load_ner(ner), "test"), ["LOC", "PER"]
+    how = json.loads((tmp_path / "concept" / "stage_0" / npl.META_FILE).read_text())["standardize_by"]
+    runs = npl.load_retraining_runs(base, {"concept": out}, test_ex, names, types, standardize_by={"concept": how},
+                                    n_boot=20, seed=0)
+    assert (runs.k, runs.n_stages, len(runs.steps)) == (5, 2, 3) and set(runs.f1) == {"base", *(("concept", s)
+                                                                                             for s in range(3))}
+    assert runs.f1["base"]["LOC"]["f1"] == pytest.approx(runs.base_meta["test"]["LOC_f1"], abs=1e-6)
+    with pytest.raises(ValueError, match="ranked with standardize_by"):
+        npl.load_retraining_runs(base, {"concept": out}, test_ex, names, types, n_boot=20, seed=0,
+                                 standardize_by={"concept": "neuron" if how != "neuron" else "layer"})
+    assert runs.base_meta["test"]["LOC_f1"] < 1  # an untrained tiny model: the gold tags are not its predictions
+    preds = tmp_path / "base" / npl.PRED_FILE  # predictions that no longer give the recorded F1
+    preds.write_text(json.dumps(npl.true_tags(test_ex, names)))
+    with pytest.raises(ValueError, match="the saved predictions give F1 1.000000"):
+        npl.load_retraining_runs(base, {"concept": out}, test_ex, names, types, n_boot=20, seed=0, standardize_by={})
+
 
 def p_analysis(params):
     return params["neuroplasticity"]

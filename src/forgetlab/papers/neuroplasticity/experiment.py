@@ -989,6 +989,60 @@ def share_above(sal: torch.Tensor, threshold: float = 0.5) -> list[float]:
     return ((sal > threshold) & live).sum(1).div(live.sum(1).clamp(min=1)).tolist()
 
 
+# ------------------------------------------------------------ the notebook's reading of the recorded runs
+@dataclass
+class RetrainingRuns:
+    """What the checkpoint stages recorded, read back: the base model's metadata, each pruned run's history
+    (stage 0 = just pruned), the pruned count k and the retraining steps of the stages, and per-sentence entity
+    counts with F1 intervals on the test sentences, keyed "base" or (run, stage)."""
+    base_meta: dict
+    history: dict[str, list[dict]]
+    k: int
+    n_stages: int
+    steps: list[int]
+    counts: dict
+    f1: dict
+
+
+def load_retraining_runs(base_dir: str | Path, runs: dict[str, str | Path], examples: Sequence[dict],
+                         names: Sequence[str], types: Sequence[str], *, standardize_by: dict[str, str], n_boot: int,
+                         seed: int) -> RetrainingRuns:
+    """Read the base model and every pruned run ({run: its folder}; the first is the main run, whose history sets
+    the stages and steps) with their saved test predictions on `examples`, and check that the stages did what the
+    notebook reads: every run pruned the same k neurons, each run in `standardize_by` ranked as stated, and the
+    saved predictions give the F1 the stages recorded (base, and the main run just pruned)."""
+    def meta(path):
+        return json.loads((Path(path) / META_FILE).read_text())
+
+    def preds(path):
+        return json.loads((Path(path) / PRED_FILE).read_text())
+    base_meta = meta(base_dir)
+    history = {m: json.loads((Path(d) / "history.json").read_text()) for m, d in runs.items()}
+    main = next(iter(runs))
+    k = meta(Path(runs[main]) / "stage_0")["k"]
+    ks = {m: meta(Path(d) / "stage_0")["k"] for m, d in runs.items()}
+    if set(ks.values()) != {k}:
+        raise ValueError(f"the pruned runs pruned different numbers of neurons: {ks}")
+    for m, how in standardize_by.items():
+        got = meta(Path(runs[m]) / "stage_0")["standardize_by"]
+        if got != how:
+            raise ValueError(f"run {m!r} ({runs[m]}) ranked with standardize_by={got!r}, not {how!r}")
+    n_stages = len(history[main]) - 1
+    truth = true_tags(examples, names)
+    counts = {"base": {t: entity_counts(truth, preds(base_dir), t) for t in types}}
+    for m, d in runs.items():
+        for stage in range(n_stages + 1):
+            p = preds(Path(d) / f"stage_{stage}")
+            counts[(m, stage)] = {t: entity_counts(truth, p, t) for t in types}
+    f1 = {key: {t: f1_interval(c[t], n_boot, seed) for t in types} for key, c in counts.items()}
+    for t in types:  # the saved predictions give the F1 the stages recorded
+        for key, recorded in (("base", base_meta["test"][f"{t}_f1"]), ((main, 0), history[main][0][f"{t}_f1"])):
+            if abs(f1[key][t]["f1"] - recorded) >= 1e-6:
+                raise ValueError(f"{key} {t}: the saved predictions give F1 {f1[key][t]['f1']:.6f}, the stage "
+                                 f"recorded {recorded:.6f}")
+    return RetrainingRuns(base_meta, history, k, n_stages, [r["steps"] for r in history[main]], counts, f1)
+
+
 # ------------------------------------------------------------ the notebook's analysis of where the concept went
 @dataclass
 class AnalysisWords:
