@@ -560,3 +560,38 @@ def test_notebook_03s_claim_verdicts_follow_their_stated_rules():
     assert v["confidence_predicts_negatively"] == "holds"
     assert rf.nan_to_null({"r": np.float64("nan"), "n": np.int64(3), "ok": np.bool_(True), "xs": np.array([0.5])}) \
         == {"r": None, "n": 3, "ok": True, "xs": [0.5]}
+
+
+def test_notebook_03s_cross_task_matrix_by_hand():
+    """Two tasks, four items each (label 0). Fine-tuned: a 4/4, b 3/4 right. Forgetting a leaves a at 3/4 and b at
+    3/4: forget ratios (1 - 0.75) / 0.5 = 0.5 and 0; forgetting b leaves a at 4/4 and b at 2/4: 0 and
+    (0.75 - 0.5) / 0.25 = 1."""
+    from forgetlab.papers.randomized_forgetting import analysis as rf
+
+    def scores(right):  # logp [n, 2]: choice 0 (the label) wins where right
+        logp = torch.tensor([[0.0, -1.0] if r else [-1.0, 0.0] for r in right])
+        return {"logp": logp, "label": torch.zeros(len(right), dtype=torch.long), "n_chars": torch.ones(len(right), 2)}
+    ft = {"finetuned": {"a": scores([1, 1, 1, 1]), "b": scores([1, 1, 1, 0])}}
+    fg_res = {"runs": {"a|random": {"scores": {"a": scores([1, 1, 1, 0]), "b": scores([1, 1, 1, 0])}},
+                       "b|random": {"scores": {"a": scores([1, 1, 1, 1]), "b": scores([1, 1, 0, 0])}}}}
+    cross = rf.cross_task(ft, fg_res, ["a", "b"], scoring="sum", n_boot=50, seed=0)
+    assert cross.matrix.flatten().tolist() == pytest.approx([0.5, 0.0, 0.0, 1.0])
+    assert cross.diagonal == pytest.approx(0.75) and cross.offdiagonal == pytest.approx(0.0)
+    assert cross.n_offdiagonal == 2 and cross.above == []
+    lo, hi = cross.ci[("a", "b")]
+    assert lo <= 0 <= hi and cross.ci[("b", "b")][1] >= 1.0
+
+
+def test_notebook_03s_shallow_probe_differences_pool_the_items_of_the_pool():
+    from forgetlab.papers.randomized_forgetting import analysis as rf
+    h = lambda *x: np.array(x, float)  # noqa: E731
+    probe = {"after": {"a": [h(0, 0), h(1, 1)], "b": [h(1, 0), h(1, 0)]},
+             "pretrained": {"a": [h(0, 0), h(0, 1)], "b": [h(0, 0), h(0, 0)]},
+             "finetuned": {"a": [h(1, 1), h(1, 1)], "b": [h(1, 1), h(1, 1)]}}
+    best = {"a": 1, "b": 0}  # a read at layer 1, b at layer 0
+    out = rf.shallow_probes(probe, best, {"a": h(0, 0), "b": h(0, 1)}, ["a", "b"], n_boot=50, seed=0)
+    assert out["probe_after_minus_model_after"][0] == pytest.approx((1 + 1 + 1 - 1) / 4)
+    assert out["probe_after_minus_probe_pretrained"][0] == pytest.approx((1 + 0 + 1 + 0) / 4)
+    assert out["probe_after_minus_probe_finetuned"][0] == pytest.approx((0 + 0 + 0 - 1) / 4)
+    assert rf.shallow_probes(probe, best, {"a": h(0, 0), "b": h(0, 1)}, ["b"], n_boot=50, seed=0)[
+        "probe_finetuned_minus_probe_pretrained"][0] == pytest.approx(1.0)

@@ -226,3 +226,66 @@ def nan_to_null(obj):
     if isinstance(obj, (float, np.floating)):
         return None if math.isnan(obj) else float(obj)
     return obj
+
+
+@dataclass
+class CrossTask:
+    """The cross-task forget ratios: matrix[i, j] = forgetting task i (random labels) read on task j's cross
+    items (NaN where the fine-tuned model is not above chance on them), each cell's interval by (a, b), the
+    mean on the diagonal and off it, the off-diagonal mean's interval (cells where a ratio is defined, items
+    resampled) and the off-diagonal cells whose interval lies above 0."""
+    tasks: list[str]
+    matrix: np.ndarray
+    ci: dict
+    diagonal: float
+    offdiagonal: float
+    offdiagonal_ci: tuple
+    above: list[tuple[str, str]]
+
+    @property
+    def n_offdiagonal(self) -> int:
+        return len(self.tasks) * (len(self.tasks) - 1)
+
+
+def cross_task(ft_res: dict, fg_res: dict, tasks: Sequence[str], *, scoring: str, n_boot: int,
+               seed: int) -> CrossTask:
+    """Every kept task's random-label forgetting read on every kept task: the fine-tuned model's hits on the first
+    items of task b (as many as the forgetting run scored there) against the forgotten model's."""
+    k = len(tasks)
+    matrix, ci, off_cells = np.full((k, k), np.nan), {}, []
+    for i, a in enumerate(tasks):
+        for j, b in enumerate(tasks):
+            s_after = fg_res["runs"][f"{a}|random"]["scores"][b]
+            n = len(s_after["label"])
+            ft = {key: v[:n] for key, v in ft_res["finetuned"][b].items() if key in ("logp", "label", "n_chars")}
+            c_ft = hits(ft, scoring)
+            c_after = hits(s_after, scoring)
+            matrix[i, j] = hits_forget_ratio(c_ft, c_after)
+            ci[(a, b)] = hits_forget_ratio_ci(c_ft, c_after, n_boot=n_boot, seed=seed)
+            if i != j and c_ft.mean() > 0.5:
+                off_cells.append((c_ft, c_after))
+    off_ci = fg.bootstrap_mean_forget_ratio(off_cells, n_boot=n_boot, seed=seed) if off_cells else (math.nan,
+                                                                                                     math.nan)
+    return CrossTask(list(tasks), matrix, ci, float(np.nanmean(np.diag(matrix))),
+                     float(np.nanmean(matrix[~np.eye(k, dtype=bool)])), off_ci,
+                     [(a, b) for a in tasks for b in tasks if a != b and ci[(a, b)][0] > 0])
+
+
+def shallow_probes(probe: dict, best_layer: dict, model_after_hits: dict, pool: Sequence[str], *, n_boot: int,
+                   seed: int) -> dict:
+    """Is forgetting shallow? Pooled over the `pool` tasks' items, at each task's best layer (layer_probes): probe
+    after forgetting minus the model after, minus the pre-trained probe, and fine-tuned minus pre-trained probe and
+    after minus fine-tuned probe; each (mean, [lo, hi]) (pooled_difference)."""
+    def at_best(kind, t):
+        return probe[kind][t][best_layer[t]]
+
+    def pooled_diff(fa, fb):
+        return pooled_difference([fa(t) - fb(t) for t in pool], n_boot=n_boot, seed=seed)
+    return {"probe_after_minus_model_after": pooled_diff(lambda t: at_best("after", t),
+                                                         lambda t: model_after_hits[t]),
+            "probe_after_minus_probe_pretrained": pooled_diff(lambda t: at_best("after", t),
+                                                              lambda t: at_best("pretrained", t)),
+            "probe_finetuned_minus_probe_pretrained": pooled_diff(lambda t: at_best("finetuned", t),
+                                                                  lambda t: at_best("pretrained", t)),
+            "probe_after_minus_probe_finetuned": pooled_diff(lambda t: at_best("after", t),
+                                                             lambda t: at_best("finetuned", t))}
