@@ -595,3 +595,24 @@ def test_notebook_03s_shallow_probe_differences_pool_the_items_of_the_pool():
     assert out["probe_after_minus_probe_finetuned"][0] == pytest.approx((0 + 0 + 0 - 1) / 4)
     assert rf.shallow_probes(probe, best, {"a": h(0, 0), "b": h(0, 1)}, ["b"], n_boot=50, seed=0)[
         "probe_finetuned_minus_probe_pretrained"][0] == pytest.approx(1.0)
+
+
+def test_notebook_03s_converged_tasks_check_what_the_runs_recorded():
+    from forgetlab.papers.randomized_forgetting import analysis as rf
+
+    def scores(right):
+        logp = torch.tensor([[0.0, -1.0] if r else [-1.0, 0.0] for r in right])
+        return {"logp": logp, "label": torch.zeros(len(right), dtype=torch.long), "n_chars": torch.ones(len(right), 2)}
+    at_chance, fit = scores([1, 0, 1, 0]), scores([1, 1, 1, 0])  # 0.5 and 0.75 right on the forget set
+
+    def run(last, converged, epochs=2):
+        return {"forget": [fit, last][:epochs], "test": [fit, fit][:epochs], "epochs": 2, "converged": converged}
+    res = {"tol": 0.1, "stop_scoring": "sum", "runs": {"a|random": run(at_chance, True), "b|random": run(fit, False)}}
+    assert rf.converged_tasks(res, ["a", "b"]) == ["a"]
+    res["runs"]["b|random"]["converged"] = True  # 0.75 is 0.25 from chance: not converged
+    with pytest.raises(ValueError, match="b: recorded converged=True, but the last epoch's forget-set accuracy "
+                                         "is 0.750"):
+        rf.converged_tasks(res, ["a", "b"])
+    res["runs"]["b|random"] = run(fit, False, epochs=1)  # an epoch missing
+    with pytest.raises(ValueError, match="b: the forgetting run recorded 1 forget-set and 1 test evaluations for 2"):
+        rf.converged_tasks(res, ["a", "b"])

@@ -289,3 +289,20 @@ def shallow_probes(probe: dict, best_layer: dict, model_after_hits: dict, pool: 
                                                                   lambda t: at_best("pretrained", t)),
             "probe_after_minus_probe_finetuned": pooled_diff(lambda t: at_best("after", t),
                                                              lambda t: at_best("finetuned", t))}
+
+
+def converged_tasks(fg_res: dict, tasks: Sequence[str]) -> list[str]:
+    """The tasks whose random-label forgetting converged, after checking that each run did what the notebook reads:
+    every epoch recorded (forget-set and test scores, at least one epoch), and its `converged` flag what its last
+    epoch says (forget-set accuracy within `tol` of chance, under the stopping rule's scoring)."""
+    tol = fg_res["tol"]
+    for t in tasks:
+        r = fg_res["runs"][f"{t}|random"]
+        if not len(r["forget"]) == len(r["test"]) == r["epochs"] >= 1:
+            raise ValueError(f"{t}: the forgetting run recorded {len(r['forget'])} forget-set and {len(r['test'])} "
+                             f"test evaluations for {r['epochs']} epochs")
+        last = float(fg.correct(r["forget"][-1], fg_res["stop_scoring"]).mean())
+        if r["converged"] != (abs(last - 0.5) <= tol + 1e-9):
+            raise ValueError(f"{t}: recorded converged={r['converged']}, but the last epoch's forget-set accuracy "
+                             f"is {last:.3f} (tolerance {tol} around chance)")
+    return [t for t in tasks if fg_res["runs"][f"{t}|random"]["converged"]]
