@@ -9,8 +9,7 @@ from typing import Sequence
 
 from forgetlab.core import utils
 from forgetlab.core.utils import check_choice, check_fraction, check_list, check_positive_int, check_type
-
-GONE, KEPT, BACK, PARTLY_BACK = 0.2, 0.8, 0.8, 0.5  # shares of the base model's F1 that the rules below read
+from forgetlab.papers.neuroplasticity.headline import BACK, GONE, KEPT, PARTLY_BACK  # the rules' shares of base F1
 
 
 @dataclass(frozen=True)

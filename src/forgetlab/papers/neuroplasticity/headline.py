@@ -9,6 +9,10 @@ from typing import Callable
 
 from forgetlab.core.report import Sources, number, seed_interval
 
+# shares of the base model's F1 that the claims' rules read (claims.claim_verdicts) and the headline check uses:
+# pruned to at most GONE (the concept was removed), other types keep KEPT, retraining back to BACK (or PARTLY_BACK)
+GONE, KEPT, BACK, PARTLY_BACK = 0.2, 0.8, 0.8, 0.5
+
 
 def neuroplasticity(m: dict) -> dict:
     """The notebook decides its verdicts by rules stated in it (notebook_verdicts); the numbers behind them."""
@@ -32,7 +36,7 @@ def neuroplasticity(m: dict) -> dict:
     out["polysemantic_share"] = number(poly["diff"], poly["diff_ci"], "share",
                                        "carriers' polysemantic share minus the same layers' base rate")
     out["notebook_verdicts"] = m["verdicts"]
-    out["checks"] = {"pruning_removed_the_concept": m["concept_pruned_f1"] <= 0.2 * m["base_f1_by_type"][c]}
+    out["checks"] = {"pruning_removed_the_concept": m["concept_pruned_f1"] <= GONE * m["base_f1_by_type"][c]}
     return out
 
 
