@@ -296,7 +296,6 @@ def bnb_dequantized_weights(bnb_model) -> dict[str, torch.Tensor]:
     return out
 
 
-
 def bnb_check(path: str | Path, model, precision: str = "nf4", data_dir: str = "data") -> dict:
     """Load the checkpoint at `path` with real bitsandbytes `precision` layers (the paper's code path) and compare
     their dequantized weights with our in-memory codes of the same checkpoint loaded as `model`: {"layers",
@@ -308,6 +307,7 @@ def bnb_check(path: str | Path, model, precision: str = "nf4", data_dir: str = "
             "max_abs_diff": max(float((real_w[n].to(lins[n].weight.device)
                                        - bnb_dequantized(lins[n].weight.data, precision)).abs().max())
                                 for n in real_w)}
+
 
 def time_rtn(model, precision: str = "rtn4", repeats: int = 3) -> float:
     """Best-of-`repeats` seconds to fake-quantize (and restore) all quantizable weights of `model`."""

@@ -50,6 +50,7 @@ class NotebookParams(utils.NotebookParams):
         for g in check_list("group_sizes", self.group_sizes, int):
             check_positive_int("group_sizes", g)
 
+
 RECOVERY_KEYS = ("verbmem", "knowmem_forget")  # the forget-side metrics whose recovery under quantization is read
 
 
