@@ -102,7 +102,8 @@ def test_findings_placeholders_by_hand(tmp_path):
             "sd {{ seeds/p | metrics | p:a.b | sd ; 100 ; .1f }} k={{ params | sec | k }}")
     assert report.fill(text, {}, tmp_path) == "12.3 pp [10, 20] n=16 x/y sd 3.1 k=7"
     (tmp_path / "metrics" / "q.json").write_text(json.dumps({"r": None, "ci": [None, 0.5], "last": [1, 2, 3]}))
-    assert report.fill("{{ q | r ; 1 ; .2f }} {{ q | ci ; 1 ; .2f }} {{ q | last | -1 }}", {}, tmp_path) == "n/a [n/a, 0.50] 3"
+    assert report.fill("{{ q | r ; 1 ; .2f }} {{ q | ci ; 1 ; .2f }} {{ q | last | -1 }}", {}, tmp_path) == \
+        "n/a [n/a, 0.50] 3"
     with pytest.raises(ValueError, match=r"placeholder \{\{p \| a \| missing\}\}: KeyError"):
         report.fill("{{ p | a | missing }}", {}, tmp_path)
     assert report.wrap("a  b\nc\n\n- item one\n- item two") == "a b c\n\n- item one\n- item two"

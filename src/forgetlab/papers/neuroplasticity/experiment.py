@@ -1136,8 +1136,8 @@ def carrier_similarity(before: NeuronView, after: NeuronView, vectors: torch.Ten
     old and new top words are (against the other live neurons), how many kept their top words, and the mean
     similarity per layer."""
     from forgetlab.core.metrics import bootstrap_mean
-    sim_before, sim_after = neuron_similarity(before, vectors, concept_vec), neuron_similarity(after, vectors,
-                                                                                              concept_vec)
+    sim_before = neuron_similarity(before, vectors, concept_vec)
+    sim_after = neuron_similarity(after, vectors, concept_vec)
     pre_post = top_word_similarity(before.top_words, after.top_words, vectors)
     paired = (sim_after - sim_before)[carriers].double()
     same = (before.top_words.sort(-1).values == after.top_words.sort(-1).values).all(-1)
@@ -1169,8 +1169,8 @@ def polysemanticity(before: NeuronView, after: NeuronView, concept_types: torch.
     """Are the carriers polysemantic after retraining (against the other neurons of their layers), and how much
     more than the same neurons in the base model (paired change with its interval over carriers)?"""
     from forgetlab.core.metrics import bootstrap_mean
-    poly_after, poly_before = polysemantic(after.top_words, concept_types), polysemantic(before.top_words,
-                                                                                           concept_types)
+    poly_after = polysemantic(after.top_words, concept_types)
+    poly_before = polysemantic(before.top_words, concept_types)
     change = (poly_after.double() - poly_before.double())[carriers]
     return {"after": layer_matched_comparison(poly_after.double(), carriers, live, n_boot, seed),
             "carriers_before": float(poly_before[carriers].double().mean()),

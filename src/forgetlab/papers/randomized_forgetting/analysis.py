@@ -264,8 +264,8 @@ def cross_task(ft_res: dict, fg_res: dict, tasks: Sequence[str], *, scoring: str
             ci[(a, b)] = hits_forget_ratio_ci(c_ft, c_after, n_boot=n_boot, seed=seed)
             if i != j and c_ft.mean() > 0.5:
                 off_cells.append((c_ft, c_after))
-    off_ci = fg.bootstrap_mean_forget_ratio(off_cells, n_boot=n_boot, seed=seed) if off_cells else (math.nan,
-                                                                                                     math.nan)
+    off_ci = (fg.bootstrap_mean_forget_ratio(off_cells, n_boot=n_boot, seed=seed) if off_cells
+              else (math.nan, math.nan))
     return CrossTask(list(tasks), matrix, ci, float(np.nanmean(np.diag(matrix))),
                      float(np.nanmean(matrix[~np.eye(k, dtype=bool)])), off_ci,
                      [(a, b) for a in tasks for b in tasks if a != b and ci[(a, b)][0] > 0])
