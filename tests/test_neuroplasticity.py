@@ -424,9 +424,11 @@ def test_before_after_similarity_on_a_tiny_model():
 
     # the notebook's summaries of these views, against the same quantities by hand
     live = ~pruned
-    sim = npl.carrier_similarity(before, after, vectors, concept_vec, carriers, live, n_boot=50, seed=0)
-    sim_a = npl.neuron_similarity(after, vectors, concept_vec)
-    assert torch.isnan(sim_a[pruned]).all() and torch.equal(npl.neuron_similarity(before, vectors, concept_vec), sim_b)
+    sims = npl.carrier_similarity(before, after, vectors, concept_vec, carriers, live, n_boot=50, seed=0)
+    sim, sim_a = sims.summary, sims.after
+    assert torch.isnan(sim_a[pruned]).all() and torch.equal(sims.before, sim_b)
+    assert torch.allclose(npl.neuron_similarity(after, vectors, concept_vec), sim_a, equal_nan=True)
+    assert sim["mean_similarity_per_layer_after"] == [x["mean"] for x in sims.layer_means["after"]]
     assert sim["carriers_change"] == pytest.approx(float((sim_a - sim_b)[carriers].double().mean()))
     assert sim["carriers_same_top_words"] == int(same[carriers].sum())
     assert sim["others_pre_post_similarity"] == pytest.approx(float(pre_post[live & ~carriers].mean()))

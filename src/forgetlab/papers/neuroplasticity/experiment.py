@@ -1018,13 +1018,14 @@ def load_retraining_runs(base_dir: str | Path, runs: dict[str, str | Path], exam
         return json.loads((Path(path) / PRED_FILE).read_text())
     base_meta = meta(base_dir)
     history = {m: json.loads((Path(d) / "history.json").read_text()) for m, d in runs.items()}
+    pruned = {m: meta(Path(d) / "stage_0") for m, d in runs.items()}  # each run just after pruning
     main = next(iter(runs))
-    k = meta(Path(runs[main]) / "stage_0")["k"]
-    ks = {m: meta(Path(d) / "stage_0")["k"] for m, d in runs.items()}
+    k = pruned[main]["k"]
+    ks = {m: info["k"] for m, info in pruned.items()}
     if set(ks.values()) != {k}:
         raise ValueError(f"the pruned runs pruned different numbers of neurons: {ks}")
     for m, how in standardize_by.items():
-        got = meta(Path(runs[m]) / "stage_0")["standardize_by"]
+        got = pruned[m]["standardize_by"]
         if got != how:
             raise ValueError(f"run {m!r} ({runs[m]}) ranked with standardize_by={got!r}, not {how!r}")
     n_stages = len(history[main]) - 1
@@ -1129,8 +1130,15 @@ def neuron_similarity(view: NeuronView, vectors: torch.Tensor, concept_vec: torc
     return concept_similarity(view.top_words, vectors, concept_vec).masked_fill(view.pruned, float("nan"))
 
 
+class CarrierSimilarity(NamedTuple):
+    summary: dict  # what the metrics record
+    before: torch.Tensor  # neuron_similarity of every neuron before retraining [layers, hidden] ...
+    after: torch.Tensor  # ... and after
+    layer_means: dict  # {"before" | "after": layer_means of the similarity} (with intervals, for the figure)
+
+
 def carrier_similarity(before: NeuronView, after: NeuronView, vectors: torch.Tensor, concept_vec: torch.Tensor,
-                       carriers: torch.Tensor, live: torch.Tensor, *, n_boot: int, seed: int) -> dict:
+                       carriers: torch.Tensor, live: torch.Tensor, *, n_boot: int, seed: int) -> CarrierSimilarity:
     """The paper's similarity measure on the concept carriers (the top neurons after retraining): their top words'
     concept similarity before and after, the paired change with its interval over carriers, how similar their
     old and new top words are (against the other live neurons), how many kept their top words, and the mean
@@ -1138,18 +1146,21 @@ def carrier_similarity(before: NeuronView, after: NeuronView, vectors: torch.Ten
     from forgetlab.core.metrics import bootstrap_mean
     sim_before = neuron_similarity(before, vectors, concept_vec)
     sim_after = neuron_similarity(after, vectors, concept_vec)
+    rows = {"before": layer_means(sim_before, n_boot=n_boot, seed=seed),
+            "after": layer_means(sim_after, n_boot=n_boot, seed=seed)}
     pre_post = top_word_similarity(before.top_words, after.top_words, vectors)
     paired = (sim_after - sim_before)[carriers].double()
     same = (before.top_words.sort(-1).values == after.top_words.sort(-1).values).all(-1)
-    return {
+    summary = {
         "carriers_before": float(sim_before[carriers].mean()), "carriers_after": float(sim_after[carriers].mean()),
         "carriers_change": float(paired.mean()), "carriers_change_ci": bootstrap_mean(paired, n_boot=n_boot, seed=seed),
         "carriers_pre_post_similarity": float(pre_post[carriers].mean()),
         "others_pre_post_similarity": float(pre_post[live & ~carriers].mean()),
         "carriers_same_top_words": int(same[carriers].sum()),
-        "mean_similarity_per_layer_before": [r["mean"] for r in layer_means(sim_before, n_boot=n_boot, seed=seed)],
-        "mean_similarity_per_layer_after": [r["mean"] for r in layer_means(sim_after, n_boot=n_boot, seed=seed)],
+        "mean_similarity_per_layer_before": [r["mean"] for r in rows["before"]],
+        "mean_similarity_per_layer_after": [r["mean"] for r in rows["after"]],
     }
+    return CarrierSimilarity(summary, sim_before, sim_after, rows)
 
 
 def priming(measures: dict[str, torch.Tensor], carriers: torch.Tensor, live: torch.Tensor, *, n_boot: int,
