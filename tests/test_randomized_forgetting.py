@@ -563,17 +563,14 @@ def test_notebook_03s_claim_verdicts_follow_their_stated_rules():
 
 
 def test_notebook_03s_cross_task_matrix_by_hand():
-    """Two tasks, four items each (label 0). Fine-tuned: a 4/4, b 3/4 right. Forgetting a leaves a at 3/4 and b at
+    """Two tasks, four items each (hits by _scores). Fine-tuned: a 4/4, b 3/4 right. Forgetting a leaves a at 3/4 and b at
     3/4: forget ratios (1 - 0.75) / 0.5 = 0.5 and 0; forgetting b leaves a at 4/4 and b at 2/4: 0 and
     (0.75 - 0.5) / 0.25 = 1."""
     from forgetlab.papers.randomized_forgetting import analysis as rf
 
-    def scores(right):  # logp [n, 2]: choice 0 (the label) wins where right
-        logp = torch.tensor([[0.0, -1.0] if r else [-1.0, 0.0] for r in right])
-        return {"logp": logp, "label": torch.zeros(len(right), dtype=torch.long), "n_chars": torch.ones(len(right), 2)}
-    ft = {"finetuned": {"a": scores([1, 1, 1, 1]), "b": scores([1, 1, 1, 0])}}
-    fg_res = {"runs": {"a|random": {"scores": {"a": scores([1, 1, 1, 0]), "b": scores([1, 1, 1, 0])}},
-                       "b|random": {"scores": {"a": scores([1, 1, 1, 1]), "b": scores([1, 1, 0, 0])}}}}
+    ft = {"finetuned": {"a": _scores([1, 1, 1, 1]), "b": _scores([1, 1, 1, 0])}}
+    fg_res = {"runs": {"a|random": {"scores": {"a": _scores([1, 1, 1, 0]), "b": _scores([1, 1, 1, 0])}},
+                       "b|random": {"scores": {"a": _scores([1, 1, 1, 1]), "b": _scores([1, 1, 0, 0])}}}}
     cross = rf.cross_task(ft, fg_res, ["a", "b"], scoring="sum", n_boot=50, seed=0)
     assert cross.matrix.flatten().tolist() == pytest.approx([0.5, 0.0, 0.0, 1.0])
     assert cross.diagonal == pytest.approx(0.75) and cross.offdiagonal == pytest.approx(0.0)
@@ -600,10 +597,7 @@ def test_notebook_03s_shallow_probe_differences_pool_the_items_of_the_pool():
 def test_notebook_03s_converged_tasks_check_what_the_runs_recorded():
     from forgetlab.papers.randomized_forgetting import analysis as rf
 
-    def scores(right):
-        logp = torch.tensor([[0.0, -1.0] if r else [-1.0, 0.0] for r in right])
-        return {"logp": logp, "label": torch.zeros(len(right), dtype=torch.long), "n_chars": torch.ones(len(right), 2)}
-    at_chance, fit = scores([1, 0, 1, 0]), scores([1, 1, 1, 0])  # 0.5 and 0.75 right on the forget set
+    at_chance, fit = _scores([1, 0, 1, 0]), _scores([1, 1, 1, 0])  # 0.5 and 0.75 right on the forget set
 
     def run(last, converged, epochs=2):
         return {"forget": [fit, last][:epochs], "test": [fit, fit][:epochs], "epochs": 2, "converged": converged}
