@@ -289,10 +289,10 @@ def test_every_stage_depends_on_the_src_modules_its_code_imports_and_no_others()
         entry = set(re.findall(r"python -m forgetlab\.([\w.]+)", stage["cmd"]))
         modules = _closure(_forgetlab_imports(code) | entry)
         files = {_module_file(m).relative_to(ROOT).as_posix() for m in modules}
-        for stem in re.findall(r"headline\.FINDINGS\[\"(\w+)\"\]", code):  # the paper's module is among `modules`
-            paper = next(m for m in modules if m.startswith("papers.") and m.endswith(".headline"))
-            template = importlib.import_module(f"forgetlab.{paper}").FINDINGS[stem]
-            files.add(template.relative_to(ROOT).as_posix())
+        findings = {stem: path for m in modules if m.startswith("papers.") and m.endswith(".headline")
+                    for stem, path in importlib.import_module(f"forgetlab.{m}").FINDINGS.items()}
+        for stem in re.findall(r"headline\.FINDINGS\[\"(\w+)\"\]", code):  # a template of a module it imports
+            files.add(findings[stem].relative_to(ROOT).as_posix())
         deps = [d.rstrip("/") for d in stage.get("deps", [])]
         lost = sorted(f for f in files if not any(f == d or f.startswith(d + "/") for d in deps))
         if lost:
