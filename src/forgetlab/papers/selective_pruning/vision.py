@@ -280,8 +280,8 @@ def random_other_labels(labels: Sequence[int], num_labels: int, generator: torch
     return ((y + shift) % num_labels).tolist()
 
 
-def error_maximizing_noise(model, forget_class: int, n: int, shape: Sequence[int], *, steps: int = 20,
-                           lr: float = 0.1, reg: float = 0.1, seed: int = 0) -> torch.Tensor:
+def error_maximizing_noise(model, forget_class: int, n: int, shape: Sequence[int], *, steps: int, lr: float,
+                           reg: float, seed: int) -> torch.Tensor:
     """UNSIR's noise: inputs N that MAXIMIZE the model's loss on the forget label, with an L2 penalty,
     minimizing  -CE(model(N), forget_class) + reg * mean_i ||N_i||^2  (Tarun et al. 2023, their code's form)."""
     gen = torch.Generator().manual_seed(seed)
@@ -482,12 +482,15 @@ class Unsir(Method):
     """Error-maximizing noise for the forget class, then impair (noise + retain subset) and repair (retain subset)."""
     unsir_noise: int
     unsir_noise_steps: int
+    unsir_noise_lr: float
+    unsir_noise_reg: float
     unsir_lr: float
 
     def run(self, model, c):
         n_noise = self.unsir_noise
         noise = error_maximizing_noise(model, c.forget, n_noise, tuple(c.f_pix.shape[1:]),
-                                       steps=self.unsir_noise_steps, seed=c.seed)
+                                       steps=self.unsir_noise_steps, lr=self.unsir_noise_lr,
+                                       reg=self.unsir_noise_reg, seed=c.seed)
         train(model, items(noise, [c.forget] * n_noise) + items(c.s_pix, c.s_lab), c.train_config(1, self.unsir_lr),
               loss_fn=flip_loss(False), desc="unsir impair")
         train(model, items(c.s_pix, c.s_lab), c.train_config(1, self.unsir_lr), loss_fn=flip_loss(),
@@ -578,7 +581,7 @@ def evaluate_sets(model, data: Data, forget: int, batch_size: int = 256) -> dict
 def unlearn(*, base: str, forget_class: str, methods: list[str], ff_frac: float, attn_frac: float, scoring: str,
             eps_ff: float, eps_attn: float, retrain_epochs: int, retrain_lr: float, ft_epochs: int, ft_lr: float,
             ga_epochs: int, ga_lr: float, amnesiac_epochs: int, amnesiac_lr: float, unsir_noise: int,
-            unsir_noise_steps: int, unsir_lr: float, ssd_alpha: float, ssd_lambda: float, ssd_alpha_tuned: float,
+            unsir_noise_steps: int, unsir_noise_lr: float, unsir_noise_reg: float, unsir_lr: float, ssd_alpha: float, ssd_lambda: float, ssd_alpha_tuned: float,
             teacher_epochs: int, teacher_lr: float, teacher_temperature: float, retain_fraction: float, batch_size: int,
             weight_decay: float, seed: int, out: str, device: str) -> None:
     """Run every method on a copy of the base ViT; save per-example losses and hits on the retain / forget test
