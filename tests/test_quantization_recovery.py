@@ -354,6 +354,37 @@ def test_sure_mask_freezes_non_salient_rows_through_a_training_step():
     assert not torch.equal(model2.model.layers[0].mlp.down_proj.weight, before["model.layers.0.mlp.down_proj.weight"])
 
 
+def test_sure_hook_masks_with_the_start_mask_or_recomputes_it_keeping_the_steps_gradients():
+    """recompute_every=0: the second step's gradients are masked with the mask of the start; recompute_every=1:
+    with the mask of the weights before that step, applied to the step's own gradients (not the saliency pass's)."""
+    items = [{k: v[i] for k, v in _batch(seed=s).items()} for s in range(2) for i in range(2)]
+    loss, batch = unlearning.make_loss("GA"), stack_collate(items)
+
+    def step(model, hook):
+        """One backward pass, the hook, one plain SGD step; the gradients before and after the hook."""
+        model.zero_grad(set_to_none=True)
+        loss(model, batch).backward()
+        raw = {n: p.grad.clone() for n, p in model.named_parameters()}
+        hook(model)
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.5 * p.grad
+        return raw, {n: p.grad for n, p in model.named_parameters()}
+
+    for every in (0, 1):
+        model = tiny_model("llama")
+        start = unlearning.saliency_mask(unlearning.row_saliency(model, loss, [batch]), 90)
+        hook = unlearning.sure_hook(model, loss, [batch], percentile=90, recompute_every=every)
+        step(model, hook)
+        now = unlearning.saliency_mask(unlearning.row_saliency(model, loss, [batch]), 90) if every else start
+        raw, masked = step(model, hook)
+        for name, g in masked.items():
+            expected = raw[name] * now[name][:, None] if name in now else torch.zeros_like(g)
+            assert torch.equal(g, expected), (every, name)
+        if every:
+            assert any(not torch.equal(start[n], now[n]) for n in start)  # the recomputed mask differs
+
+
 # ================================================================ MUSE metrics
 def test_privleak_sign_matches_muse():
     rng = np.random.default_rng(0)

@@ -192,3 +192,21 @@ def mask_hook(mask: dict[str, torch.Tensor]) -> Callable:
             else:
                 p.grad.zero_()
     return hook
+
+
+def sure_hook(model, forget_loss: Callable, batches, *, percentile: float, recompute_every: int) -> Callable:
+    """SURE's grad_hook: the mask of `model`'s rows at or above the saliency `percentile` of `forget_loss` over
+    `batches`, computed now (the start of unlearning), applied to every step's gradients. `recompute_every` > 0
+    recomputes the mask before every that-many-th step after the first (the step's own gradients are kept)."""
+    state = {"mask": saliency_mask(row_saliency(model, forget_loss, batches), percentile), "step": 0}
+
+    def hook(m):
+        state["step"] += 1
+        if recompute_every and state["step"] > 1 and (state["step"] - 1) % recompute_every == 0:
+            grads = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+            state["mask"] = saliency_mask(row_saliency(m, forget_loss, batches), percentile)
+            for n, p in m.named_parameters():
+                if n in grads:
+                    p.grad = grads[n]
+        mask_hook(state["mask"])(m)
+    return hook

@@ -290,8 +290,8 @@ def remove_gradient(model, sets: dict, ref_items: list[dict], *, method: str, ac
     if method == "SURE":
         forget_loss = unlearning.make_loss("GA")
         batches = [stack_collate(ref_items[i:i + batch_size]) for i in range(0, len(ref_items), batch_size)]
-        hook = unlearning.mask_hook(unlearning.saliency_mask(
-            unlearning.row_saliency(model, forget_loss, batches), sure_percentile))
+        hook = unlearning.sure_hook(model, forget_loss, batches, percentile=sure_percentile,
+                                    recompute_every=0)  # the paper's SURE: the mask of the start
     history = [{"knob": 0, "drop": 0.0}]
     state = {"prev": _params(model), "prev_step": 0}
 

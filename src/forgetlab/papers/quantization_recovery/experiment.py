@@ -36,8 +36,7 @@ from forgetlab.core.train import TrainConfig, stack_collate, train
 from forgetlab.core.utils import (atomic_path, check_choice, check_fraction, check_list, check_positive_int,
                                   seed_everything, write_json)
 from forgetlab.methods import muse
-from forgetlab.methods.unlearning import (KLR_VARIANTS, METHODS, REGISTRY, make_loss, mask_hook, row_saliency,
-                                          saliency_mask, unlearning_items)
+from forgetlab.methods.unlearning import KLR_VARIANTS, METHODS, REGISTRY, make_loss, sure_hook, unlearning_items
 
 SPLIT_FILE = "split.json"
 RESULTS_FILE = "results.json"
@@ -203,17 +202,7 @@ def run_unlearning(model, tok, ref_model, split: dict, *, method: str, lr: float
     if sure_percentile is not None:
         forget_loss = make_loss(REGISTRY[method].forget, beta=beta)  # the forget term alone ("GA" or "NPO")
         batches = [stack_collate(items[i:i + batch_size]) for i in range(0, len(items), batch_size)]
-        state = {"mask": saliency_mask(row_saliency(model, forget_loss, batches), sure_percentile), "step": 0}
-
-        def hook(m):
-            state["step"] += 1
-            if recompute_every and state["step"] > 1 and (state["step"] - 1) % recompute_every == 0:
-                grads = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
-                state["mask"] = saliency_mask(row_saliency(m, forget_loss, batches), sure_percentile)
-                for n, p in m.named_parameters():
-                    if n in grads:
-                        p.grad = grads[n]
-            mask_hook(state["mask"])(m)
+        hook = sure_hook(model, forget_loss, batches, percentile=sure_percentile, recompute_every=recompute_every)
     # the reference's codes are kept on the host (int8 per weight and precision: 6.5 GB each at 7B)
     ref_codes = {p: {n: c.cpu() for n, c in model_codes(ref_model, p).items()} for p in code_precisions}
     history, chosen = [], {}
