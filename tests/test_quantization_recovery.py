@@ -159,6 +159,8 @@ def test_ga_and_gdr_losses_match_a_hand_computation():
         assert unlearning.make_loss("GA")(model, batch).item() == pytest.approx(ga.item(), rel=1e-5)
         assert unlearning.make_loss("GA_GDR")(model, batch).item() == pytest.approx((ga - tok_r.mean()).item(),
                                                                                     rel=1e-5)
+        assert unlearning.make_loss("GA_GDR", retain_weight=0.25)(model, batch).item() == pytest.approx(
+            (ga - 0.25 * tok_r.mean()).item(), rel=1e-5)
 
 
 def test_npo_uses_sequence_log_likelihoods():
@@ -489,7 +491,8 @@ def test_training_past_the_selection_comes_back_to_the_selected_epoch(data_dir):
         model = tiny_model("llama", vocab_size=len(tok))
         info = experiment.run_unlearning(
             model, tok, ref, split, method="GA_GDR", lr=1e-2, epochs=epochs, batch_size=2, beta=0.1,
-            sure_percentile=None, recompute_every=0, klr_variant="correct",
+            retain_weight=1.0, weight_decay=0.0, grad_clip=1.0, sure_percentile=None, recompute_every=0,
+            klr_variant="correct",
             levels={"retrain_verbmem": 0.0, "target_utility": 1.0}, tolerance=tolerance, utility_share=0.0,
             extra_epochs=extra_epochs, epoch_precisions=["full"], code_precisions=[], prompt_len=4,
             max_new_tokens=3, seed=0)

@@ -13,6 +13,7 @@ from forgetlab.core.models import tiny_model
 from forgetlab.papers.forgetting_robustness import experiment as rb
 
 ROOT = Path(__file__).resolve().parents[1]
+OPT = {"weight_decay": 0.0, "grad_clip": 1.0}  # the optimizer settings of params.yaml's forgetting_robustness_run
 
 
 def _windows(n, seq_len=12, vocab=97, seed=0):
@@ -149,7 +150,7 @@ def test_tuning_never_sees_a_test_window(monkeypatch):
     for it in items:
         it["retain_input_ids"], it["retain_attention_mask"] = it["input_ids"], it["attention_mask"]
     rb.remove_gradient(model, sets, items, method="GA_GDR", **tuning, lr=1e-3, batch_size=4, max_steps=3,
-                       eval_every=2, beta=0.1, sure_percentile=90, max_bisect=2, seed=0)
+                       eval_every=2, beta=0.1, retain_weight=1.0, **OPT, sure_percentile=90, max_bisect=2, seed=0)
     assert seen and all(int(b["input_ids"].max()) < 50 for b in seen)
 
 
@@ -195,8 +196,8 @@ def test_gradient_tuning_stops_at_the_band_and_scales_an_overshooting_step_back(
     for it in items:
         it["retain_input_ids"], it["retain_attention_mask"] = it["input_ids"], it["attention_mask"]
     info = rb.remove_gradient(model, {}, items, method="GA", acc_original=1.0, target=0.15, tolerance=0.02,
-                              lr=0.004, batch_size=4, max_steps=20, eval_every=1, beta=0.1, sure_percentile=90,
-                              max_bisect=10, seed=0)
+                              lr=0.004, batch_size=4, max_steps=20, eval_every=1, beta=0.1, retain_weight=1.0,
+                              **OPT, sure_percentile=90, max_bisect=10, seed=0)
     steps = [h for h in info["history"] if h["knob"] > 0]
     # Adam moves every weight by ~lr = 0.004 per step, i.e. 0.04 of drop: it stops at the first step >= 0.14
     assert [h["knob"] for h in steps] == list(range(1, len(steps) + 1)) and 3 <= len(steps) <= 5
@@ -217,7 +218,7 @@ def test_gradient_tuning_bisects_when_one_step_jumps_over_the_band(monkeypatch):
     items = [{"input_ids": w, "attention_mask": torch.ones_like(w)} for w in _windows(4)["input_ids"]]
     info = rb.remove_gradient(model, {}, items, method="random_labels", acc_original=1.0, target=0.15,
                               tolerance=0.02, lr=0.01, batch_size=4, max_steps=5, eval_every=1, beta=0.1,
-                              sure_percentile=90, max_bisect=12, seed=0)
+                              retain_weight=1.0, **OPT, sure_percentile=90, max_bisect=12, seed=0)
     assert info["history"][1]["drop"] > 0.5  # the first step overshot ...
     assert rb.in_band(1.0 - moved(model, None), 0.15, 0.02)  # ... and was scaled back into the band
     assert 0 < info["history"][-1]["knob"] < 1  # a fraction of the first step
@@ -290,18 +291,18 @@ def test_relearning_with_k_0_leaves_the_model_unchanged():
     model = tiny_model("llama")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     items = rb.sequence_items(_windows(8))
-    assert rb.relearn(model, items, 0, lr=1e-2, epochs=3, batch_size=4, seed=0) == []
+    assert rb.relearn(model, items, 0, lr=1e-2, epochs=3, batch_size=4, **OPT, seed=0) == []
     assert _same_params(before, model)
-    losses = rb.relearn(model, items, 4, lr=1e-2, epochs=3, batch_size=4, seed=0)
+    losses = rb.relearn(model, items, 4, lr=1e-2, epochs=3, batch_size=4, **OPT, seed=0)
     assert len(losses) == 3 and not _same_params(before, model)  # k > 0 does train
     with pytest.raises(ValueError, match="k = 9"):
-        rb.relearn(model, items, 9, lr=1e-2, epochs=1, batch_size=4, seed=0)
+        rb.relearn(model, items, 9, lr=1e-2, epochs=1, batch_size=4, **OPT, seed=0)
 
 
 def test_relearning_lowers_the_loss_on_the_relearned_windows():
     model = tiny_model("llama")
     items = rb.sequence_items(_windows(4))
-    losses = rb.relearn(model, items, 4, lr=1e-2, epochs=10, batch_size=4, seed=0)
+    losses = rb.relearn(model, items, 4, lr=1e-2, epochs=10, batch_size=4, **OPT, seed=0)
     assert losses[-1] < losses[0] - 0.5
 
 
@@ -312,7 +313,7 @@ def test_attack_grid_scores_every_attack_and_restores_the_removed_weights():
             for r in ("forget", "retain")}
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     grid = rb.attack_grid(model, sets, rb.sequence_items(win), ks=[0, 2], precisions=["rtn4"], lr=1e-2, epochs=2,
-                          batch_size=2, seed=0)
+                          batch_size=2, **OPT, seed=0)
     assert set(grid) == {"k=0|full", "k=0|rtn4", "k=2|full", "k=2|rtn4"}
     assert _same_params(before, model)
     assert grid["k=0|full"]["forget"]["n"] == [11, 11, 11]
@@ -405,20 +406,20 @@ def test_notebook_06s_stated_rules():
 
 def test_every_removal_method_is_registered_with_hyperparameters_the_run_step_passes_by_name():
     """One class per removal method, dispatched by name; each class's fields are flags of the `run` step (the
-    gradient methods' `method` is their registered name, `eval_every` 1 or the small-step arm's), and every
-    tuning flag has a user."""
+    gradient methods' `method` is their registered name), and every tuning flag has a user."""
     import dataclasses
     import inspect
     flags = set(inspect.signature(rb.run).parameters)
     used = set()
     assert set(rb.REGISTRY) == set(rb.METHODS) | {"random_pruning"}
     for name, cls in rb.REGISTRY.items():
-        own = {f.name for f in dataclasses.fields(cls)} - {"method", "eval_every"}
+        own = {f.name for f in dataclasses.fields(cls)} - {"method"}
         assert own <= flags, f"{name}: {own - flags} are not flags of robustness.run"
         remover = rb.make_remover(name, {f: 1 for f in flags})
         assert isinstance(remover, cls) and getattr(remover, "method", name) == name
         used |= own
     assert {"prune_step", "eps_ff", "max_prune_steps", "concept_max_frac", "random_max_frac", "max_evals", "lr",
-            "max_unlearn_steps", "unlearn_batch_size", "beta", "sure_percentile"} == used
+            "max_unlearn_steps", "eval_every", "unlearn_batch_size", "beta", "retain_weight", "weight_decay",
+            "grad_clip", "sure_percentile"} == used
     with pytest.raises(ValueError, match="unknown method 'erase'"):
         rb.make_remover("erase", {})

@@ -276,17 +276,19 @@ def _restore_(model, params: dict) -> None:
 
 def remove_gradient(model, sets: dict, ref_items: list[dict], *, method: str, acc_original: float, target: float,
                     tolerance: float, lr: float, batch_size: int, max_steps: int, eval_every: int, beta: float,
-                    sure_percentile: float, max_bisect: int, seed: int) -> dict:
-    """Optimizer steps of an unlearning method until the validation forget drop reaches the band (evaluated
-    every `eval_every` steps and after the last); an evaluation past the band is scaled back by bisection
-    between the two last evaluated iterates. Knob: optimizer steps (fractional after a bisection)."""
+                    retain_weight: float, weight_decay: float, grad_clip: float, sure_percentile: float,
+                    max_bisect: int, seed: int) -> dict:
+    """Optimizer steps of an unlearning method (AdamW with `weight_decay`, gradients clipped to norm `grad_clip`;
+    `retain_weight` weighs a _GDR method's retain term) until the validation forget drop reaches the band
+    (evaluated every `eval_every` steps and after the last); an evaluation past the band is scaled back by
+    bisection between the two last evaluated iterates. Knob: optimizer steps (fractional after a bisection)."""
     check_choice("method", method, (*GRADIENT_LOSSES, "random_labels"))
     check_positive_int("eval_every", eval_every)
     hook = None
     if method == "random_labels":
         loss_fn = random_label_loss(seed)
     else:
-        loss_fn = unlearning.make_loss(GRADIENT_LOSSES[method], beta=beta)
+        loss_fn = unlearning.make_loss(GRADIENT_LOSSES[method], beta=beta, retain_weight=retain_weight)
     if method == "SURE":
         forget_loss = unlearning.make_loss("GA")
         batches = [stack_collate(ref_items[i:i + batch_size]) for i in range(0, len(ref_items), batch_size)]
@@ -307,7 +309,7 @@ def remove_gradient(model, sets: dict, ref_items: list[dict], *, method: str, ac
         state["prev"], state["prev_step"] = _params(model), step
 
     cfg = TrainConfig(lr=lr, epochs=math.ceil(max_steps * batch_size / len(ref_items)), batch_size=batch_size,
-                      max_steps=max_steps, weight_decay=0.0, grad_clip=1.0, seed=seed)
+                      max_steps=max_steps, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed)
     try:
         train(model, ref_items, cfg, loss_fn=loss_fn, grad_hook=hook, on_step=on_step, desc=method)
     except _Reached:
@@ -412,27 +414,30 @@ class RandomPruning(Remover):
 @dataclass
 class Gradient(Remover):
     """Optimizer steps of an unlearning loss (its registered name: GA, GA_GDR, NPO_GDR, SURE, random labels) until
-    the band, evaluated every `eval_every` steps (remove_gradient); `method` and `eval_every` are not flags: the
-    name, and 1 (the small-step arm sets its own)."""
+    the band, evaluated every `eval_every` steps (remove_gradient); `method` is not a flag but the name (the
+    small-step arm replaces lr, max_unlearn_steps and eval_every with its own)."""
     method: str
     lr: float
     max_unlearn_steps: int
     unlearn_batch_size: int
     beta: float
+    retain_weight: float
+    weight_decay: float
+    grad_clip: float
     sure_percentile: float
     max_evals: int
-    eval_every: int = 1
+    eval_every: int
 
     @classmethod
     def from_params(cls, name, params):
-        return cls(method=name, **{f.name: params[f.name] for f in fields(cls)
-                                   if f.name not in ("method", "eval_every")})
+        return cls(method=name, **{f.name: params[f.name] for f in fields(cls) if f.name != "method"})
 
     def remove(self, r):
         return remove_gradient(r.model, r.sets, r.ref_items, method=self.method, **r.tuning, lr=self.lr,
                                batch_size=self.unlearn_batch_size, max_steps=self.max_unlearn_steps,
-                               eval_every=self.eval_every, beta=self.beta, sure_percentile=self.sure_percentile,
-                               max_bisect=self.max_evals, seed=r.seed), None
+                               eval_every=self.eval_every, beta=self.beta, retain_weight=self.retain_weight,
+                               weight_decay=self.weight_decay, grad_clip=self.grad_clip,
+                               sure_percentile=self.sure_percentile, max_bisect=self.max_evals, seed=r.seed), None
 
 
 def make_remover(name: str, params: dict) -> Remover:
@@ -442,8 +447,10 @@ def make_remover(name: str, params: dict) -> Remover:
 
 
 # ================================================================ attacks
-def relearn(model, items: list[dict], k: int, *, lr: float, epochs: int, batch_size: int, seed: int) -> list[float]:
-    """Fine-tune on the first k items (next-token loss); k = 0 leaves the model untouched."""
+def relearn(model, items: list[dict], k: int, *, lr: float, epochs: int, batch_size: int, weight_decay: float,
+            grad_clip: float, seed: int) -> list[float]:
+    """Fine-tune on the first k items (next-token loss; AdamW with `weight_decay`, gradients clipped to norm
+    `grad_clip`); k = 0 leaves the model untouched."""
     check_positive_int("k", k, allow_zero=True)
     if k > len(items):
         raise ValueError(f"relearning k = {k} is more than the {len(items)} forget training windows")
@@ -451,11 +458,13 @@ def relearn(model, items: list[dict], k: int, *, lr: float, epochs: int, batch_s
         return []
     loss = lambda m, b: unlearning.mean_ce(m, b["input_ids"], b["attention_mask"])  # noqa: E731
     return train(model, items[:k], TrainConfig(lr=lr, epochs=epochs, batch_size=min(batch_size, k), seed=seed,
-                                               weight_decay=0.0, grad_clip=1.0), loss_fn=loss, desc=None)
+                                               weight_decay=weight_decay, grad_clip=grad_clip), loss_fn=loss,
+                 desc=None)
 
 
 def attack_grid(model, sets: dict, items: list[dict], *, ks: list[int], precisions: list[str], lr: float,
-                epochs: int, batch_size: int, seed: int, quantized_ks: list[int] | None = None,
+                epochs: int, batch_size: int, weight_decay: float, grad_clip: float, seed: int,
+                quantized_ks: list[int] | None = None,
                 desc: str | None = None) -> dict:
     """Every (k, precision) attack of a removed model: relearn on k windows (from the removed weights each
     time), then evaluate at full precision and under each quantization (only for the k in `quantized_ks`, when
@@ -466,7 +475,8 @@ def attack_grid(model, sets: dict, items: list[dict], *, ks: list[int], precisio
     with tqdm(total=sum(1 + len(precisions) * (k in quant_at) for k in ks), desc=desc, disable=desc is None) as bar:
         for k in ks:
             _restore_(model, start)  # back to the removed weights
-            relearn(model, items, k, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed)
+            relearn(model, items, k, lr=lr, epochs=epochs, batch_size=batch_size, weight_decay=weight_decay,
+                    grad_clip=grad_clip, seed=seed)
             for prec in ("full", *(precisions if k in quant_at else ())):
                 bar.set_postfix_str(f"k={k}|{prec}")
                 with quantization.quantized(model, prec):
@@ -488,7 +498,8 @@ def run(model: str = "smollm2-135m", data_dir: str = "data", forget: str = "code
         methods: list[str] = METHODS, target: float = 0.15, tolerance: float = 0.02, prune_step: float = 0.004,
         eps_ff: float = 0.001, max_prune_steps: int = 20, concept_max_frac: float = 0.2,
         random_max_frac: float = 0.5, max_evals: int = 10, lr: float = 1e-4, unlearn_batch_size: int = 4,
-        max_unlearn_steps: int = 40, beta: float = 0.1, sure_percentile: float = 90.0,
+        max_unlearn_steps: int = 40, eval_every: int = 1, beta: float = 0.1, retain_weight: float = 1.0,
+        weight_decay: float = 0.0, grad_clip: float = 1.0, sure_percentile: float = 90.0,
         small_step_methods: list[str] = ("NPO_GDR",), small_lr: float = 1e-5, small_max_steps: int = 100,
         small_eval_every: int = 5, relearn_ks: list[int] = (0, 8, 32), relearn_lr: float = 1e-4,
         relearn_epochs: int = 2, relearn_batch_size: int = 4, precisions: list[str] = ("nf4",),
@@ -518,7 +529,8 @@ def run(model: str = "smollm2-135m", data_dir: str = "data", forget: str = "code
                     ("test_fraction", test_fraction), ("lr", lr), ("small_lr", small_lr)):
         check_fraction(name, v)
     for name, v in (("n_val_seqs", n_val_seqs), ("n_eval_seqs", n_eval_seqs), ("small_max_steps", small_max_steps),
-                    ("small_eval_every", small_eval_every), ("max_unlearn_steps", max_unlearn_steps)):
+                    ("small_eval_every", small_eval_every), ("max_unlearn_steps", max_unlearn_steps),
+                    ("eval_every", eval_every)):
         check_positive_int(name, v)
     if max(ks) > n_train_seqs:
         raise ValueError(f"parameter 'relearn_ks' asks for {max(ks)} windows, more than n_train_seqs = "
@@ -538,7 +550,7 @@ def run(model: str = "smollm2-135m", data_dir: str = "data", forget: str = "code
     base = evaluate(lm, sets)
     acc0 = tuning_top1(lm, sets)  # the tuning's reference: the original on the validation windows
     attack = dict(ks=ks, precisions=precs, quantized_ks=qks, lr=relearn_lr, epochs=relearn_epochs,
-                  batch_size=relearn_batch_size, seed=seed)
+                  batch_size=relearn_batch_size, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed)
     removal = Removal(lm, sets, ref_items, acc_original=acc0, target=target, tolerance=tolerance, seed=seed)
     # (arm name, method name, remover): the original, every method, the small-step arms, the random control
     plan = [("original", None, None), *((m, m, make_remover(m, params)) for m in meths),
