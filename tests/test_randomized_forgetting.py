@@ -260,7 +260,8 @@ def test_convergence_loop_stops_at_the_first_epoch_within_the_tolerance():
     start = {k: v.clone() for k, v in model.state_dict().items()}
     flipped = fg.relabel(items, "flipped", 0)
     rec = fg.forget_to_convergence(model, tok, items, flipped, items[:4], target=fg.convergence_target("flipped"),
-                                   tol=0.1, max_epochs=40, lr=3e-3, batch_size=4, seed=0, test_layers=[0, 1])
+                                   tol=0.1, scoring="sum", max_epochs=40, lr=3e-3, batch_size=4, seed=0,
+                                   test_layers=[0, 1])
     accs = _accs(rec)
     assert rec["converged"] and 1 < rec["epochs"] < 40 and len(accs) == rec["epochs"] == len(rec["test"])
     assert accs[-1] <= 0.1 and all(a > 0.1 for a in accs[:-1])  # stops at the first epoch within the tolerance
@@ -270,7 +271,7 @@ def test_convergence_loop_stops_at_the_first_epoch_within_the_tolerance():
     assert torch.allclose(fg.score_choices(model, tok, items)["logp"], rec["forget"][-1]["logp"], atol=1e-5)
     # the same run capped below its convergence epoch: not converged, every epoch recorded, test only at the end
     model.load_state_dict(start)
-    capped = fg.forget_to_convergence(model, tok, items, flipped, items[:4], target=0.0, tol=0.1,
+    capped = fg.forget_to_convergence(model, tok, items, flipped, items[:4], target=0.0, tol=0.1, scoring="sum",
                                       max_epochs=rec["epochs"] - 1, lr=3e-3, batch_size=4, seed=0,
                                       test_every_epoch=False)
     assert not capped["converged"] and capped["epochs"] == rec["epochs"] - 1 and len(capped["test"]) == 1
@@ -278,8 +279,8 @@ def test_convergence_loop_stops_at_the_first_epoch_within_the_tolerance():
     # random labels: the target is chance, and a model that has learned the task is not there before forgetting
     assert fg.convergence_target("random") == 0.5 and fg.convergence_target("flipped") == 0.0
     with pytest.raises(ValueError, match="labels"):
-        fg.forget_to_convergence(model, tok, items, flipped[:3], items, target=0.5, tol=0.1, max_epochs=1,
-                                 lr=1e-3, batch_size=4, seed=0)
+        fg.forget_to_convergence(model, tok, items, flipped[:3], items, target=0.5, tol=0.1, scoring="sum",
+                                 max_epochs=1, lr=1e-3, batch_size=4, seed=0)
 
 
 def _scores(correct_flags):
@@ -297,7 +298,7 @@ def test_screen_rejects_a_task_that_was_already_high_before_fine_tuning():
     ft = {"already_high": _scores([1] * 19 + [0]), "learned": _scores([1] * 8 + [0] * 2),
           "not_learned": _scores([1] * 11 + [0] * 9), "exact_margin": _scores([1] * 7 + [0] * 3)}
     assert float(fg.correct(base["already_high"]).mean()) == pytest.approx(0.9)  # the helper makes what it says
-    kept, table = fg.screen(base, ft, threshold=0.6, margin=0.1)
+    kept, table = fg.screen(base, ft, threshold=0.6, margin=0.1, scoring="sum")
     assert kept == ["learned", "exact_margin"]  # candidate order; a gain of exactly the margin passes
     assert table["already_high"]["gain"] == pytest.approx(0.05) and table["already_high"]["finetuned_acc"] == pytest.approx(0.95)
     assert not table["already_high"]["kept"] and "margin" in table["already_high"]["reason"]
@@ -306,9 +307,14 @@ def test_screen_rejects_a_task_that_was_already_high_before_fine_tuning():
                                 "kept": True, "reason": ""}
     assert "threshold 0.6" in table["not_learned"]["reason"] and "margin 0.1" in table["not_learned"]["reason"]
     # a level-only screen (margin 0) would have kept the task that was high before
-    assert "already_high" in fg.screen(base, ft, threshold=0.6, margin=0.0)[0]
+    assert "already_high" in fg.screen(base, ft, threshold=0.6, margin=0.0, scoring="sum")[0]
     with pytest.raises(ValueError, match="margin"):
-        fg.screen(base, ft, threshold=0.6, margin=1.5)
+        fg.screen(base, ft, threshold=0.6, margin=1.5, scoring="sum")
+    # the screen reads `scoring`: per character, with the predicted choice 4x shorter, every prediction flips
+    per_char = {k: {**s, "n_chars": torch.where(s["logp"] == s["logp"].max(1, keepdim=True).values, 1.0, 4.0)}
+                for k, s in ft.items()}
+    assert float(fg.correct(per_char["learned"], "norm").mean()) == pytest.approx(0.2)
+    assert "learned" not in fg.screen(base, per_char, threshold=0.6, margin=0.1, scoring="norm")[0]
 
 
 def test_normalized_forget_ratio_against_hand_computations():
@@ -601,7 +607,7 @@ def test_notebook_03s_converged_tasks_check_what_the_runs_recorded():
 
     def run(last, converged, epochs=2):
         return {"forget": [fit, last][:epochs], "test": [fit, fit][:epochs], "epochs": 2, "converged": converged}
-    res = {"tol": 0.1, "stop_scoring": "sum", "runs": {"a|random": run(at_chance, True), "b|random": run(fit, False)}}
+    res = {"tol": 0.1, "scoring": "sum", "runs": {"a|random": run(at_chance, True), "b|random": run(fit, False)}}
     assert rf.converged_tasks(res, ["a", "b"]) == ["a"]
     res["runs"]["b|random"]["converged"] = True  # 0.75 is 0.25 from chance: not converged
     with pytest.raises(ValueError, match="b: recorded converged=True, but the last epoch's forget-set accuracy "

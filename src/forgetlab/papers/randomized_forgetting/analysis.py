@@ -301,7 +301,7 @@ def converged_tasks(fg_res: dict, tasks: Sequence[str]) -> list[str]:
         if not len(r["forget"]) == len(r["test"]) == r["epochs"] >= 1:
             raise ValueError(f"{t}: the forgetting run recorded {len(r['forget'])} forget-set and {len(r['test'])} "
                              f"test evaluations for {r['epochs']} epochs")
-        last = float(fg.correct(r["forget"][-1], fg_res["stop_scoring"]).mean())
+        last = float(fg.correct(r["forget"][-1], fg_res["scoring"]).mean())
         if r["converged"] != (abs(last - 0.5) <= tol + 1e-9):
             raise ValueError(f"{t}: recorded converged={r['converged']}, but the last epoch's forget-set accuracy "
                              f"is {last:.3f} (tolerance {tol} around chance)")

@@ -562,9 +562,6 @@ def fine_tune(*, model: str, tasks: list[str], out: str, data_dir: str, n_train:
 
 
 # ================================================================ stage 2: forgetting runs
-STOP_SCORING = "sum"  # the stop rule reads the summed log-likelihood (lm-eval `acc`), the notebook's default
-
-
 def check_margin(margin: float) -> float:
     """The screen's margin: a gain in accuracy, in [-1, 1] (a negative margin keeps tasks that lost accuracy in
     fine-tuning; -1 keeps every task, as the smoke profile does, which computes the screen without applying it)."""
@@ -575,10 +572,10 @@ def check_margin(margin: float) -> float:
 
 
 def screen(base_scores: dict, ft_scores: dict, threshold: float, margin: float,
-           scoring: str = "sum") -> tuple[list[str], dict[str, dict]]:
-    """Screen on learning, not on level: keep a task iff its fine-tuned test accuracy is at least `threshold`
-    AND fine-tuning raised it by at least `margin` over the pre-trained model (a task the model already solved
-    before fine-tuning has nothing fine-tuning taught that forgetting could remove).
+           scoring: str) -> tuple[list[str], dict[str, dict]]:
+    """Screen on learning, not on level: keep a task iff its fine-tuned test accuracy (under `scoring`, sum or
+    norm) is at least `threshold` AND fine-tuning raised it by at least `margin` over the pre-trained model (a
+    task the model already solved before fine-tuning has nothing fine-tuning taught that forgetting could remove).
 
     Returns (kept tasks in candidate order, {task: {"pretrained_acc", "finetuned_acc", "gain", "kept",
     "reason"}}), where reason says why a task was rejected ("" when kept)."""
@@ -610,21 +607,22 @@ class _Converged(Exception):
 
 
 def forget_to_convergence(model, tokenizer, items: Sequence[dict], labels: Sequence[int], test_items: Sequence[dict],
-                          *, target: float, tol: float, max_epochs: int, lr: float, batch_size: int, seed: int,
-                          eval_batch_size: int = 16, test_every_epoch: bool = True, test_layers: Sequence[int] = (),
-                          memory: dict | None = None, desc: str | None = None) -> dict:
+                          *, target: float, tol: float, scoring: str, max_epochs: int, lr: float, batch_size: int,
+                          seed: int, eval_batch_size: int = 16, test_every_epoch: bool = True,
+                          test_layers: Sequence[int] = (), memory: dict | None = None, desc: str | None = None) -> dict:
     """Train on `items` with the given (random or flipped) `labels`, one optimizer and one shuffled pass per epoch
     (forgetlab.core.train.train), until the forget set's accuracy against its TRUE labels is within `tol` of
     `target` or `max_epochs` epochs are done.
 
-    After every epoch the forget set is scored (the stop rule, STOP_SCORING) and, with test_every_epoch, the test
-    items too (the curve of held-out accuracy); the test items are scored after the last epoch in any case, with
-    the hidden states of `test_layers` (the probes). Returns {"epochs": epochs run, "converged": bool,
-    "forget": [compact scores of the forget set after epoch 1..epochs], "test": [compact scores of the test items
-    after each epoch, or only the last], "final_test": compact scores (with probe features if test_layers),
-    "losses": per step}."""
+    After every epoch the forget set is scored (the stop rule reads its accuracy under `scoring`) and, with
+    test_every_epoch, the test items too (the curve of held-out accuracy); the test items are scored after the
+    last epoch in any case, with the hidden states of `test_layers` (the probes). Returns {"epochs": epochs run,
+    "converged": bool, "forget": [compact scores of the forget set after epoch 1..epochs], "test": [compact
+    scores of the test items after each epoch, or only the last], "final_test": compact scores (with probe
+    features if test_layers), "losses": per step}."""
     check_positive_int("max_epochs", max_epochs)
     check_fraction("tol", tol)
+    check_choice("scoring", scoring, SCORINGS)
     if len(items) != len(labels):
         raise ValueError(f"{len(items)} items but {len(labels)} labels")
     memory = memory or memory_plan()
@@ -643,7 +641,7 @@ def forget_to_convergence(model, tokenizer, items: Sequence[dict], labels: Seque
         rec["epochs"] = step // per_epoch
         fs = score_choices(model, tokenizer, items, batch_size=eval_batch_size)
         rec["forget"].append(compact(fs))
-        done = abs(float(correct(fs, STOP_SCORING).mean()) - target) <= tol + 1e-9
+        done = abs(float(correct(fs, scoring).mean()) - target) <= tol + 1e-9
         last = done or rec["epochs"] == max_epochs
         if test_every_epoch or last:
             ts = score_test(test_layers if last else ())
@@ -665,11 +663,12 @@ def forget_to_convergence(model, tokenizer, items: Sequence[dict], labels: Seque
 
 def forget(*, finetuned: str, out: str, data_dir: str, threshold: float, margin: float, n_forget: int,
            small_fraction: float, n_cross: int, lr: float, batch_size: int, max_epochs: int, tol: float,
-           modes: list[str], eval_batch_size: int, seed: int, grad_accum: int, grad_checkpointing: bool,
+           scoring: str, modes: list[str], eval_batch_size: int, seed: int, grad_accum: int, grad_checkpointing: bool,
            optimizer: str, mixed_precision: str, device: str) -> None:
     """For every task that passes the screen (see `screen`): from the fine-tuned model, forget the task on its
     first n_forget training items with random (and flipped) labels until convergence (forget_to_convergence:
-    the forget set within `tol` of chance, or of 0 for flipped labels, or max_epochs), recording the forget-set
+    the forget set within `tol` of chance, or of 0 for flipped labels, or max_epochs; the screen and this stop
+    rule read accuracies under `scoring`), recording the forget-set
     accuracy after every epoch (and, for random labels, the test accuracy; otherwise the test items are scored
     after the last epoch); the same on the first round(small_fraction * n_forget) items (the
     small-N ablation, random labels); after the random-label run, score the first n_cross
@@ -682,6 +681,7 @@ def forget(*, finetuned: str, out: str, data_dir: str, threshold: float, margin:
     check_fraction("threshold", threshold)
     check_margin(margin)
     check_fraction("tol", tol)
+    check_choice("scoring", scoring, SCORINGS)
     check_fraction("small_fraction", small_fraction)
     for name, v in (("n_forget", n_forget), ("n_cross", n_cross), ("batch_size", batch_size),
                     ("max_epochs", max_epochs), ("eval_batch_size", eval_batch_size)):
@@ -699,7 +699,7 @@ def forget(*, finetuned: str, out: str, data_dir: str, threshold: float, margin:
     src = Path(finetuned)
     data = json.loads((src / DATA_FILE).read_text())
     ft_res = torch.load(src / RESULTS_FILE)
-    keep, table = screen(ft_res["base"], ft_res["finetuned"], threshold, margin)
+    keep, table = screen(ft_res["base"], ft_res["finetuned"], threshold, margin, scoring)
     if len(keep) < 2:
         raise ValueError(f"only {len(keep)} task(s) pass the screen (threshold {threshold}, margin {margin}): lower "
                          "'threshold' or 'margin', or change the candidate tasks")
@@ -713,8 +713,8 @@ def forget(*, finetuned: str, out: str, data_dir: str, threshold: float, margin:
     layers = ft_res["layers"]
     start = {k: v.detach().to("cpu", copy=True) for k, v in lm.state_dict().items()}  # on the host: 27 GB at 7B
     tests = {n: data["tasks"][n]["test"] for n in keep}
-    common = dict(tol=tol, max_epochs=max_epochs, lr=lr, batch_size=batch_size, eval_batch_size=eval_batch_size,
-                  memory=memory)
+    common = dict(tol=tol, scoring=scoring, max_epochs=max_epochs, lr=lr, batch_size=batch_size,
+                  eval_batch_size=eval_batch_size, memory=memory)
     before, runs = {}, {}
     for ti, name in enumerate(keep):
         items = data["tasks"][name]["train"][:n_forget]
@@ -749,11 +749,11 @@ def forget(*, finetuned: str, out: str, data_dir: str, threshold: float, margin:
         tmp.mkdir(parents=True)
         torch.save({"kept": keep, "screen": table, "threshold": threshold, "margin": margin, "layers": layers,
                     "n_cross": n_cross, "n_forget": n_forget, "n_small": n_small, "small_fraction": small_fraction,
-                    "tol": tol, "max_epochs": max_epochs, "modes": label_modes, "stop_scoring": STOP_SCORING,
+                    "tol": tol, "max_epochs": max_epochs, "modes": label_modes, "scoring": scoring,
                     "before": before, "runs": runs}, tmp / RESULTS_FILE)
         write_json(tmp / "summary.json", {"kept": keep, "runs": {
             k: {"epochs": r["epochs"], "converged": r["converged"],
-                "forget_set_acc": [float(correct(s).mean()) for s in r["forget"]]} for k, r in runs.items()}})
+                "forget_set_acc": [float(correct(s, scoring).mean()) for s in r["forget"]]} for k, r in runs.items()}})
 
 
 def load_results(finetuned: str, forget_dir: str) -> tuple[dict, dict, dict]:
