@@ -103,6 +103,36 @@ def test_sure_comparison_pairs_each_sure_run_with_its_baseline_at_the_selected_e
     assert [r["code_change_nf4"] for r in out] == pytest.approx([0.2, 0.2, 0.3, 0.3])
 
 
+def test_recovery_regime_decides_each_verdict_by_its_stated_rule():
+    """The paper's regime on per-epoch rows, by hand: a constrained (GDR/KLR), non-SURE epoch that kept <= full_max
+    of the gap at full precision and >= quant_min at 4 bits "holds"; a forgotten epoch whose 4-bit interval lies
+    above its full share "partly"; forgotten epochs that stay forgotten "does not hold"; none forgotten "not
+    tested". Unconstrained (GA, NPO) and SURE runs, the target_emb control and undefined shares never count."""
+    from forgetlab.papers.quantization_recovery.recovery import CONSTRAINED, recovery_regime
+
+    def rows(name, method, full, quant, ci, sure=False, epoch=1):
+        base = {"name": name, "method": method, "sure": sure, "epoch": epoch}
+        return [{**base, "precision": "full", "share": full, "share_ci": (full, full)},
+                {**base, "precision": "nf4", "share": quant, "share_ci": ci},
+                {**base, "precision": "nf4+target_emb", "share": 0.99, "share_ci": (0.98, 1.0)}]
+
+    assert CONSTRAINED == ("GA_GDR", "GA_KLR", "NPO_GDR", "NPO_KLR")
+    rule = {"full_max": 0.3, "quant_min": 0.7}
+    decoys = (rows("ga", "GA", 0.1, 0.9, (0.8, 1.0)) + rows("sure", "GA_KLR", 0.1, 0.9, (0.8, 1.0), sure=True)
+              + rows("nan", "NPO_GDR", math.nan, 0.9, (0.8, 1.0)))
+    held = recovery_regime(decoys + rows("klr", "GA_KLR", 0.2, 0.8, (0.7, 0.9)), **rule)
+    assert held["verdict"] == "holds" and held["hits"] == [("klr", 1, "nf4", 0.2, 0.8)] and held["forgot"] == 1
+    partly = recovery_regime(decoys + rows("klr", "GA_KLR", 0.2, 0.5, (0.3, 0.7)), **rule)
+    assert partly["verdict"] == "partly" and partly["closest"]["share"] == 0.5
+    kept_forgotten = recovery_regime(decoys + rows("klr", "GA_KLR", 0.2, 0.25, (0.1, 0.4)), **rule)
+    assert kept_forgotten["verdict"] == "does not hold" and kept_forgotten["hits"] == []
+    untested = recovery_regime(decoys + rows("klr", "GA_KLR", 0.5, 0.6, (0.5, 0.7))
+                               + rows("gdr", "GA_GDR", 0.4, 0.45, (0.4, 0.5)), **rule)
+    assert untested["verdict"] == "not tested" and untested["forgot"] == 0
+    assert untested["closest"]["name"] == "gdr" and untested["closest"]["full_share"] == 0.4  # nearest at full
+    assert recovery_regime(decoys, **rule)["verdict"] == "not tested"  # the decoys alone never count
+
+
 def test_quantized_context_skips_the_head_and_restores_exactly():
     model = tiny_model("llama")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -9,9 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 from forgetlab.core.metrics import bootstrap_recovery
+from forgetlab.methods.unlearning import REGISTRY
 from forgetlab.papers.quantization_recovery.experiment import EMB_SUFFIX
 
-CONSTRAINED = ("GA_GDR", "GA_KLR", "NPO_GDR", "NPO_KLR")  # the paper's utility-constrained methods
+# the paper's utility-constrained methods: those with a retain regularizer (GA_GDR, GA_KLR, NPO_GDR, NPO_KLR)
+CONSTRAINED = tuple(name for name, spec in REGISTRY.items() if spec.regularizer)
 
 
 def epoch_recovery(results: dict, *, n_boot: int = 1000, seed: int = 0) -> list[dict]:
@@ -38,8 +40,7 @@ def epoch_recovery(results: dict, *, n_boot: int = 1000, seed: int = 0) -> list[
     return rows
 
 
-def recovery_regime(rows: list[dict], *, full_max: float = 0.3, quant_min: float = 0.7,
-                    methods=CONSTRAINED) -> dict:
+def recovery_regime(rows: list[dict], *, full_max: float, quant_min: float, methods=CONSTRAINED) -> dict:
     """The paper's prediction on the per-epoch rows of epoch_recovery: an epoch of a constrained method whose
     full-precision share is <= full_max (forgot) while a 4-bit share is >= quant_min (recovered).
 
