@@ -70,6 +70,21 @@ def test_quantization_recovery_is_tested_only_by_a_per_epoch_run_that_unlearned(
     assert quantization_recovery(_qr_metrics("holds", 2, close))["closest_quantized"]["ci"] == [0.7, 0.9]
 
 
+def test_toxicity_claim_is_tested_only_with_enough_toxic_texts_for_the_statistics():
+    """The toxicity claim needs MIN_TOXIC_STAT toxic texts in the neuron statistics (not merely found: the smoke
+    profile finds 200 and uses 16); below, 'not tested', naming the check."""
+    import copy
+    from forgetlab.papers.selective_pruning import headline as sp
+    m = json.loads((ROOT / "metrics" / "selective_pruning_vision_toxicity.json").read_text())
+    for n, tested in ((sp.MIN_TOXIC_STAT - 1, False), (sp.MIN_TOXIC_STAT, True)):
+        few = copy.deepcopy(m)
+        few["toxicity"]["counts"].update(forget=200, forget_stat=n)
+        row = next(r for r in h.claims({"selective_pruning_vision_toxicity": sp.selective_pruning_vision_toxicity(few)})
+                   if r["id"] == "sp_toxicity")
+        assert (row["verdict"] != "not tested") == tested, n
+        assert ("enough toxic texts for the statistics: no" in row["why"]) != tested, row["why"]
+
+
 def test_committed_headline_files_match_the_committed_metrics():
     """metrics/headline*.json are what the metrics files give (rerun `make results` after a stage changes)."""
     proc = subprocess.run([sys.executable, "-m", "forgetlab.repro.headline", "check"], cwd=ROOT, capture_output=True,

@@ -9,6 +9,11 @@ from typing import Callable
 
 from forgetlab.core.report import Sources, difference, number
 
+# the intervention checks: pruning removed the forget set (its top-1 fell by more than this) ...
+MIN_FORGET_DROP = 0.05
+# ... and the toxicity experiment's neuron statistics rest on at least this many toxic texts (notebook 01b warns)
+MIN_TOXIC_STAT = 50
+
 
 def selective_pruning(m: dict) -> dict:
     h = m["headline"]
@@ -27,7 +32,7 @@ def selective_pruning(m: dict) -> dict:
            for k, v in costs.items()},
         **{f"{k}_random": number(v[1], None, unit.get(k, "share"), f"{k}, random pruning of as many neurons")
            for k, v in costs.items()},
-        "checks": {"pruning_removed_the_forget_set": h["forget_top1_drop"] > 0.05},
+        "checks": {"pruning_removed_the_forget_set": h["forget_top1_drop"] > MIN_FORGET_DROP},
     }
 
 
@@ -51,7 +56,7 @@ def selective_pruning_vision_toxicity(m: dict) -> dict:
         "other_ppl_ratio": number(ppl["retain_eval"]["ratio"], ppl["retain_eval"]["ci"], "ratio",
                                   "perplexity of the other text after / before"),
         "n_toxic_texts": number(t["counts"]["forget"], None, "count", "toxic sentences found offline"),
-        "checks": {"toxic_texts_found": t["counts"]["forget"] >= 50},
+        "checks": {"enough_toxic_texts_for_the_statistics": t["counts"]["forget_stat"] >= MIN_TOXIC_STAT},
     }
 
 
