@@ -483,7 +483,7 @@ def test_every_vision_method_is_registered_with_hyperparameters_the_unlearn_step
         assert all(f.default is dataclasses.MISSING for f in fields(cls)), f"{name} has defaults of its own"
         assert vision.make_method(name, {f: 1 for f in flags}).name == name
         used |= own
-    shared = {"batch_size", "weight_decay", "retain_fraction"}
+    shared = {"batch_size", "weight_decay", "warmup_steps", "grad_clip", "retain_fraction"}
     assert flags - used == shared | {"base", "forget_class", "methods", "seed", "out", "device"}
     assert vision.METHODS == ("prune", "retrain", "finetune", "ga", "amnesiac", "unsir", "ssd", "ssd_tuned", "teacher")
 

@@ -705,8 +705,10 @@ def build_data(*, source: str, out: str, data_dir: str, min_city_population: int
 
 
 def fine_tune(*, model: str, data: str, out: str, data_dir: str, epochs: int, lr: float, batch_size: int, max_len: int,
-              max_train: int, concept: str, seed: int, device: str) -> None:
-    """Fine-tune a token classifier (new head) on the NER training split; save it with its test F1.
+              max_train: int, weight_decay: float, warmup_steps: int, grad_clip: float, concept: str, seed: int,
+              device: str) -> None:
+    """Fine-tune a token classifier (new head) on the NER training split (AdamW with `weight_decay`, linear warmup
+    over `warmup_steps`, gradients clipped to norm `grad_clip`); save it with its test F1.
     device: where it trains and is scored (models.resolve_device)."""
     from forgetlab.core.models import load_token_classifier, resolve_device
     device = resolve_device(device)
@@ -717,7 +719,8 @@ def fine_tune(*, model: str, data: str, out: str, data_dir: str, epochs: int, lr
     pos = default_label_position(clf.config)
     train_ex = _examples(ds, "train", max_train)
     losses = train(clf, training_items(encode(tok, train_ex, max_len, pos)),
-                   TrainConfig(lr=lr, epochs=epochs, batch_size=batch_size, seed=seed, warmup_steps=10),
+                   TrainConfig(lr=lr, epochs=epochs, batch_size=batch_size, weight_decay=weight_decay,
+                               warmup_steps=warmup_steps, grad_clip=grad_clip, seed=seed),
                    collate=trim_collate, desc="fine-tune")
     test_ex = _examples(ds, "test")
     scores, pred = evaluate_ner(clf, encode(tok, test_ex, max_len, pos), test_ex, names, concept,
@@ -737,10 +740,12 @@ def rank_neurons(model, enc: dict, examples: Sequence[dict], names: Sequence[str
 
 
 def prune_retrain(*, arm: str, base: str, data: str, out: str, k: int, n_stages: int, steps_per_stage: int,
-                  lr: float, batch_size: int, max_len: int, n_rank: int, standardize_by: str,
-                  sensitivity_standardize_by: str, concept: str, data_dir: str, seed: int, device: str) -> None:
+                  lr: float, weight_decay: float, warmup_steps: int, grad_clip: float, batch_size: int, max_len: int,
+                  n_rank: int, standardize_by: str, sensitivity_standardize_by: str, concept: str, data_dir: str,
+                  seed: int, device: str) -> None:
     """Prune k block-output neurons with a persistent mask, then retrain in `n_stages` stages of `steps_per_stage`
-    steps; save out/stage_<i> (i = 0 is pruned, not retrained) with its mask, the scores and out/history.json (test
+    steps (each stage a new AdamW with `weight_decay`, `warmup_steps` and clipping norm `grad_clip`); save
+    out/stage_<i> (i = 0 is pruned, not retrained) with its mask, the scores and out/history.json (test
     F1 after every stage). The arm (ARMS) picks the neurons: concept, the top probeless concept neurons ranked with
     `standardize_by`; random, uniformly random ones; concept_std, the concept neurons ranked with
     `sensitivity_standardize_by` (the sensitivity run). device: where it is ranked, retrained and scored
@@ -779,7 +784,9 @@ def prune_retrain(*, arm: str, base: str, data: str, out: str, k: int, n_stages:
         for stage in range(n_stages + 1):
             if stage > 0:
                 cfg = TrainConfig(lr=lr, batch_size=batch_size, max_steps=steps_per_stage,
-                                  epochs=math.ceil(steps_per_stage * batch_size / len(items)), seed=seed + stage)
+                                  epochs=math.ceil(steps_per_stage * batch_size / len(items)),
+                                  weight_decay=weight_decay, warmup_steps=warmup_steps, grad_clip=grad_clip,
+                                  seed=seed + stage)
                 train(clf, items, cfg, collate=trim_collate, desc=f"retrain {method} stage {stage}/{n_stages}")
             f1, pred = evaluate_ner(clf, test_enc, test_ex, names, concept, desc=f"eval stage {stage}",
                                     return_predictions=True)

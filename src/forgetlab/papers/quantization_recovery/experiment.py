@@ -58,9 +58,11 @@ ROLES = {"target": ["forget", "retain"], "retrain": ["retain"]}  # fine_tune's r
 
 def fine_tune(*, role: str, model: str, retrain_model: str, data_dir: str, source: str, n_forget: int,
               n_retain: int, n_holdout: int, seq_len: int, qa_per_passage: int, n_shots: int, epochs: int, lr: float,
-              batch_size: int, seed: int, out: str, device: str) -> None:
+              batch_size: int, weight_decay: float, warmup_steps: int, grad_clip: float, seed: int, out: str,
+              device: str) -> None:
     """Fine-tune the model of `role` (ROLES): the target (`model` on the forget and retain passages) or the retrain
-    model (`retrain_model` on the retain passages only), with the same split, epochs and lr; epochs = 0 keeps the
+    model (`retrain_model` on the retain passages only), with the same split, epochs, lr and optimizer settings
+    (AdamW's weight decay, linear warmup steps, gradient clipping norm); epochs = 0 keeps the
     model as it is (paper profile: MUSE's published target and retrain models). device: where it trains
     (models.resolve_device)."""
     from forgetlab.core.models import load_causal_lm, resolve_device
@@ -75,8 +77,9 @@ def fine_tune(*, role: str, model: str, retrain_model: str, data_dir: str, sourc
     check_positive_int("epochs", epochs, allow_zero=True)
     losses = []  # epochs = 0: a published target / retrain model (MUSE's), saved with the split as is
     if epochs:
-        losses = train(lm, muse.lm_items(passages), TrainConfig(lr=lr, epochs=epochs, batch_size=batch_size,
-                                                                  seed=seed), desc=f"fine-tune {role}")
+        cfg = TrainConfig(lr=lr, epochs=epochs, batch_size=batch_size, weight_decay=weight_decay,
+                          warmup_steps=warmup_steps, grad_clip=grad_clip, seed=seed)
+        losses = train(lm, muse.lm_items(passages), cfg, desc=f"fine-tune {role}")
     with atomic_path(out) as tmp:
         lm.save_pretrained(tmp)
         tok.save_pretrained(tmp)

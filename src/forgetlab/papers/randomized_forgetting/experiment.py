@@ -492,27 +492,28 @@ def answer_loss(model, batch: dict) -> torch.Tensor:
     return F.cross_entropy(logits.float(), target[keep])
 
 
-def memory_plan(grad_accum: int = 1, grad_checkpointing: bool = False, optimizer: str = "adamw",
-                mixed_precision: str = "no") -> dict:
-    """The TrainConfig settings that trade time for memory (the paper profile's 7B model on one GPU); checked."""
+def train_plan(*, grad_accum: int, grad_checkpointing: bool, optimizer: str, mixed_precision: str,
+               weight_decay: float, warmup_steps: int, grad_clip: float) -> dict:
+    """A training stage's TrainConfig settings besides lr, epochs and batch: those that trade time for memory (the
+    paper profile's 7B model on one GPU) and the optimizer's (weight decay, linear warmup, clipping norm); checked."""
     plan = dict(grad_accum=grad_accum, grad_checkpointing=grad_checkpointing, optimizer=optimizer,
-                mixed_precision=mixed_precision)
+                mixed_precision=mixed_precision, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                grad_clip=grad_clip)
     TrainConfig(**plan)  # a bad value fails here, naming the parameter, before any model is loaded
     return plan
 
 
 def train_items(model, tokenizer, items, labels, *, lr: float, batch_size: int, epochs: int, seed: int,
-                on_example=None, memory: dict | None = None, desc: str | None = "train") -> list[float]:
+                on_example=None, plan: dict | None = None, desc: str | None = "train") -> list[float]:
     """Fine-tune on items with the given labels (forgetlab.core.train.train over pre-made batches of batch_size, each
-    optimizer step taking memory["grad_accum"] of them). on_example(n) is called after each optimizer step with
-    the number of examples seen so far."""
-    memory = memory or memory_plan()
+    optimizer step taking grad_accum of them; `plan`: train_plan's settings, None = TrainConfig's). on_example(n) is
+    called after each optimizer step with the number of examples seen so far."""
     batches = training_batches(tokenizer, items, labels, batch_size, seed)
-    cfg = TrainConfig(lr=lr, epochs=epochs, batch_size=1, seed=seed, **memory)  # one pre-made batch per item
+    cfg = TrainConfig(lr=lr, epochs=epochs, batch_size=1, seed=seed, **(plan or {}))  # one pre-made batch per item
 
     def hook(step, loss):
         if on_example is not None:
-            on_example(min(step * batch_size * memory["grad_accum"], len(items) * epochs))
+            on_example(min(step * batch_size * cfg.grad_accum, len(items) * epochs))
     return train(model, batches, cfg, loss_fn=answer_loss, collate=_first, on_step=hook, desc=desc)
 
 
@@ -520,13 +521,17 @@ def train_items(model, tokenizer, items, labels, *, lr: float, batch_size: int, 
 def fine_tune(*, model: str, tasks: list[str], out: str, data_dir: str, n_train: int, n_test: int,
               max_prompt_tokens: int, max_choice_tokens: int, epochs: int, lr: float, batch_size: int,
               eval_batch_size: int, layers: list[int], seed: int, grad_accum: int, grad_checkpointing: bool,
-              optimizer: str, mixed_precision: str, device: str) -> None:
+              optimizer: str, mixed_precision: str, weight_decay: float, warmup_steps: int, grad_clip: float,
+              device: str) -> None:
     """Binarize every candidate task, score the pre-trained model, fine-tune one model on all tasks jointly
     (correct labels), score it; save the model, the items (data.json) and the scores (results.pt).
-    grad_accum, grad_checkpointing, optimizer, mixed_precision: the memory plan (forgetlab.core.train.TrainConfig);
+    grad_accum, grad_checkpointing, optimizer, mixed_precision: the memory plan, and weight_decay, warmup_steps,
+    grad_clip: the optimizer's settings (train_plan, forgetlab.core.train.TrainConfig);
     device: where the model is scored and trained (models.resolve_device: the scoring before training runs there
     too; a 7B model on the host CPU would take hours)."""
-    memory = memory_plan(grad_accum, grad_checkpointing, optimizer, mixed_precision)
+    plan = train_plan(grad_accum=grad_accum, grad_checkpointing=grad_checkpointing, optimizer=optimizer,
+                      mixed_precision=mixed_precision, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                      grad_clip=grad_clip)
     device = resolve_device(device)
     names = check_list("tasks", tasks, str)
     if len(names) < 2:
@@ -549,7 +554,7 @@ def fine_tune(*, model: str, tasks: list[str], out: str, data_dir: str, n_train:
                              desc=f"pre-trained {n}") for n, d in data["tasks"].items()}
     items = [it for d in data["tasks"].values() for it in d["train"]]
     losses = train_items(lm, tok, items, [it["label"] for it in items], lr=lr, batch_size=batch_size,
-                         epochs=epochs, seed=seed, memory=memory, desc="multitask fine-tune")
+                         epochs=epochs, seed=seed, plan=plan, desc="multitask fine-tune")
     ft = {n: compact(score_choices(lm, tok, d["test"], batch_size=eval_batch_size, layers=layer_ids,
                                    desc=f"fine-tuned {n}")) for n, d in data["tasks"].items()}
     with atomic_path(out) as tmp:
@@ -609,7 +614,7 @@ class _Converged(Exception):
 def forget_to_convergence(model, tokenizer, items: Sequence[dict], labels: Sequence[int], test_items: Sequence[dict],
                           *, target: float, tol: float, scoring: str, max_epochs: int, lr: float, batch_size: int,
                           seed: int, eval_batch_size: int = 16, test_every_epoch: bool = True,
-                          test_layers: Sequence[int] = (), memory: dict | None = None, desc: str | None = None) -> dict:
+                          test_layers: Sequence[int] = (), plan: dict | None = None, desc: str | None = None) -> dict:
     """Train on `items` with the given (random or flipped) `labels`, one optimizer and one shuffled pass per epoch
     (forgetlab.core.train.train), until the forget set's accuracy against its TRUE labels is within `tol` of
     `target` or `max_epochs` epochs are done.
@@ -625,9 +630,9 @@ def forget_to_convergence(model, tokenizer, items: Sequence[dict], labels: Seque
     check_choice("scoring", scoring, SCORINGS)
     if len(items) != len(labels):
         raise ValueError(f"{len(items)} items but {len(labels)} labels")
-    memory = memory or memory_plan()
     batches = training_batches(tokenizer, items, labels, batch_size, seed)
-    per_epoch = -(-len(batches) // memory["grad_accum"])  # optimizer steps per epoch
+    cfg = TrainConfig(lr=lr, epochs=max_epochs, batch_size=1, seed=seed, **(plan or {}))  # one pre-made batch per item
+    per_epoch = -(-len(batches) // cfg.grad_accum)  # optimizer steps per epoch
     rec = {"forget": [], "test": [], "losses": [], "converged": False, "epochs": 0}
 
     def score_test(layers=()):
@@ -652,7 +657,6 @@ def forget_to_convergence(model, tokenizer, items: Sequence[dict], labels: Seque
         if done:
             rec["converged"] = True
             raise _Converged
-    cfg = TrainConfig(lr=lr, epochs=max_epochs, batch_size=1, seed=seed, **memory)  # one pre-made batch per item
     try:
         train(model, batches, cfg, loss_fn=answer_loss, collate=_first, on_step=on_step, desc=desc)
     except _Converged:
@@ -664,7 +668,8 @@ def forget_to_convergence(model, tokenizer, items: Sequence[dict], labels: Seque
 def forget(*, finetuned: str, out: str, data_dir: str, threshold: float, margin: float, n_forget: int,
            small_fraction: float, n_cross: int, lr: float, batch_size: int, max_epochs: int, tol: float,
            scoring: str, modes: list[str], eval_batch_size: int, seed: int, grad_accum: int, grad_checkpointing: bool,
-           optimizer: str, mixed_precision: str, device: str) -> None:
+           optimizer: str, mixed_precision: str, weight_decay: float, warmup_steps: int, grad_clip: float,
+           device: str) -> None:
     """For every task that passes the screen (see `screen`): from the fine-tuned model, forget the task on its
     first n_forget training items with random (and flipped) labels until convergence (forget_to_convergence:
     the forget set within `tol` of chance, or of 0 for flipped labels, or max_epochs; the screen and this stop
@@ -674,9 +679,12 @@ def forget(*, finetuned: str, out: str, data_dir: str, threshold: float, margin:
     small-N ablation, random labels); after the random-label run, score the first n_cross
     test items of every other kept task (the cross-task matrix). Records the forget set's scores and hidden states
     before forgetting (variance measure) and the test items' hidden states after (probes). Writes results.pt and
-    summary.json, not models. grad_accum, grad_checkpointing, optimizer, mixed_precision: the memory plan;
+    summary.json, not models. grad_accum, grad_checkpointing, optimizer, mixed_precision: the memory plan, and
+    weight_decay, warmup_steps, grad_clip: the optimizer's settings (train_plan);
     device: where the model is scored and trained (models.resolve_device)."""
-    memory = memory_plan(grad_accum, grad_checkpointing, optimizer, mixed_precision)
+    plan = train_plan(grad_accum=grad_accum, grad_checkpointing=grad_checkpointing, optimizer=optimizer,
+                      mixed_precision=mixed_precision, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                      grad_clip=grad_clip)
     device = resolve_device(device)
     check_fraction("threshold", threshold)
     check_margin(margin)
@@ -714,7 +722,7 @@ def forget(*, finetuned: str, out: str, data_dir: str, threshold: float, margin:
     start = {k: v.detach().to("cpu", copy=True) for k, v in lm.state_dict().items()}  # on the host: 27 GB at 7B
     tests = {n: data["tasks"][n]["test"] for n in keep}
     common = dict(tol=tol, scoring=scoring, max_epochs=max_epochs, lr=lr, batch_size=batch_size,
-                  eval_batch_size=eval_batch_size, memory=memory)
+                  eval_batch_size=eval_batch_size, plan=plan)
     before, runs = {}, {}
     for ti, name in enumerate(keep):
         items = data["tasks"][name]["train"][:n_forget]

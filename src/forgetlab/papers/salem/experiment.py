@@ -801,9 +801,11 @@ def pad_id_of(tok) -> int:
 
 # ============================================================================ stage: base classifier
 def train_classifier(*, model: str, out: str, data_dir: str, source: str, n_train: int, heldout_fraction: float,
-                     max_len: int, epochs: int, lr: float, batch_size: int, seed: int, device: str) -> dict:
-    """Fine-tune an encoder into the 3-way fact-verification classifier; the pages in the held-out fraction are
-    never trained on (the edit dataset comes from them). Writes a save_pretrained folder + split.json.
+                     max_len: int, epochs: int, lr: float, batch_size: int, weight_decay: float, warmup_steps: int,
+                     grad_clip: float, seed: int, device: str) -> dict:
+    """Fine-tune an encoder into the 3-way fact-verification classifier (AdamW with `weight_decay`, linear warmup
+    over `warmup_steps`, gradients clipped to norm `grad_clip`); the pages in the held-out fraction are never
+    trained on (the edit dataset comes from them). Writes a save_pretrained folder + split.json.
     device: where it trains (models.resolve_device)."""
     from forgetlab.core.models import resolve_device
     from forgetlab.core.train import TrainConfig, train
@@ -816,8 +818,9 @@ def train_classifier(*, model: str, out: str, data_dir: str, source: str, n_trai
     clf, tok = load_classifier(model, data_dir=data_dir, device=device)
     items = [encode(tok, e, max_len) for e in train_ex]
     pad = pad_id_of(tok)
-    losses = train(clf, items, TrainConfig(lr=lr, epochs=epochs, batch_size=batch_size, seed=seed),
-                   collate=lambda its: collate(its, pad), desc="fine-tune classifier")
+    cfg = TrainConfig(lr=lr, epochs=epochs, batch_size=batch_size, weight_decay=weight_decay,
+                      warmup_steps=warmup_steps, grad_clip=grad_clip, seed=seed)
+    losses = train(clf, items, cfg, collate=lambda its: collate(its, pad), desc="fine-tune classifier")
     info = {"model": model, "source": source, "n_train": len(train_ex), "n_heldout_pool": len(held),
             "max_len": max_len, "epochs": epochs, "lr": lr, "batch_size": batch_size, "seed": seed,
             "final_loss": float(np.mean(losses[-20:])), "losses": losses,

@@ -174,7 +174,8 @@ def evaluate_images(model, pixels: torch.Tensor, labels: Sequence[int], batch_si
 # ================================================================ the train step
 def train_vit(*, model: str, data_dir: str, source: str, n_images: int, test_fraction: float, image_size: int,
               patch_size: int, hidden: int, layers: int, heads: int, ff: int, epochs: int, lr: float, batch_size: int,
-              weight_decay: float, label_column: str, image_column: str, seed: int, out: str, device: str) -> None:
+              weight_decay: float, warmup_steps: int, grad_clip: float, label_column: str, image_column: str, seed: int,
+              out: str, device: str) -> None:
     """Train the ViT on the training split (model "scratch": a new small ViT; else a hub id or folder, fine-tuned
     for `epochs`, 0 = used as is) and save it with the split and its test accuracy. n_images: a stratified
     subsample of the dataset, split into train and test (test_fraction). device: where it trains and is scored
@@ -195,7 +196,8 @@ def train_vit(*, model: str, data_dir: str, source: str, n_images: int, test_fra
             raise ValueError(f"model {model!r} has {vit.config.num_labels} labels, dataset {source!r} "
                              f"{len(names)}")
     pixels = to_pixels(images, vit.config.image_size)
-    cfg = TrainConfig(lr=lr, epochs=max(epochs, 1), batch_size=batch_size, weight_decay=weight_decay, seed=seed)
+    cfg = TrainConfig(lr=lr, epochs=max(epochs, 1), batch_size=batch_size, weight_decay=weight_decay,
+                      warmup_steps=warmup_steps, grad_clip=grad_clip, seed=seed)
     t0 = time.perf_counter()
     losses = train(vit, items(pixels[tr], [labels[i] for i in tr]), cfg, loss_fn=flip_loss(),
                    desc="train ViT") if epochs else []
@@ -363,6 +365,8 @@ class Context:
     seed: int
     batch_size: int
     weight_decay: float
+    warmup_steps: int
+    grad_clip: float
     retain_fraction: float
 
     def __post_init__(self):
@@ -376,7 +380,7 @@ class Context:
 
     def train_config(self, epochs: int, lr: float) -> TrainConfig:
         return TrainConfig(lr=lr, epochs=epochs, batch_size=self.batch_size, weight_decay=self.weight_decay,
-                           seed=self.seed)
+                           warmup_steps=self.warmup_steps, grad_clip=self.grad_clip, seed=self.seed)
 
 
 class Method:
@@ -558,12 +562,12 @@ def make_method(name: str, params: dict) -> Method:
 
 
 def run_method(method: Method, base, data: Data, forget: int, *, batch_size: int, weight_decay: float,
-               retain_fraction: float, seed: int = 0) -> tuple:
+               warmup_steps: int, grad_clip: float, retain_fraction: float, seed: int = 0) -> tuple:
     """Unlearn class `forget` from a copy of `base` with one method; returns (model, compute units, details)."""
     seed_everything(seed)
     model = copy.deepcopy(base)
-    c = Context(base, data, forget, seed, batch_size=batch_size, weight_decay=weight_decay,
-                retain_fraction=retain_fraction)
+    c = Context(base, data, forget, seed, batch_size=batch_size, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                grad_clip=grad_clip, retain_fraction=retain_fraction)
     model, compute, details = method.run(model, c)
     model.eval()
     return model, compute, details
@@ -581,20 +585,23 @@ def evaluate_sets(model, data: Data, forget: int, batch_size: int = 256) -> dict
 def unlearn(*, base: str, forget_class: str, methods: list[str], ff_frac: float, attn_frac: float, scoring: str,
             eps_ff: float, eps_attn: float, retrain_epochs: int, retrain_lr: float, ft_epochs: int, ft_lr: float,
             ga_epochs: int, ga_lr: float, amnesiac_epochs: int, amnesiac_lr: float, unsir_noise: int,
-            unsir_noise_steps: int, unsir_noise_lr: float, unsir_noise_reg: float, unsir_lr: float, ssd_alpha: float, ssd_lambda: float, ssd_alpha_tuned: float,
-            teacher_epochs: int, teacher_lr: float, teacher_temperature: float, retain_fraction: float, batch_size: int,
-            weight_decay: float, seed: int, out: str, device: str) -> None:
+            unsir_noise_steps: int, unsir_noise_lr: float, unsir_noise_reg: float, unsir_lr: float, ssd_alpha: float,
+            ssd_lambda: float, ssd_alpha_tuned: float, teacher_epochs: int, teacher_lr: float,
+            teacher_temperature: float, retain_fraction: float, batch_size: int, weight_decay: float,
+            warmup_steps: int, grad_clip: float, seed: int, out: str, device: str) -> None:
     """Run every method on a copy of the base ViT; save per-example losses and hits on the retain / forget test
     images and the forget training images, compute units and wall times (results.json). device: where the
     methods run (models.resolve_device). Each method's hyperparameters are the arguments its class names
-    (make_method); batch_size, weight_decay and retain_fraction are shared by all."""
+    (make_method); batch_size, retain_fraction and the optimizer settings (weight_decay, warmup_steps, grad_clip:
+    the base ViT's) are shared by all."""
     params = dict(locals())  # the flat hyperparameters, named as in params.yaml
     device = resolve_device(device)
     names = check_list("methods", methods, str)
     for m in names:
         check_choice("methods", m, METHODS)
     check_fraction("retain_fraction", retain_fraction, allow_zero=False)
-    shared = dict(batch_size=batch_size, weight_decay=weight_decay, retain_fraction=retain_fraction)
+    shared = dict(batch_size=batch_size, weight_decay=weight_decay, warmup_steps=warmup_steps, grad_clip=grad_clip,
+                  retain_fraction=retain_fraction)
     config = {**shared, **{k: v for m in METHODS for k, v in asdict(make_method(m, params)).items()}}
     model = load_vit(base, device=device)
     data = load_data(base)
