@@ -57,7 +57,7 @@ def test_geonames_gazetteer_real_names_and_bad_threshold():
 
 def test_silver_ner_and_sentence_split():
     docs = [{"text": "Barack Obama visited Paris. Obama later flew to Rome. The city of Nice is nice."}]
-    rows = npl.silver_ner(docs, 15000, min_words=3)
+    rows = npl.silver_ner(docs, 15000, min_words=3, max_words=60)
     assert len(rows) == 3
     d = [dict(zip(r["tokens"], r["ner_tags"])) for r in rows]
     assert d[0]["Paris"] == "B-LOC" and d[0]["Obama"] == "O"
@@ -95,7 +95,7 @@ def test_person_labeler_document_surnames_and_locations_first():
     assert dict(per_tags("Kennedy said no .", surnames={"Kennedy"}))["Kennedy"] == "B-PER"
     assert dict(per_tags("Kennedy said no ."))["Kennedy"] == "O"
     docs = [{"text": "John Kennedy visited Paris. He said Kennedy flew to Rome with Mary Smith."}]
-    rows = npl.silver_ner(docs, 15000, min_words=3)
+    rows = npl.silver_ner(docs, 15000, min_words=3, max_words=60)
     d = [dict(zip(r["tokens"], r["ner_tags"])) for r in rows]
     assert (d[0]["John"], d[0]["Kennedy"], d[0]["Paris"]) == ("B-PER", "I-PER", "B-LOC")
     assert (d[1]["Kennedy"], d[1]["Rome"], d[1]["Mary"], d[1]["Smith"]) == ("B-PER", "B-LOC", "B-PER", "I-PER")
@@ -510,6 +510,9 @@ def test_stages_end_to_end_on_a_tiny_decoder_and_conll_format_files(tmp_path):
     for s in ds:
         ds[s].to_parquet(str(tmp_path / "hub" / f"{s}.parquet"))
     ner, base, out = (str(tmp_path / n) for n in ("ner", "base", "concept"))
+    with pytest.raises(ValueError, match=r"'max_words' \(4\) must be at least min_words \(5\)"):
+        npl.build_data(**step_args("neuroplasticity_data", source=str(tmp_path / "hub"), out=ner, min_words=5,
+                                   max_words=4))
     npl.build_data(**step_args("neuroplasticity_data", source=str(tmp_path / "hub"), out=ner))
     assert json.loads((tmp_path / "ner" / "label_stats.json").read_text())["train"]["entities"] == {"LOC": 8,
                                                                                                     "PER": 4}

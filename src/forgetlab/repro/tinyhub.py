@@ -76,7 +76,7 @@ def answer_prior(model, tok, data_dir: Path) -> int:
     from collections import Counter
     from forgetlab.papers.salem.experiment import qa_examples
     counts = Counter(tuple(tok(" " + e["answer"].strip(), add_special_tokens=False)["input_ids"])
-                     for e in qa_examples("squad", data_dir))
+                     for e in qa_examples("squad", data_dir, max_answer_words=4, max_context_chars=200))
     token = next(ids[0] for ids, _ in counts.most_common() if len(ids) == 1)
     norm, head = model.gpt_neox.final_layer_norm, model.get_output_embeddings()
     with torch.no_grad():

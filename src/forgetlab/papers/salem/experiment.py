@@ -931,10 +931,10 @@ def qa_prompt(example: dict) -> str:
     return f"Context: {example['context']}\nQuestion: {example['question']}\nAnswer:"
 
 
-def qa_examples(source: str = "new_wiki", data_dir: str | Path = "data", max_answer_words: int = 4,
-                max_context_chars: int = 200) -> list[dict]:
-    """squad_shifts questions with short answers, the context cut to the sentence holding the answer:
-    {"id", "context", "question", "answer", "paragraph"} in file order."""
+def qa_examples(source: str, data_dir: str | Path, *, max_answer_words: int, max_context_chars: int) -> list[dict]:
+    """squad_shifts questions with answers of at most max_answer_words words, the context cut to the sentence
+    holding the answer (at most max_context_chars characters): {"id", "context", "question", "answer",
+    "paragraph"} in file order."""
     from forgetlab.data import load_squad
     out = []
     for a_i, art in enumerate(load_squad(source, data_dir)):
@@ -953,8 +953,8 @@ def qa_examples(source: str = "new_wiki", data_dir: str | Path = "data", max_ans
 
 
 def build_qa_edits(*, model: str, out: str, data_dir: str, source: str, n_scored: int, n_heldout: int,
-                   test_fraction: float, text_source: str, n_text: int, text_len: int, max_len: int, seed: int,
-                   device: str) -> dict:
+                   test_fraction: float, text_source: str, n_text: int, text_len: int, max_len: int,
+                   max_answer_words: int, max_context_chars: int, seed: int, device: str) -> dict:
     """QA edits for a causal LM: fail samples (the model's teacher-forced answer is not the gold one; target = the
     gold answer), adapt samples (other questions with the same answer in the same paragraph where available,
     else the question under a reworded prompt), pass samples (answered right), unrelated text for perplexity.
@@ -966,7 +966,8 @@ def build_qa_edits(*, model: str, out: str, data_dir: str, source: str, n_scored
     check_positive_int("n_heldout", n_heldout)
     seed_everything(seed)
     lm, tok = load_causal_lm(model, data_dir=data_dir, device=device)
-    allq = qa_examples(source, data_dir)
+    allq = qa_examples(source, data_dir, max_answer_words=check_positive_int("max_answer_words", max_answer_words),
+                       max_context_chars=check_positive_int("max_context_chars", max_context_chars))
     order = list(range(len(allq)))
     random.Random(seed).shuffle(order)
     chosen = [allq[i] for i in order[:n_scored]]
