@@ -30,6 +30,7 @@ class NotebookParams(utils.NotebookParams):
     n_stat_seqs: int
     n_eval_seqs: int
     max_per_doc: int
+    min_len: int
     batch_size: int
     n_steps: int
     n_common: int
@@ -49,8 +50,8 @@ class NotebookParams(utils.NotebookParams):
     main_pairs: list
 
     def __post_init__(self):
-        self.check_all(check_positive_int, "seq_len", "n_stat_seqs", "n_eval_seqs", "max_per_doc", "batch_size",
-                       "n_steps", "n_common", "top_k", "n_boot", "max_docs")
+        self.check_all(check_positive_int, "seq_len", "n_stat_seqs", "n_eval_seqs", "max_per_doc", "min_len",
+                       "batch_size", "n_steps", "n_common", "top_k", "n_boot", "max_docs")
         self.check_all(check_fraction, "ff_frac", "attn_frac", "compare_frac")
         check_fraction("test_fraction", self.test_fraction, allow_zero=False)
         check_choice("scoring", self.scoring, pruning.SCORINGS[:-1])
