@@ -61,6 +61,26 @@ def test_vit_ff_neurons_are_the_gelu_outputs_and_masks_act_on_them():
     assert torch.allclose(out["mlp"], m.vit.layers[0].mlp.fc2.bias.expand_as(out["mlp"]))
 
 
+def test_flip_loss_flips_about_half_the_training_images_and_never_in_eval_or_when_off():
+    class Seen(nn.Module):
+        """Records the pixels it is given; its loss is 0."""
+        def forward(self, pixel_values, labels):
+            self.x = pixel_values
+            return type("Out", (), {"loss": pixel_values.sum() * 0})()
+
+    x = torch.arange(400 * 2, dtype=torch.float).reshape(400, 1, 1, 2)  # each image [a, b]: flipped is [b, a]
+    batch, m = {"pixel_values": x, "labels": torch.zeros(400, dtype=torch.long)}, Seen()
+    torch.manual_seed(0)
+    vision.flip_loss(True)(m, batch)
+    flipped = (m.x[..., 0] > m.x[..., 1]).float().mean().item()
+    assert 0.4 < flipped < 0.6 and torch.equal(m.x.sort(-1).values, x)  # about half, each mirrored, none lost
+    vision.flip_loss(False)(m, batch)
+    assert torch.equal(m.x, x)
+    m.eval()
+    vision.flip_loss(True)(m, batch)
+    assert torch.equal(m.x, x)
+
+
 def test_a_saved_vit_loads_from_its_folder(tmp_path):
     m = tiny_vit(seed=3)
     m.save_pretrained(tmp_path / "vit")
@@ -483,7 +503,7 @@ def test_every_vision_method_is_registered_with_hyperparameters_the_unlearn_step
         assert all(f.default is dataclasses.MISSING for f in fields(cls)), f"{name} has defaults of its own"
         assert vision.make_method(name, {f: 1 for f in flags}).name == name
         used |= own
-    shared = {"batch_size", "weight_decay", "warmup_steps", "grad_clip", "retain_fraction"}
+    shared = {"batch_size", "weight_decay", "warmup_steps", "grad_clip", "hflip", "retain_fraction"}
     assert flags - used == shared | {"base", "forget_class", "methods", "seed", "out", "device"}
     assert vision.METHODS == ("prune", "retrain", "finetune", "ga", "amnesiac", "unsir", "ssd", "ssd_tuned", "teacher")
 

@@ -146,8 +146,9 @@ def items(pixels: torch.Tensor, labels: Sequence[int]) -> list[dict]:
     return [{"pixel_values": p, "labels": torch.tensor(int(y))} for p, y in zip(pixels, labels)]
 
 
-def flip_loss(flip: bool = True) -> Callable:
-    """Cross-entropy with random horizontal flips (torch's global RNG, seeded by the step)."""
+def flip_loss(flip: bool) -> Callable:
+    """Cross-entropy, with random horizontal flips of half the images when `flip` (torch's global RNG, seeded by
+    the step)."""
     def loss_fn(model, batch):
         x = batch["pixel_values"]
         if flip and model.training:
@@ -174,8 +175,8 @@ def evaluate_images(model, pixels: torch.Tensor, labels: Sequence[int], batch_si
 # ================================================================ the train step
 def train_vit(*, model: str, data_dir: str, source: str, n_images: int, test_fraction: float, image_size: int,
               patch_size: int, hidden: int, layers: int, heads: int, ff: int, epochs: int, lr: float, batch_size: int,
-              weight_decay: float, warmup_steps: int, grad_clip: float, label_column: str, image_column: str, seed: int,
-              out: str, device: str) -> None:
+              weight_decay: float, warmup_steps: int, grad_clip: float, hflip: bool, label_column: str,
+              image_column: str, seed: int, out: str, device: str) -> None:
     """Train the ViT on the training split (model "scratch": a new small ViT; else a hub id or folder, fine-tuned
     for `epochs`, 0 = used as is) and save it with the split and its test accuracy. n_images: a stratified
     subsample of the dataset, split into train and test (test_fraction). device: where it trains and is scored
@@ -199,7 +200,7 @@ def train_vit(*, model: str, data_dir: str, source: str, n_images: int, test_fra
     cfg = TrainConfig(lr=lr, epochs=max(epochs, 1), batch_size=batch_size, weight_decay=weight_decay,
                       warmup_steps=warmup_steps, grad_clip=grad_clip, seed=seed)
     t0 = time.perf_counter()
-    losses = train(vit, items(pixels[tr], [labels[i] for i in tr]), cfg, loss_fn=flip_loss(),
+    losses = train(vit, items(pixels[tr], [labels[i] for i in tr]), cfg, loss_fn=flip_loss(hflip),
                    desc="train ViT") if epochs else []
     seconds = time.perf_counter() - t0
     ev = evaluate_images(vit, pixels[te], [labels[i] for i in te], desc="test accuracy")
@@ -209,7 +210,8 @@ def train_vit(*, model: str, data_dir: str, source: str, n_images: int, test_fra
                                       "image_column": image_column, "label_column": label_column,
                                       "class_names": names, "train": tr, "test": te, "seed": seed})
         write_json(tmp / TRAIN_FILE, {"model": model, "epochs": epochs, "lr": lr, "batch_size": batch_size,
-                                      "weight_decay": weight_decay, "losses": losses[::max(1, len(losses) // 200)],
+                                      "weight_decay": weight_decay, "hflip": hflip,
+                                      "losses": losses[::max(1, len(losses) // 200)],
                                       "n_train": len(tr), "test_accuracy": float(ev["correct"].mean()),
                                       "train_examples": len(tr) * epochs, "seconds": seconds})
     print(f"ViT test accuracy {ev['correct'].mean():.3f} on {len(te)} images ({seconds:.0f} s of training)")
@@ -367,6 +369,7 @@ class Context:
     weight_decay: float
     warmup_steps: int
     grad_clip: float
+    hflip: bool
     retain_fraction: float
 
     def __post_init__(self):
@@ -436,7 +439,7 @@ class Retrain(Method):
     def run(self, model, c):
         model = new_vit(c.base.config, c.seed).to(c.device)  # a new model where the base is: train() runs it there
         losses = train(model, items(c.r_pix, c.r_lab), c.train_config(self.retrain_epochs, self.retrain_lr),
-                       loss_fn=flip_loss(), desc="retrain")
+                       loss_fn=flip_loss(c.hflip), desc="retrain")
         return model, TRAIN_COST * len(c.r_lab) * self.retrain_epochs, {"final_loss": losses[-1]}
 
 
@@ -448,8 +451,8 @@ class Finetune(Method):
     ft_lr: float
 
     def run(self, model, c):
-        train(model, items(c.r_pix, c.r_lab), c.train_config(self.ft_epochs, self.ft_lr), loss_fn=flip_loss(),
-              desc="finetune")
+        train(model, items(c.r_pix, c.r_lab), c.train_config(self.ft_epochs, self.ft_lr),
+              loss_fn=flip_loss(c.hflip), desc="finetune")
         return model, TRAIN_COST * len(c.r_lab) * self.ft_epochs, {}
 
 
@@ -476,7 +479,8 @@ class Amnesiac(Method):
     def run(self, model, c):
         relabelled = random_other_labels(c.f_lab, c.base.config.num_labels, c.gen)
         train(model, items(c.f_pix, relabelled) + items(c.s_pix, c.s_lab),
-              c.train_config(self.amnesiac_epochs, self.amnesiac_lr), loss_fn=flip_loss(), desc="amnesiac")
+              c.train_config(self.amnesiac_epochs, self.amnesiac_lr), loss_fn=flip_loss(c.hflip),
+              desc="amnesiac")
         return model, TRAIN_COST * (len(c.f_lab) + c.n_sub) * self.amnesiac_epochs, {}
 
 
@@ -496,8 +500,8 @@ class Unsir(Method):
                                        steps=self.unsir_noise_steps, lr=self.unsir_noise_lr,
                                        reg=self.unsir_noise_reg, seed=c.seed)
         train(model, items(noise, [c.forget] * n_noise) + items(c.s_pix, c.s_lab), c.train_config(1, self.unsir_lr),
-              loss_fn=flip_loss(False), desc="unsir impair")
-        train(model, items(c.s_pix, c.s_lab), c.train_config(1, self.unsir_lr), loss_fn=flip_loss(),
+              loss_fn=flip_loss(False), desc="unsir impair")  # never flipped: the noise is optimized as it is
+        train(model, items(c.s_pix, c.s_lab), c.train_config(1, self.unsir_lr), loss_fn=flip_loss(c.hflip),
               desc="unsir repair")
         return model, TRAIN_COST * (n_noise * self.unsir_noise_steps + n_noise + 2 * c.n_sub), {}
 
@@ -562,12 +566,12 @@ def make_method(name: str, params: dict) -> Method:
 
 
 def run_method(method: Method, base, data: Data, forget: int, *, batch_size: int, weight_decay: float,
-               warmup_steps: int, grad_clip: float, retain_fraction: float, seed: int = 0) -> tuple:
+               warmup_steps: int, grad_clip: float, hflip: bool, retain_fraction: float, seed: int = 0) -> tuple:
     """Unlearn class `forget` from a copy of `base` with one method; returns (model, compute units, details)."""
     seed_everything(seed)
     model = copy.deepcopy(base)
     c = Context(base, data, forget, seed, batch_size=batch_size, weight_decay=weight_decay, warmup_steps=warmup_steps,
-                grad_clip=grad_clip, retain_fraction=retain_fraction)
+                grad_clip=grad_clip, hflip=hflip, retain_fraction=retain_fraction)
     model, compute, details = method.run(model, c)
     model.eval()
     return model, compute, details
@@ -587,13 +591,13 @@ def unlearn(*, base: str, forget_class: str, methods: list[str], ff_frac: float,
             ga_epochs: int, ga_lr: float, amnesiac_epochs: int, amnesiac_lr: float, unsir_noise: int,
             unsir_noise_steps: int, unsir_noise_lr: float, unsir_noise_reg: float, unsir_lr: float, ssd_alpha: float,
             ssd_lambda: float, ssd_alpha_tuned: float, teacher_epochs: int, teacher_lr: float,
-            teacher_temperature: float, retain_fraction: float, batch_size: int, weight_decay: float,
+            teacher_temperature: float, hflip: bool, retain_fraction: float, batch_size: int, weight_decay: float,
             warmup_steps: int, grad_clip: float, seed: int, out: str, device: str) -> None:
     """Run every method on a copy of the base ViT; save per-example losses and hits on the retain / forget test
     images and the forget training images, compute units and wall times (results.json). device: where the
     methods run (models.resolve_device). Each method's hyperparameters are the arguments its class names
-    (make_method); batch_size, retain_fraction and the optimizer settings (weight_decay, warmup_steps, grad_clip:
-    the base ViT's) are shared by all."""
+    (make_method); batch_size, retain_fraction, hflip (random horizontal flips of the training images) and the
+    optimizer settings (weight_decay, warmup_steps, grad_clip: the base ViT's) are shared by all."""
     params = dict(locals())  # the flat hyperparameters, named as in params.yaml
     device = resolve_device(device)
     names = check_list("methods", methods, str)
@@ -601,7 +605,7 @@ def unlearn(*, base: str, forget_class: str, methods: list[str], ff_frac: float,
         check_choice("methods", m, METHODS)
     check_fraction("retain_fraction", retain_fraction, allow_zero=False)
     shared = dict(batch_size=batch_size, weight_decay=weight_decay, warmup_steps=warmup_steps, grad_clip=grad_clip,
-                  retain_fraction=retain_fraction)
+                  hflip=hflip, retain_fraction=retain_fraction)
     config = {**shared, **{k: v for m in METHODS for k, v in asdict(make_method(m, params)).items()}}
     model = load_vit(base, device=device)
     data = load_data(base)
