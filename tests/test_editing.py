@@ -234,11 +234,15 @@ def test_encode_and_correct_for_classifier_and_lm(data_dir):
 
 
 def test_paraphrase_filter():
-    assert ed.paraphrase_filter("Tom sold 23 cars in 2010 .", "In 2010, Tom sold 23 cars.", 0.9) is None
-    assert ed.paraphrase_filter("Tom sold 23 cars .", "Tom sold 24 cars.", 0.9) == "numbers"
-    assert ed.paraphrase_filter("Tom sold cars .", "tom sold cars", 0.99) == "copy"
-    assert ed.paraphrase_filter("Tom sold cars .", "Cars were sold by Tom.", 0.5) == "similarity"
-    assert ed.paraphrase_filter("Tom sold cars .", "", 0.0) == "empty"
+    KEEP = {"min_similarity": 0.8, "length_ratio": [0.6, 1.5]}  # params.yaml's salem_edits filter
+    assert ed.paraphrase_filter("Tom sold 23 cars in 2010 .", "In 2010, Tom sold 23 cars.", 0.9, **KEEP) is None
+    assert ed.paraphrase_filter("Tom sold 23 cars .", "Tom sold 24 cars.", 0.9, **KEEP) == "numbers"
+    assert ed.paraphrase_filter("Tom sold cars .", "tom sold cars", 0.99, **KEEP) == "copy"
+    assert ed.paraphrase_filter("Tom sold cars .", "Cars were sold by Tom.", 0.5, **KEEP) == "similarity"
+    assert ed.paraphrase_filter("Tom sold cars .", "", 0.0, **KEEP) == "empty"
+    assert ed.paraphrase_filter("Tom sold cars .", "Tom sold a great many cars.", 0.9, **KEEP) == "length"  # 27/15
+    assert ed.paraphrase_filter("Tom sold cars .", "Tom sold a great many cars.", 0.9, min_similarity=0.8,
+                                length_ratio=[0.6, 2.0]) is None
 
 
 def test_summarize_drawdown_and_adapt_weighting():
@@ -449,6 +453,9 @@ def test_choose_layers_for_salem_mend_and_the_controls():
 def test_bad_parameters_fail_with_clear_messages(tmp_path):
     with pytest.raises(TypeError, match="n_train"):
         ed.train_classifier(**step_args("salem_base", out=str(tmp_path / "x"), n_train="many"))
+    with pytest.raises(ValueError, match="'length_ratio' must be \\[low, high\\]"):
+        ed.build_edits(**step_args("salem_edits", base=str(tmp_path / "x"), out=str(tmp_path / "y"),
+                                   length_ratio=[1.5, 0.6]))
     with pytest.raises(ValueError, match="rank"):
         ed.MEND(tiny_classifier(), [], rank=0)
     from forgetlab.core.models import tiny_model
