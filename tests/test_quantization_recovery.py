@@ -521,7 +521,7 @@ def test_training_past_the_selection_comes_back_to_the_selected_epoch(data_dir):
         model = tiny_model("llama", vocab_size=len(tok))
         info = experiment.run_unlearning(
             model, tok, ref, split, method="GA_GDR", lr=1e-2, epochs=epochs, batch_size=2, beta=0.1,
-            retain_weight=1.0, weight_decay=0.0, grad_clip=1.0, sure_percentile=None, recompute_every=0,
+            retain_weight=1.0, weight_decay=0.0, warmup_steps=0, grad_clip=1.0, sure_percentile=None, recompute_every=0,
             klr_variant="correct",
             levels={"retrain_verbmem": 0.0, "target_utility": 1.0}, tolerance=tolerance, utility_share=0.0,
             extra_epochs=extra_epochs, epoch_precisions=["full"], code_precisions=[], prompt_len=4,

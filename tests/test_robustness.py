@@ -13,7 +13,7 @@ from forgetlab.core.models import tiny_model
 from forgetlab.papers.forgetting_robustness import experiment as rb
 
 ROOT = Path(__file__).resolve().parents[1]
-OPT = {"weight_decay": 0.0, "grad_clip": 1.0}  # the optimizer settings of params.yaml's forgetting_robustness_run
+OPT = {"weight_decay": 0.0, "warmup_steps": 0, "grad_clip": 1.0}  # forgetting_robustness_run's optimizer settings
 
 
 def _windows(n, seq_len=12, vocab=97, seed=0):
@@ -420,6 +420,6 @@ def test_every_removal_method_is_registered_with_hyperparameters_the_run_step_pa
         used |= own
     assert {"prune_step", "eps_ff", "max_prune_steps", "concept_max_frac", "random_max_frac", "max_evals", "lr",
             "max_unlearn_steps", "eval_every", "unlearn_batch_size", "beta", "retain_weight", "weight_decay",
-            "grad_clip", "sure_percentile"} == used
+            "warmup_steps", "grad_clip", "sure_percentile"} == used
     with pytest.raises(ValueError, match="unknown method 'erase'"):
         rb.make_remover("erase", {})

@@ -104,7 +104,8 @@ def attack(original: str, unlearned: str, forget: str, retain: str, *, relearn_k
            max_docs: int = NB06["max_docs"], batch_size: int = NB06["batch_size"],
            relearn_lr: float = NB06["relearn_lr"], relearn_epochs: int = NB06["relearn_epochs"],
            relearn_batch_size: int = NB06["relearn_batch_size"], weight_decay: float = NB06["weight_decay"],
-           grad_clip: float = NB06["grad_clip"], n_boot: int = 1000, seed: int = NB06["seed"],
+           warmup_steps: int = NB06["warmup_steps"], grad_clip: float = NB06["grad_clip"], n_boot: int = 1000,
+           seed: int = NB06["seed"],
            data_dir: str = "data", out: str | None = None, device: str = "auto") -> dict:
     """Relearning and 4-bit attacks on an unlearned model, scored against its original (notebook 06's attack).
 
@@ -157,7 +158,7 @@ def attack(original: str, unlearned: str, forget: str, retain: str, *, relearn_k
     grid = robustness.attack_grid(model, sets, robustness.sequence_items(sets["forget"]["train"]), ks=ks,
                                   precisions=[p for p in precs if p != "full"], lr=relearn_lr,
                                   epochs=relearn_epochs, batch_size=relearn_batch_size, weight_decay=weight_decay,
-                                  grad_clip=grad_clip, seed=seed, desc="attacks")
+                                  warmup_steps=warmup_steps, grad_clip=grad_clip, seed=seed, desc="attacks")
     o, u = originals["full"], grid["k=0|full"]
     n = o["forget"]["n"]
     rows = {}
@@ -179,7 +180,8 @@ def attack(original: str, unlearned: str, forget: str, retain: str, *, relearn_k
         "settings": {"relearn_k": ks, "precisions": precs, "seq_len": seq_len, "n_train_seqs": n_train_seqs,
                      "n_val_seqs": n_val_seqs, "n_eval_seqs": n_eval_seqs, "relearn_lr": relearn_lr,
                      "relearn_epochs": relearn_epochs, "relearn_batch_size": relearn_batch_size,
-                     "weight_decay": weight_decay, "grad_clip": grad_clip, "n_boot": n_boot, "seed": seed}}
+                     "weight_decay": weight_decay, "warmup_steps": warmup_steps, "grad_clip": grad_clip,
+                     "n_boot": n_boot, "seed": seed}}
     if out is not None:
         write_json(Path(out) / "attack.json", result)
         save_figure(attack_figure(result), out, "attack")
@@ -387,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="numbers of forget windows relearned (default %(default)s)")
     p.add_argument("--precisions", nargs="+", default=["full", *NB06["precisions"]], metavar="P",
                    help="full, int8, fp4, nf4, rtn4, rtn4g64, ... (default %(default)s)")
-    for key in ("relearn_lr", "relearn_epochs", "relearn_batch_size", "weight_decay", "grad_clip"):
+    for key in ("relearn_lr", "relearn_epochs", "relearn_batch_size", "weight_decay", "warmup_steps", "grad_clip"):
         p.add_argument("--" + key.replace("_", "-"), type=type(NB06[key]), default=NB06[key])
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--out", default="forgetlab-attack", help="folder for attack.json and attack.png/pdf")

@@ -276,9 +276,10 @@ def _restore_(model, params: dict) -> None:
 
 def remove_gradient(model, sets: dict, ref_items: list[dict], *, method: str, acc_original: float, target: float,
                     tolerance: float, lr: float, batch_size: int, max_steps: int, eval_every: int, beta: float,
-                    retain_weight: float, weight_decay: float, grad_clip: float, sure_percentile: float,
-                    max_bisect: int, seed: int) -> dict:
-    """Optimizer steps of an unlearning method (AdamW with `weight_decay`, gradients clipped to norm `grad_clip`;
+                    retain_weight: float, weight_decay: float, warmup_steps: int, grad_clip: float,
+                    sure_percentile: float, max_bisect: int, seed: int) -> dict:
+    """Optimizer steps of an unlearning method (AdamW with `weight_decay` and `warmup_steps` of linear warmup,
+    gradients clipped to norm `grad_clip`;
     `retain_weight` weighs a _GDR method's retain term) until the validation forget drop reaches the band
     (evaluated every `eval_every` steps and after the last); an evaluation past the band is scaled back by
     bisection between the two last evaluated iterates. Knob: optimizer steps (fractional after a bisection)."""
@@ -309,7 +310,8 @@ def remove_gradient(model, sets: dict, ref_items: list[dict], *, method: str, ac
         state["prev"], state["prev_step"] = _params(model), step
 
     cfg = TrainConfig(lr=lr, epochs=math.ceil(max_steps * batch_size / len(ref_items)), batch_size=batch_size,
-                      max_steps=max_steps, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed)
+                      max_steps=max_steps, weight_decay=weight_decay, warmup_steps=warmup_steps, grad_clip=grad_clip,
+                      seed=seed)
     try:
         train(model, ref_items, cfg, loss_fn=loss_fn, grad_hook=hook, on_step=on_step, desc=method)
     except _Reached:
@@ -423,6 +425,7 @@ class Gradient(Remover):
     beta: float
     retain_weight: float
     weight_decay: float
+    warmup_steps: int
     grad_clip: float
     sure_percentile: float
     max_evals: int
@@ -436,7 +439,7 @@ class Gradient(Remover):
         return remove_gradient(r.model, r.sets, r.ref_items, method=self.method, **r.tuning, lr=self.lr,
                                batch_size=self.unlearn_batch_size, max_steps=self.max_unlearn_steps,
                                eval_every=self.eval_every, beta=self.beta, retain_weight=self.retain_weight,
-                               weight_decay=self.weight_decay, grad_clip=self.grad_clip,
+                               weight_decay=self.weight_decay, warmup_steps=self.warmup_steps, grad_clip=self.grad_clip,
                                sure_percentile=self.sure_percentile, max_bisect=self.max_evals, seed=r.seed), None
 
 
@@ -448,9 +451,9 @@ def make_remover(name: str, params: dict) -> Remover:
 
 # ================================================================ attacks
 def relearn(model, items: list[dict], k: int, *, lr: float, epochs: int, batch_size: int, weight_decay: float,
-            grad_clip: float, seed: int) -> list[float]:
-    """Fine-tune on the first k items (next-token loss; AdamW with `weight_decay`, gradients clipped to norm
-    `grad_clip`); k = 0 leaves the model untouched."""
+            warmup_steps: int, grad_clip: float, seed: int) -> list[float]:
+    """Fine-tune on the first k items (next-token loss; AdamW with `weight_decay` and `warmup_steps` of linear
+    warmup, gradients clipped to norm `grad_clip`); k = 0 leaves the model untouched."""
     check_positive_int("k", k, allow_zero=True)
     if k > len(items):
         raise ValueError(f"relearning k = {k} is more than the {len(items)} forget training windows")
@@ -458,12 +461,12 @@ def relearn(model, items: list[dict], k: int, *, lr: float, epochs: int, batch_s
         return []
     loss = lambda m, b: unlearning.mean_ce(m, b["input_ids"], b["attention_mask"])  # noqa: E731
     return train(model, items[:k], TrainConfig(lr=lr, epochs=epochs, batch_size=min(batch_size, k), seed=seed,
-                                               weight_decay=weight_decay, grad_clip=grad_clip), loss_fn=loss,
-                 desc=None)
+                                               weight_decay=weight_decay, warmup_steps=warmup_steps,
+                                               grad_clip=grad_clip), loss_fn=loss, desc=None)
 
 
 def attack_grid(model, sets: dict, items: list[dict], *, ks: list[int], precisions: list[str], lr: float,
-                epochs: int, batch_size: int, weight_decay: float, grad_clip: float, seed: int,
+                epochs: int, batch_size: int, weight_decay: float, warmup_steps: int, grad_clip: float, seed: int,
                 quantized_ks: list[int] | None = None,
                 desc: str | None = None) -> dict:
     """Every (k, precision) attack of a removed model: relearn on k windows (from the removed weights each
@@ -476,7 +479,7 @@ def attack_grid(model, sets: dict, items: list[dict], *, ks: list[int], precisio
         for k in ks:
             _restore_(model, start)  # back to the removed weights
             relearn(model, items, k, lr=lr, epochs=epochs, batch_size=batch_size, weight_decay=weight_decay,
-                    grad_clip=grad_clip, seed=seed)
+                    warmup_steps=warmup_steps, grad_clip=grad_clip, seed=seed)
             for prec in ("full", *(precisions if k in quant_at else ())):
                 bar.set_postfix_str(f"k={k}|{prec}")
                 with quantization.quantized(model, prec):
@@ -499,7 +502,7 @@ def run(model: str = "smollm2-135m", data_dir: str = "data", forget: str = "code
         eps_ff: float = 0.001, max_prune_steps: int = 20, concept_max_frac: float = 0.2,
         random_max_frac: float = 0.5, max_evals: int = 10, lr: float = 1e-4, unlearn_batch_size: int = 4,
         max_unlearn_steps: int = 40, eval_every: int = 1, beta: float = 0.1, retain_weight: float = 1.0,
-        weight_decay: float = 0.0, grad_clip: float = 1.0, sure_percentile: float = 90.0,
+        weight_decay: float = 0.0, warmup_steps: int = 0, grad_clip: float = 1.0, sure_percentile: float = 90.0,
         small_step_methods: list[str] = ("NPO_GDR",), small_lr: float = 1e-5, small_max_steps: int = 100,
         small_eval_every: int = 5, relearn_ks: list[int] = (0, 8, 32), relearn_lr: float = 1e-4,
         relearn_epochs: int = 2, relearn_batch_size: int = 4, precisions: list[str] = ("nf4",),
@@ -550,7 +553,8 @@ def run(model: str = "smollm2-135m", data_dir: str = "data", forget: str = "code
     base = evaluate(lm, sets)
     acc0 = tuning_top1(lm, sets)  # the tuning's reference: the original on the validation windows
     attack = dict(ks=ks, precisions=precs, quantized_ks=qks, lr=relearn_lr, epochs=relearn_epochs,
-                  batch_size=relearn_batch_size, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed)
+                  batch_size=relearn_batch_size, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                  grad_clip=grad_clip, seed=seed)
     removal = Removal(lm, sets, ref_items, acc_original=acc0, target=target, tolerance=tolerance, seed=seed)
     # (arm name, method name, remover): the original, every method, the small-step arms, the random control
     plan = [("original", None, None), *((m, m, make_remover(m, params)) for m in meths),

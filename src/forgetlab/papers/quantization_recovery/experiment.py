@@ -189,16 +189,17 @@ def select_epoch(history: list[dict], *, retrain_verbmem: float, target_utility:
 
 
 def run_unlearning(model, tok, ref_model, split: dict, *, method: str, lr: float, epochs: int, batch_size: int,
-                   beta: float, retain_weight: float, weight_decay: float, grad_clip: float,
+                   beta: float, retain_weight: float, weight_decay: float, warmup_steps: int, grad_clip: float,
                    sure_percentile: float | None, recompute_every: int, klr_variant: str,
                    levels: dict, tolerance: float, utility_share: float, extra_epochs: int,
                    epoch_precisions: list[str], code_precisions: list[str], prompt_len: int, max_new_tokens: int,
                    seed: int) -> dict:
-    """Unlearn `model` in place with `method` (one AdamW across epochs, with `weight_decay` and gradients clipped
-    to norm `grad_clip`, in the dtype of `model`, which ref_model shares; `retain_weight` weighs the retain
-    regularizer of _GDR and _KLR methods), score every epoch (epoch_scores) and select one (select_epoch with the
-    target's and the retrain model's `levels`: {"retrain_verbmem", "target_utility"}). Training stops
-    `extra_epochs` after the selection fires; `model` ends as it was at the selected epoch."""
+    """Unlearn `model` in place with `method` (one AdamW across epochs, with `weight_decay`, a linear warmup over
+    `warmup_steps` and gradients clipped to norm `grad_clip`, in the dtype of `model`, which ref_model shares;
+    `retain_weight` weighs the retain regularizer of _GDR and _KLR methods), score every epoch (epoch_scores) and
+    select one (select_epoch with the target's and the retrain model's `levels`: {"retrain_verbmem",
+    "target_utility"}). Training stops `extra_epochs` after the selection fires; `model` ends as it was at the
+    selected epoch."""
     from forgetlab.methods.quantization import model_codes
     check_choice("method", method, METHODS)
     items = unlearning_items(ref_model, split["forget"], split["retain"])
@@ -230,7 +231,8 @@ def run_unlearning(model, tok, ref_model, split: dict, *, method: str, lr: float
         return sel["reason"] != "last" and epoch >= sel["epoch"] + extra_epochs
 
     losses = train(model, items, TrainConfig(lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
-                                             weight_decay=weight_decay, grad_clip=grad_clip),
+                                             weight_decay=weight_decay, warmup_steps=warmup_steps,
+                                             grad_clip=grad_clip),
                    loss_fn=loss_fn, grad_hook=hook, on_epoch=on_epoch, desc=None)
     sel = {"epoch": chosen["epoch"], "reason": chosen["reason"]} if chosen else \
         {"epoch": history[-1]["epoch"], "reason": "last"}
@@ -254,7 +256,7 @@ def run_name(method: str, lr: float, sure: bool = False, dtype: str = "float32",
 
 def unlearn(*, target: str, retrain: str, methods: list[str], lrs: list[float], sure: str, dtype: str,
             klr_variant: str, epochs: int, extra_epochs: int, tolerance: float, utility_share: float, batch_size: int,
-            beta: float, retain_weight: float, weight_decay: float, grad_clip: float,
+            beta: float, retain_weight: float, weight_decay: float, warmup_steps: int, grad_clip: float,
             sure_percentile: float | None = None, recompute_every: int | None = None,
             precisions: list[str], epoch_precisions: list[str], prompt_len: int, max_new_tokens: int,
             answer_tokens: int, keep: str, seed: int, out: str, device: str) -> None:
@@ -320,7 +322,7 @@ def unlearn(*, target: str, retrain: str, methods: list[str], lrs: list[float], 
                     model.to(DTYPES[dtype])
                     info = run_unlearning(model, tok, ref, split, method=method, lr=lr, epochs=epochs,
                                           batch_size=batch_size, beta=beta, retain_weight=retain_weight,
-                                          weight_decay=weight_decay, grad_clip=grad_clip,
+                                          weight_decay=weight_decay, warmup_steps=warmup_steps, grad_clip=grad_clip,
                                           sure_percentile=sure_percentile if use_sure else None,
                                           recompute_every=recompute_every, klr_variant=variant, levels=levels,
                                           tolerance=tolerance, utility_share=utility_share,
