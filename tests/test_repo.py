@@ -435,3 +435,19 @@ def test_layers_import_downwards_and_no_paper_imports_another():
                     or (layer == "papers" and top == "repro" and m != "repro.cli")):
                 wrong.setdefault(name, []).append(m)
     assert not wrong, f"imports across layers or papers: {wrong}"
+
+
+def test_every_training_config_a_paper_builds_states_its_optimizer_settings():
+    """TrainConfig's weight decay, warmup and clipping change what a stage trains: every TrainConfig a paper builds
+    passes them (from its parameters), or a plan that does (**settings), never relying on TrainConfig's defaults."""
+    import ast
+    needed = {"weight_decay", "warmup_steps", "grad_clip"}
+    calls = 0
+    for path in sorted((ROOT / "src" / "forgetlab" / "papers").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "TrainConfig":
+                calls += 1
+                given = {k.arg for k in node.keywords}
+                assert None in given or needed <= given, \
+                    f"{path.relative_to(ROOT)}:{node.lineno}: TrainConfig without {sorted(needed - given)}"
+    assert calls >= 9  # the papers' training calls were found
