@@ -146,9 +146,10 @@ def sample_generations(model, tokenizer, prompts: Sequence[str], *, max_new_toke
 
 
 # ================================================================ sequences and measures
-def sequences(tokenizer, texts: Sequence[dict], seq_len: int, max_sequences: int | None = None, seed: int = 0,
-              min_len: int = 4) -> dict[str, torch.Tensor]:
-    """One right-padded sequence per text (texts are sentences; a long one gives several windows)."""
+def sequences(tokenizer, texts: Sequence[dict], seq_len: int, max_sequences: int | None = None, *, min_len: int,
+              seed: int) -> dict[str, torch.Tensor]:
+    """One right-padded sequence per text (texts are sentences; a long one gives several windows, and a last
+    window shorter than min_len tokens is dropped)."""
     from forgetlab.core.tokens import make_sequences
     return make_sequences(tokenizer, list(texts), seq_len, max_sequences, min_len=min_len, seed=seed)
 

@@ -37,6 +37,7 @@ class NotebookParams(utils.NotebookParams):
     temperature: float
     gen_batch_size: int
     seq_len: int
+    min_tokens: int
     n_stat_seqs: int
     n_eval_seqs: int
     test_fraction: float
@@ -56,7 +57,7 @@ class NotebookParams(utils.NotebookParams):
         check_positive_int("n_screen", self.n_screen, allow_zero=True)
         self.check_all(check_positive_int, "mia_folds", "tox_n_texts", "min_words", "n_gen", "n_toxic_samples",
                        "n_ppl_docs", "n_mmlu", "prompt_words", "max_new_tokens", "gen_batch_size", "seq_len",
-                       "n_stat_seqs", "n_eval_seqs", "batch_size", "n_boot")
+                       "min_tokens", "n_stat_seqs", "n_eval_seqs", "batch_size", "n_boot")
         self.check_all(check_fraction, "forget_min", "retain_max", "toxic_threshold", "tox_ff_frac", "tox_attn_frac",
                        "sweep_attn_ratio")
         check_fraction("test_fraction", self.test_fraction, allow_zero=False)
@@ -156,7 +157,8 @@ def toxicity_sets(model, tokenizer, p: NotebookParams, data_dir: str) -> dict:
     counts["forget_stat"], counts["forget_eval"] = len(forget_stat), len(forget_eval)
 
     def seqs(items):
-        return list(iter_batches(toxicity.sequences(tokenizer, items, p.seq_len, seed=p.seed), p.batch_size))
+        return list(iter_batches(toxicity.sequences(tokenizer, items, p.seq_len, min_len=p.min_tokens, seed=p.seed),
+                                 p.batch_size))
 
     batches = {"retain_eval": seqs(split["retain_eval"]), "retain_stat": seqs(split["retain_stat"]),
                "forget_stat": seqs(forget_stat)}
