@@ -617,3 +617,14 @@ def test_the_claim_verdicts_follow_their_stated_rules():
     _, v = claims.claim_verdicts(f1(0.9, 0.5, 0.9), "LOC", ["PER"], 2, reloc,
                                  {"similarity": {"same_layers": ci(-0.3), "all_others": ci(0.1)}}, poly)
     assert (v["removal_concept_specific"], v["relearned"], v["primed"]) == ("does not hold", "not tested", "partly")
+
+
+def test_the_stated_rules_print_the_shares_the_verdicts_use(monkeypatch):
+    """Notebook 02 states its rules through claims.rules_markdown, so the text follows the shares of base F1 that
+    claim_verdicts reads (no second, typed copy)."""
+    text = claims.rules_markdown("LOC")
+    assert "LOC F1 is at most 20% of its" in text and "keeps at least 80%" in text and "partly* at 50% to 80%" in text
+    monkeypatch.setattr(claims, "GONE", 0.3)
+    monkeypatch.setattr(claims, "PARTLY_BACK", 0.6)
+    text = claims.rules_markdown("MISC")
+    assert "MISC F1 is at most 30% of its" in text and "partly* at 60% to 80%" in text

@@ -47,6 +47,30 @@ def shift_direction(r: dict) -> str:
     return "earlier" if r["hi"] < 0 else "later" if r["lo"] > 0 else "no clear shift"
 
 
+def rules_markdown(concept: str) -> str:
+    """claim_verdicts' rules as notebook 02 states them before its numbers, with the shares of base F1 they use."""
+    def pct(x):
+        return f"{x:.0%}"
+    return f"""\
+* **Removal is concept-specific**: *holds* if, right after concept pruning, {concept} F1 is at most {pct(GONE)} of its
+  base value and every other type keeps at least {pct(KEPT)} of its base F1; *partly* if {concept} falls that far but
+  another type loses more than {pct(1 - KEPT)} (the removal is not specific); *does not hold* otherwise.
+* **The concept is relearned**: *not tested* if pruning did not remove it ({concept} F1 above {pct(GONE)} of base
+  right after pruning); otherwise *holds* if the last retraining stage reaches at least {pct(BACK)} of the base
+  {concept} F1, *partly* at {pct(PARTLY_BACK)} to {pct(BACK)}, *does not hold* below. The random baseline's drop and
+  recovery are reported beside it, and the concept-pruned model is compared with the random-pruned one after
+  retraining (paired interval: below, within or above).
+* **The concept moves to earlier layers**: per ranking, the shift of the top neurons' mean layer is *earlier* if its
+  95% interval lies below 0, *later* if above, *no clear shift* otherwise; *holds* if earlier under both rankings,
+  *partly* if under one, *does not hold* otherwise.
+* **The carriers were primed**: *holds* if the carriers' concept similarity in the base model exceeds the
+  layer-matched base rate (interval of the difference above 0); *partly* if it exceeds only the all-neurons base
+  rate; *does not hold* otherwise.
+* **The carriers become polysemantic**: *holds* if their polysemantic share after retraining exceeds both the
+  layer-matched base rate and their own share in the base model (both intervals above 0); *partly* if only one;
+  *does not hold* otherwise."""
+
+
 def claim_verdicts(f1: dict, concept: str, others: Sequence[str], n_stages: int, relocation: dict, priming: dict,
                    polysemantic: dict, method: str = "concept") -> tuple[dict, dict]:
     """(direction of each ranking's layer shift, verdict on each of the paper's five claims), each "holds",
