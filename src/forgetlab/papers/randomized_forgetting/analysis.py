@@ -302,7 +302,7 @@ def converged_tasks(fg_res: dict, tasks: Sequence[str]) -> list[str]:
             raise ValueError(f"{t}: the forgetting run recorded {len(r['forget'])} forget-set and {len(r['test'])} "
                              f"test evaluations for {r['epochs']} epochs")
         last = float(fg.correct(r["forget"][-1], fg_res["scoring"]).mean())
-        if r["converged"] != (abs(last - 0.5) <= tol + 1e-9):
+        if r["converged"] != fg.reached(last, fg.convergence_target("random"), tol):
             raise ValueError(f"{t}: recorded converged={r['converged']}, but the last epoch's forget-set accuracy "
                              f"is {last:.3f} (tolerance {tol} around chance)")
     return [t for t in tasks if fg_res["runs"][f"{t}|random"]["converged"]]

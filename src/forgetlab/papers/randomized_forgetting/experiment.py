@@ -607,6 +607,11 @@ def convergence_target(mode: str, chance: float = 0.5) -> float:
     return chance if mode == "random" else 0.0
 
 
+def reached(accuracy: float, target: float, tol: float) -> bool:
+    """The stop rule: a forget set's accuracy against its true labels is within `tol` of `target`."""
+    return abs(accuracy - target) <= tol + 1e-9
+
+
 class _Converged(Exception):
     """Raised from the training loop's on_step hook to end a forgetting run at the epoch that reached the target."""
 
@@ -646,7 +651,7 @@ def forget_to_convergence(model, tokenizer, items: Sequence[dict], labels: Seque
         rec["epochs"] = step // per_epoch
         fs = score_choices(model, tokenizer, items, batch_size=eval_batch_size)
         rec["forget"].append(compact(fs))
-        done = abs(float(correct(fs, scoring).mean()) - target) <= tol + 1e-9
+        done = reached(float(correct(fs, scoring).mean()), target, tol)
         last = done or rec["epochs"] == max_epochs
         if test_every_epoch or last:
             ts = score_test(test_layers if last else ())
