@@ -970,10 +970,11 @@ def build_qa_edits(*, model: str, out: str, data_dir: str, source: str, n_scored
     device = resolve_device(device)
     check_positive_int("n_scored", n_scored)
     check_positive_int("n_heldout", n_heldout)
+    check_positive_int("max_answer_words", max_answer_words)
+    check_positive_int("max_context_chars", max_context_chars)
     seed_everything(seed)
     lm, tok = load_causal_lm(model, data_dir=data_dir, device=device)
-    allq = qa_examples(source, data_dir, max_answer_words=check_positive_int("max_answer_words", max_answer_words),
-                       max_context_chars=check_positive_int("max_context_chars", max_context_chars))
+    allq = qa_examples(source, data_dir, max_answer_words=max_answer_words, max_context_chars=max_context_chars)
     order = list(range(len(allq)))
     random.Random(seed).shuffle(order)
     chosen = [allq[i] for i in order[:n_scored]]
